@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what polypush needs to build and test on Debian 12 (as root, or with sudo).
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+PKGS=(
+  pkg-config clang
+  libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev libavutil-dev
+  libswscale-dev libswresample-dev
+  nginx libnginx-mod-rtmp ffmpeg
+  iproute2 procps curl ca-certificates
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  # nginx must not start a system daemon on port 80 just because it was installed.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust with rustup (https://rustup.rs) and re-run" >&2
+  exit 1
+fi

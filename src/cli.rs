@@ -1,0 +1,137 @@
+//! The command line: clap definitions only (the man page and completions are generated from
+//! these, so every flag documented here is documented there).
+
+use clap::{Args, Parser, Subcommand};
+use polypush::platform::types::{ChannelObject, Scene};
+use std::path::PathBuf;
+
+/// polypush: a headless live-push daemon for the Polyv platform.
+///
+/// Exit codes: 0 ok, 2 usage or configuration error, 3 rejected by the platform, 4 network or
+/// platform unavailable.
+#[derive(Debug, Parser)]
+#[command(name = "polypush", version, about, long_about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "POLYPUSH_CONFIG", value_name = "FILE", default_value = polypush::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Machine-readable JSON on stdout (errors too, as {"error": {...}}).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and print the effective configuration, secrets masked.
+    Check,
+    /// Log in to Polyv (teacher_login) and print the RTMP push address.
+    Login {
+        /// Print the stream key in full (it lets anybody broadcast on the channel).
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Print how many viewers are online in the channel's chat room.
+    Viewers,
+    /// Channel administration through the signed Polyv APIs (needs app_id and app_secret).
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Create a channel (v3 create-cpic-channel).
+    Create {
+        /// Channel name (at most 60 characters).
+        #[arg(long)]
+        name: String,
+        /// Live scene: alone (plain broadcast) or ppt (slides and video).
+        #[arg(long, value_enum)]
+        scene: Scene,
+        /// Who may watch: in (internal) or out (public).
+        #[arg(long, value_enum)]
+        object: Option<ChannelObject>,
+        /// Start time, 13-digit milliseconds since the epoch.
+        #[arg(long, value_name = "MS")]
+        start: Option<u64>,
+        /// End time, 13-digit milliseconds since the epoch.
+        #[arg(long, value_name = "MS")]
+        end: Option<u64>,
+        #[command(flatten)]
+        reveal: Reveal,
+    },
+    /// Rename the configured channel.
+    Rename {
+        /// The new name.
+        name: String,
+    },
+    /// Update a channel's basic settings (v3 basic/update).
+    Update {
+        /// Channel to change (default: the configured channel).
+        #[arg(long, value_name = "ID")]
+        channel: Option<String>,
+        /// New channel name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New channel password (at most 16 characters). `-` reads it from stdin.
+        #[arg(long)]
+        password: Option<String>,
+        /// Presenter name shown to viewers.
+        #[arg(long)]
+        publisher: Option<String>,
+        /// Limit on viewers online at once (also turns the limit on).
+        #[arg(long, value_name = "N")]
+        max_viewers: Option<u32>,
+        /// A JSON file with the `authSettings` array (watch conditions), sent as is.
+        #[arg(long, value_name = "FILE")]
+        auth_json: Option<PathBuf>,
+    },
+    /// Create an MR channel (v4 mr/create).
+    CreateMr {
+        /// Channel name (at most 100 characters).
+        #[arg(long)]
+        name: String,
+        /// Start time, 13-digit milliseconds since the epoch (countdown display only).
+        #[arg(long, value_name = "MS")]
+        start: Option<u64>,
+        /// Console password: 6-16 characters with letters and digits (generated if omitted).
+        #[arg(long, value_name = "P")]
+        channel_password: Option<String>,
+        /// Assistant password: 6-16 characters with letters and digits (generated if omitted).
+        #[arg(long, value_name = "P")]
+        assistant_password: Option<String>,
+        #[command(flatten)]
+        reveal: Reveal,
+    },
+    /// Print a channel's RTMP push URL as the admin API returns it (v3 get-push-url).
+    PushUrl {
+        /// Channel (default: the configured channel).
+        #[arg(long, value_name = "ID")]
+        channel: Option<String>,
+        #[command(flatten)]
+        reveal: Reveal,
+    },
+    /// Print the live status of channels (v4 live-status list).
+    Status {
+        /// Channel ids (default: the configured channel).
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Reveal {
+    /// Print passwords and stream keys in full instead of masked.
+    #[arg(long)]
+    pub reveal: bool,
+}

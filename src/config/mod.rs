@@ -1,0 +1,579 @@
+//! The configuration: one TOML file, defaults first, then the file, then [`Config::validate`].
+//!
+//! Unknown keys and wrong types are errors that name the file, line and column (serde with
+//! `deny_unknown_fields`); validation errors name the key and, where the key is in the file,
+//! its line and column too. Secrets are read from root-only files or from systemd credentials
+//! (`$CREDENTIALS_DIRECTORY`, `LoadCredential=`) and held as [`Secret`], which never prints.
+//!
+//! `packaging/polypush.toml` documents every key; keep it in step with these structs.
+
+mod secret;
+
+pub use secret::Secret;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the service looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/polypush/polypush.toml";
+/// systemd credential names looked up in `$CREDENTIALS_DIRECTORY` when no secret is configured.
+pub const CREDENTIAL_PASSWORD: &str = "polyv-password";
+pub const CREDENTIAL_APP_SECRET: &str = "polyv-app-secret";
+
+/// Everything polypush is configured with.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The Polyv channel and the admin API credentials.
+    pub polyv: PolyvConfig,
+}
+
+/// `[polyv]`: which channel to broadcast on and how to reach the platform.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolyvConfig {
+    /// The channel number (频道号). Required.
+    #[serde(deserialize_with = "string_or_int")]
+    pub channel_id: String,
+    /// The channel password, inline. Prefer `password_file` or a systemd credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A root-only file holding the channel password (relative paths are looked up in
+    /// `$CREDENTIALS_DIRECTORY` when systemd provides one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The account's appId, for the admin commands (`polypush channel …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// The account's appSecret, inline. Prefer `app_secret_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_secret: Option<Secret>,
+    /// A root-only file holding the appSecret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_secret_file: Option<PathBuf>,
+    /// Timeout of one HTTP request to Polyv, in seconds (1..=120). Polyv's own clients use 15-30.
+    pub timeout_s: u64,
+    /// Base URL per Polyv host, so each can point at the simulator or a newer host.
+    pub endpoints: Endpoints,
+}
+
+impl Default for PolyvConfig {
+    fn default() -> Self {
+        Self {
+            channel_id: String::new(),
+            password: None,
+            password_file: None,
+            app_id: None,
+            app_secret: None,
+            app_secret_file: None,
+            timeout_s: 20,
+            endpoints: Endpoints::default(),
+        }
+    }
+}
+
+/// `[polyv.endpoints]`: one base URL per Polyv host.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Endpoints {
+    /// teacher_login (push-client login).
+    pub login: String,
+    /// Channel rename (`/v1/channels/{id}/update`).
+    pub channel: String,
+    /// Chat room: viewer count (`/front/listUsers`).
+    pub chat: String,
+    /// Signed v3/v4 platform APIs and notify_stream2.
+    pub api: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            login: "https://live.polyv.net".into(),
+            channel: "https://api.live.polyv.net".into(),
+            chat: "https://api.chat.polyv.net".into(),
+            api: "https://api.polyv.net".into(),
+        }
+    }
+}
+
+impl Endpoints {
+    /// Every endpoint at one base URL: how the simulator is addressed.
+    pub fn all(base: &str) -> Self {
+        let base = base.trim_end_matches('/').to_string();
+        Self {
+            login: base.clone(),
+            channel: base.clone(),
+            chat: base.clone(),
+            api: base,
+        }
+    }
+}
+
+fn string_or_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        S(String),
+        I(i64),
+    }
+    match Either::deserialize(d) {
+        Ok(Either::S(s)) => Ok(s),
+        Ok(Either::I(i)) => Ok(i.to_string()),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected the channel number as a string or an integer, such as \"153884\"",
+        )),
+    }
+}
+
+/// A configuration problem. Its `Display` is the one line the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config file: {source}; pass --config FILE or create it from packaging/polypush.toml")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}; fix it (every key is documented in packaging/polypush.toml)", located(path, *line, *col))]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        col: Option<usize>,
+        message: String,
+    },
+    #[error("{}: {key}: {message}", located(path, *line, *col))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        col: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+fn located(path: &Path, line: Option<usize>, col: Option<usize>) -> String {
+    match (line, col) {
+        (Some(l), Some(c)) => format!("{}:{l}:{c}", path.display()),
+        (Some(l), None) => format!("{}:{l}", path.display()),
+        _ => path.display().to_string(),
+    }
+}
+
+/// A loaded file with its source kept, so validation errors can point at the key's line.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let (line, col) = match locate_key(self.text, key) {
+            Some((l, c)) => (Some(l), Some(c)),
+            None => (None, None),
+        };
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            col,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Finds `key` (a dotted path such as `polyv.endpoints.login`) in a TOML text: the key under
+/// its `[table]` header, or written dotted. Good enough to point a user at the right line;
+/// `None` when the key is not in the file (then the default was used).
+fn locate_key(text: &str, dotted: &str) -> Option<(usize, usize)> {
+    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        let indent = raw.len() - trimmed.len();
+        if let Some(rest) = trimmed.strip_prefix('[') {
+            if let Some(end) = rest.find(']') {
+                current = rest[..end]
+                    .trim_matches(|c| c == '[' || c == ' ')
+                    .to_string();
+            }
+            continue;
+        }
+        let Some((lhs, _)) = trimmed.split_once('=') else {
+            continue;
+        };
+        let lhs = lhs.trim();
+        let full = if current.is_empty() {
+            lhs.to_string()
+        } else {
+            format!("{current}.{lhs}")
+        };
+        if full == dotted || (current == table && lhs == key) {
+            return Some((i + 1, indent + 1));
+        }
+    }
+    None
+}
+
+impl Config {
+    /// Loads `path`: defaults, then the file, then secrets from their files, then `validate()`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates a config text; `path` is only used in messages and to resolve
+    /// relative secret files.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = match e.span() {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let src = Source { path, text };
+        cfg.resolve_secrets(&src)?;
+        cfg.validate_in(&src)?;
+        // Secrets are `Secret`s: their Debug prints ***, so the whole config can be logged.
+        tracing::debug!(file = %path.display(), config = ?cfg, "configuration loaded");
+        Ok(cfg)
+    }
+
+    /// Checks values that serde cannot: required keys, ranges, URLs. Every message says what
+    /// to change.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        self.validate_in(&Source { path, text: "" })
+    }
+
+    fn validate_in(&self, src: &Source<'_>) -> Result<(), ConfigError> {
+        let p = &self.polyv;
+        if p.channel_id.trim().is_empty() {
+            return Err(src.invalid(
+                "polyv.channel_id",
+                "missing: set channel_id under [polyv] to your Polyv channel number (频道号), such as channel_id = \"153884\"",
+            ));
+        }
+        if !p.channel_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(src.invalid(
+                "polyv.channel_id",
+                format!(
+                    "{:?} is not a channel number: use the digits only, such as \"153884\"",
+                    p.channel_id
+                ),
+            ));
+        }
+        if !(1..=120).contains(&p.timeout_s) {
+            return Err(src.invalid(
+                "polyv.timeout_s",
+                format!(
+                    "{} is out of range: use 1 to 120 seconds (20 is a good default)",
+                    p.timeout_s
+                ),
+            ));
+        }
+        for (name, url) in [
+            ("login", &p.endpoints.login),
+            ("channel", &p.endpoints.channel),
+            ("chat", &p.endpoints.chat),
+            ("api", &p.endpoints.api),
+        ] {
+            let ok = reqwest::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(src.invalid(
+                    &format!("polyv.endpoints.{name}"),
+                    format!(
+                        "{url:?} is not an http(s) base URL: use something like \"https://api.polyv.net\""
+                    ),
+                ));
+            }
+        }
+        if let Some(app_id) = &p.app_id {
+            if app_id.trim().is_empty() || app_id.chars().any(char::is_whitespace) {
+                return Err(src.invalid(
+                    "polyv.app_id",
+                    "must be the appId from Polyv's API settings, without spaces",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `password_file` / `app_secret_file` (or systemd credentials) into the secrets.
+    fn resolve_secrets(&mut self, src: &Source<'_>) -> Result<(), ConfigError> {
+        let creds = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let p = &mut self.polyv;
+        p.password = resolve_secret(
+            src,
+            "polyv.password",
+            p.password.take(),
+            p.password_file.as_deref(),
+            creds.as_deref(),
+            CREDENTIAL_PASSWORD,
+        )?;
+        p.app_secret = resolve_secret(
+            src,
+            "polyv.app_secret",
+            p.app_secret.take(),
+            p.app_secret_file.as_deref(),
+            creds.as_deref(),
+            CREDENTIAL_APP_SECRET,
+        )?;
+        Ok(())
+    }
+}
+
+fn resolve_secret(
+    src: &Source<'_>,
+    key: &str,
+    inline: Option<Secret>,
+    file: Option<&Path>,
+    creds: Option<&Path>,
+    credential: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    let file_key = format!("{key}_file");
+    if inline.is_some() && file.is_some() {
+        return Err(src.invalid(
+            key,
+            format!("set either {key} or {file_key}, not both: remove one"),
+        ));
+    }
+    if let Some(s) = inline {
+        if s.is_empty() {
+            return Err(src.invalid(key, "is empty: set the secret or remove the key"));
+        }
+        return Ok(Some(s));
+    }
+    // A relative file name is a systemd credential when systemd gave us a directory.
+    let (path, from_systemd) = match (file, creds) {
+        (Some(f), Some(dir)) if f.is_relative() => (dir.join(f), true),
+        (Some(f), _) if f.is_relative() => {
+            let base = src.path.parent().unwrap_or(Path::new("."));
+            (base.join(f), false)
+        }
+        (Some(f), _) => (f.to_path_buf(), false),
+        (None, Some(dir)) if dir.join(credential).is_file() => (dir.join(credential), true),
+        (None, _) => return Ok(None),
+    };
+    if !from_systemd {
+        check_secret_permissions(src, &file_key, &path)?;
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        src.invalid(
+            &file_key,
+            format!(
+                "cannot read {}: {e}; make it readable by the polypush user only (chown polypush; chmod 600)",
+                path.display()
+            ),
+        )
+    })?;
+    let value = text.trim_end_matches(['\r', '\n']).to_string();
+    if value.is_empty() {
+        return Err(src.invalid(
+            &file_key,
+            format!("{} is empty: write the secret into it", path.display()),
+        ));
+    }
+    Ok(Some(Secret::new(value)))
+}
+
+#[cfg(unix)]
+fn check_secret_permissions(src: &Source<'_>, key: &str, path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(()); // the read that follows reports the real problem
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o004 != 0 {
+        return Err(src.invalid(
+            key,
+            format!(
+                "{} is readable by every user (mode {:03o}): run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ),
+        ));
+    }
+    if mode & 0o040 != 0 {
+        tracing::warn!(
+            file = %path.display(),
+            mode = format_args!("{:03o}", mode & 0o777),
+            "secret file is group-readable; chmod 600 unless the group is meant to read it"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_secret_permissions(_: &Source<'_>, _: &str, _: &Path) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+impl fmt::Display for Config {
+    /// The effective configuration as TOML, secrets shown as `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match toml::to_string_pretty(self) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => Err(fmt::Error),
+        }
+    }
+}
+
+impl PolyvConfig {
+    /// The channel password, or a config error that says where to put it.
+    pub fn password(&self) -> Result<&Secret, ConfigError> {
+        self.password.as_ref().ok_or_else(|| ConfigError::Invalid {
+            path: PathBuf::from("config"),
+            line: None,
+            col: None,
+            key: "polyv.password".into(),
+            message: format!(
+                "missing: set password_file under [polyv] (a root-only file with the channel password) or provide the systemd credential {CREDENTIAL_PASSWORD}"
+            ),
+        })
+    }
+
+    /// appId and appSecret for the admin APIs, or a config error that says where to put them.
+    pub fn app_credentials(&self) -> Result<(&str, &Secret), ConfigError> {
+        match (&self.app_id, &self.app_secret) {
+            (Some(id), Some(secret)) => Ok((id, secret)),
+            _ => Err(ConfigError::Invalid {
+                path: PathBuf::from("config"),
+                line: None,
+                col: None,
+                key: "polyv.app_id".into(),
+                message: format!(
+                    "admin commands need app_id and app_secret_file under [polyv] (from Polyv's API settings) or the systemd credential {CREDENTIAL_APP_SECRET}"
+                ),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("/etc/polypush/polypush.toml"), text)
+    }
+
+    #[test]
+    fn defaults_then_file() {
+        let c = parse("[polyv]\nchannel_id = 153884\npassword = \"461666\"\n").unwrap();
+        assert_eq!(c.polyv.channel_id, "153884");
+        assert_eq!(c.polyv.timeout_s, 20);
+        assert_eq!(c.polyv.endpoints, Endpoints::default());
+        assert_eq!(c.polyv.password().unwrap().expose(), "461666");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let e = parse("[polyv]\nchannel_id = \"1\"\n  chanel = 3\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/etc/polypush/polypush.toml:3:3: unknown field `chanel`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_column() {
+        let e = parse("[polyv]\nchannel_id = \"1\"\ntimeout_s = \"ten\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("polypush.toml:3:13"), "{msg}");
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn missing_channel_id_says_what_to_set() {
+        let msg = parse("[polyv]\npassword = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("polyv.channel_id: missing"), "{msg}");
+    }
+
+    #[test]
+    fn validation_points_at_the_key_line() {
+        let msg = parse("[polyv]\nchannel_id = \"1\"\ntimeout_s = 999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "/etc/polypush/polypush.toml:3:1: polyv.timeout_s: 999 is out of range"
+            ),
+            "{msg}"
+        );
+        let msg = parse("[polyv]\nchannel_id = \"1\"\n[polyv.endpoints]\nlogin = \"ftp://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(":4:1: polyv.endpoints.login"), "{msg}");
+    }
+
+    #[test]
+    fn both_inline_and_file_is_an_error() {
+        let msg = parse("[polyv]\nchannel_id = \"1\"\npassword = \"a\"\npassword_file = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("not both"), "{msg}");
+    }
+
+    #[test]
+    fn secret_files_checked_and_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "461666\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!("[polyv]\nchannel_id = \"1\"\npassword_file = {:?}\n", f);
+        let c = parse(&text).unwrap();
+        assert_eq!(c.polyv.password().unwrap().expose(), "461666");
+        assert!(!c.to_string().contains("461666"));
+
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains(":3:1: polyv.password_file:"), "{msg}");
+        assert!(msg.contains("chmod 600"), "{msg}");
+
+        let missing = format!(
+            "[polyv]\nchannel_id = \"1\"\npassword_file = {:?}\n",
+            dir.path().join("nope")
+        );
+        let msg = parse(&missing).unwrap_err().to_string();
+        assert!(msg.contains("cannot read"), "{msg}");
+    }
+
+    #[test]
+    fn locate_handles_dotted_and_tables() {
+        let t = "[polyv]\nchannel_id = 1\n[polyv.endpoints]\n  api = \"x\"\n";
+        assert_eq!(locate_key(t, "polyv.endpoints.api"), Some((4, 3)));
+        assert_eq!(locate_key(t, "polyv.channel_id"), Some((2, 1)));
+        assert_eq!(
+            locate_key("polyv.timeout_s = 3\n", "polyv.timeout_s"),
+            Some((1, 1))
+        );
+        assert_eq!(locate_key(t, "polyv.app_id"), None);
+    }
+}

@@ -1,0 +1,405 @@
+//! The `polypush` command: parses the command line, loads the config, runs one command and
+//! maps every failure to one actionable line on stderr and an exit code:
+//! 0 ok, 2 usage/config, 3 rejected by the platform, 4 network.
+
+mod cli;
+
+use clap::{CommandFactory, Parser};
+use cli::{ChannelCommand, Cli, Command};
+use polypush::config::{Config, ConfigError, Secret};
+use polypush::platform::error::ErrorClass;
+use polypush::platform::types::*;
+use polypush::platform::{PlatformError, PolyvClient};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+/// Why a command failed; decides the exit code.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::Usage(_) => 2,
+            Self::Platform(e) => match e.class() {
+                ErrorClass::Rejected => 3,
+                ErrorClass::Network => 4,
+            },
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Usage(_) => "usage",
+            Self::Platform(e) => e.kind(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let json_out = cli.json;
+    let result = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => Err(Failure::Usage(format!(
+            "cannot start the async runtime: {e}"
+        ))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if json_out {
+                print_json(
+                    &json!({"error": {"kind": f.kind(), "message": f.to_string(), "exit_code": f.exit_code()}}),
+                );
+            }
+            eprintln!("polypush: error: {f}");
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn print_json(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, v);
+    let _ = writeln!(out);
+}
+
+/// Prints either the JSON value or the human lines.
+fn emit(json_out: bool, v: Value, human: impl FnOnce() -> String) {
+    if json_out {
+        print_json(&v);
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn shown(secret: &Secret, reveal: bool) -> String {
+    if reveal {
+        secret.expose().to_string()
+    } else {
+        secret.to_string()
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let j = cli.json;
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "polypush",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| Failure::Usage(format!("cannot write the man page: {e}"))),
+        Command::Check => {
+            let cfg = Config::load(&cli.config)?;
+            let effective = toml::Value::try_from(&cfg)
+                .ok()
+                .and_then(|v| serde_json::to_value(v).ok())
+                .unwrap_or(Value::Null);
+            emit(
+                j,
+                json!({"ok": true, "config_file": cli.config, "config": effective}),
+                || format!("{}: OK\n\n{cfg}", cli.config.display()),
+            );
+            Ok(())
+        }
+        Command::Login { reveal } => {
+            let cfg = Config::load(&cli.config)?;
+            cfg.polyv.password()?;
+            let client = PolyvClient::from_config(&cfg.polyv)?;
+            let reply = client.teacher_login().await?;
+            let addr = reply.push_address();
+            let url = if reveal { addr.reveal() } else { addr.masked() };
+            emit(
+                j,
+                json!({
+                    "channel_id": cfg.polyv.channel_id,
+                    "push_url": url,
+                    "url_protected": reply.is_url_protected,
+                    "max_rate_kbps": reply.max_rate,
+                    "audio_only": reply.is_only_audio,
+                    "scene": reply.live_scene,
+                }),
+                || {
+                    let mut s = format!("push address: {url}");
+                    if let Some(rate) = reply.max_rate {
+                        s.push_str(&format!("\nmax bitrate:  {rate} kbit/s"));
+                    }
+                    if !reveal {
+                        s.push_str("\n(stream key masked; --reveal prints it)");
+                    }
+                    s
+                },
+            );
+            Ok(())
+        }
+        Command::Viewers => {
+            let cfg = Config::load(&cli.config)?;
+            let client = PolyvClient::from_config(&cfg.polyv)?;
+            let v = client.viewers().await?;
+            emit(
+                j,
+                json!({"channel_id": cfg.polyv.channel_id, "viewers": v.count}),
+                || {
+                    format!(
+                        "{} viewer(s) online in channel {}",
+                        v.count, cfg.polyv.channel_id
+                    )
+                },
+            );
+            Ok(())
+        }
+        Command::Channel(cmd) => {
+            let cfg = Config::load(&cli.config)?;
+            channel(j, &cfg, cmd).await
+        }
+    }
+}
+
+async fn channel(j: bool, cfg: &Config, cmd: ChannelCommand) -> Result<(), Failure> {
+    let client = PolyvClient::from_config(&cfg.polyv)?;
+    // Everything but rename goes through the signed APIs.
+    if !matches!(cmd, ChannelCommand::Rename { .. }) {
+        cfg.polyv.app_credentials()?;
+    }
+    match cmd {
+        ChannelCommand::Create {
+            name,
+            scene,
+            object,
+            start,
+            end,
+            reveal,
+        } => {
+            let created = client
+                .create_channel(&CreateChannel {
+                    name,
+                    scene,
+                    channel_object: object,
+                    start_time_ms: start,
+                    end_time_ms: end,
+                })
+                .await?;
+            let r = reveal.reveal;
+            let role = |l: &Option<RoleLogin>| {
+                l.as_ref().map(|l| json!({"account": l.account, "password": shown(&l.passwd, r), "login_url": l.login_url}))
+            };
+            emit(
+                j,
+                json!({
+                    "channel_id": created.channel_id,
+                    "password": shown(&created.passwd, r),
+                    "watch_url": created.watch_url,
+                    "teacher_login_url": created.teacher_login_url,
+                    "assistant": role(&created.assistant),
+                    "guest": role(&created.guest),
+                }),
+                || {
+                    let mut s = format!(
+                        "created channel {}\npassword:  {}",
+                        created.channel_id,
+                        shown(&created.passwd, r)
+                    );
+                    if let Some(w) = &created.watch_url {
+                        s.push_str(&format!("\nwatch url: {w}"));
+                    }
+                    if let Some(a) = &created.assistant {
+                        s.push_str(&format!(
+                            "\nassistant: {} / {}",
+                            a.account,
+                            shown(&a.passwd, r)
+                        ));
+                    }
+                    if !r {
+                        s.push_str("\n(passwords masked; --reveal prints them)");
+                    }
+                    s
+                },
+            );
+        }
+        ChannelCommand::Rename { name } => {
+            client.rename_channel(&name).await?;
+            emit(
+                j,
+                json!({"channel_id": client.channel_id(), "name": name}),
+                || format!("channel {} renamed to {name:?}", client.channel_id()),
+            );
+        }
+        ChannelCommand::Update {
+            channel,
+            name,
+            password,
+            publisher,
+            max_viewers,
+            auth_json,
+        } => {
+            let password = match password.as_deref() {
+                Some("-") => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s).map_err(|e| {
+                        Failure::Usage(format!("cannot read the password from stdin: {e}"))
+                    })?;
+                    Some(Secret::new(s.trim_end_matches(['\r', '\n'])))
+                }
+                Some(p) => Some(Secret::new(p)),
+                None => None,
+            };
+            let auth_settings = match &auth_json {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        Failure::Usage(format!("--auth-json {}: cannot read: {e}", path.display()))
+                    })?;
+                    let v: Value = serde_json::from_str(&text).map_err(|e| {
+                        Failure::Usage(format!(
+                            "--auth-json {}: not valid JSON ({e}): it must hold the authSettings array",
+                            path.display()
+                        ))
+                    })?;
+                    if !v.is_array() {
+                        return Err(Failure::Usage(format!(
+                            "--auth-json {}: must hold a JSON array of watch conditions, such as [{{\"rank\":1,\"enabled\":\"N\",\"authType\":\"none\"}}]",
+                            path.display()
+                        )));
+                    }
+                    Some(v)
+                }
+                None => None,
+            };
+            let settings = UpdateSettings {
+                basic_setting: BasicSetting {
+                    name,
+                    channel_passwd: password,
+                    publisher,
+                    max_viewer_restrict: max_viewers.map(|_| "Y"),
+                    max_viewer: max_viewers,
+                },
+                auth_settings,
+            };
+            if settings.basic_setting.is_empty() && settings.auth_settings.is_none() {
+                return Err(Failure::Usage(
+                    "nothing to update: give at least one of --name, --password, --publisher, --max-viewers, --auth-json".into(),
+                ));
+            }
+            let id = channel.unwrap_or_else(|| cfg.polyv.channel_id.clone());
+            client.update_channel(&id, &settings).await?;
+            emit(j, json!({"channel_id": id, "updated": true}), || {
+                format!("channel {id} updated")
+            });
+        }
+        ChannelCommand::CreateMr {
+            name,
+            start,
+            channel_password,
+            assistant_password,
+            reveal,
+        } => {
+            let mr = client
+                .create_mr_channel(&CreateMrChannel {
+                    name,
+                    start_time: start,
+                    channel_passwd: channel_password.map(Secret::new),
+                    assistant_passwd: assistant_password.map(Secret::new),
+                })
+                .await?;
+            let r = reveal.reveal;
+            emit(
+                j,
+                json!({
+                    "channel_id": mr.channel_id,
+                    "name": mr.name,
+                    "channel_password": shown(&mr.channel_passwd, r),
+                    "assistant_account": mr.assistant_account,
+                    "assistant_password": shown(&mr.assistant_passwd, r),
+                }),
+                || {
+                    let mut s = format!(
+                        "created MR channel {} ({})\nconsole password:   {}\nassistant:          {} / {}",
+                        mr.channel_id,
+                        mr.name,
+                        shown(&mr.channel_passwd, r),
+                        mr.assistant_account,
+                        shown(&mr.assistant_passwd, r)
+                    );
+                    if !r {
+                        s.push_str("\n(passwords masked; --reveal prints them)");
+                    }
+                    s
+                },
+            );
+        }
+        ChannelCommand::PushUrl { channel, reveal } => {
+            let id = channel.unwrap_or_else(|| cfg.polyv.channel_id.clone());
+            let addr = client.push_url(&id).await?;
+            let url = if reveal.reveal {
+                addr.reveal()
+            } else {
+                addr.masked()
+            };
+            emit(j, json!({"channel_id": id, "push_url": url}), || {
+                format!("push address of {id}: {url}")
+            });
+        }
+        ChannelCommand::Status { ids } => {
+            let ids = if ids.is_empty() {
+                vec![cfg.polyv.channel_id.clone()]
+            } else {
+                ids
+            };
+            if let Some(bad) = ids
+                .iter()
+                .find(|i| i.is_empty() || !i.chars().all(|c| c.is_ascii_digit()))
+            {
+                return Err(Failure::Usage(format!(
+                    "{bad:?} is not a channel id: use digits only"
+                )));
+            }
+            let list = client.live_status(&ids).await?;
+            emit(j, json!({"channels": list}), || {
+                let mut s = String::new();
+                for st in &list {
+                    s.push_str(&format!("{}\t{}\n", st.channel_id, st.live_status));
+                }
+                for id in ids
+                    .iter()
+                    .filter(|id| !list.iter().any(|st| &st.channel_id == *id))
+                {
+                    s.push_str(&format!("{id}\tunknown\n"));
+                }
+                s.trim_end().to_string()
+            });
+        }
+    }
+    Ok(())
+}

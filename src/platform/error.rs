@@ -1,0 +1,129 @@
+//! One error enum for everything that can go wrong talking to Polyv. Each variant's message
+//! is the one line a user sees, and says what to do.
+
+use std::fmt;
+
+/// What the platform answered, or why it could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// teacher_login said the channel id or password is wrong.
+    #[error("Polyv rejected the credentials of channel {channel_id} ({message}): check channel_id and the channel password (password_file) under [polyv]")]
+    CredentialsRejected { channel_id: String, message: String },
+    /// The appId is unknown to Polyv.
+    #[error("Polyv does not know this appId ({message}): check app_id under [polyv] against the API settings of your Polyv account")]
+    AppRejected { message: String },
+    /// The request signature did not verify: the appSecret (or signing) is wrong.
+    #[error("Polyv rejected the signature of {api} ({message}): check that app_secret / app_secret_file under [polyv] belongs to the configured app_id")]
+    SignatureRejected { api: &'static str, message: String },
+    /// The 13-digit timestamp was outside Polyv's 3-minute window: almost always this box's clock.
+    #[error("Polyv rejected the timestamp of {api}: {skew}; Polyv accepts 3 minutes, so fix this box's clock (enable NTP: `timedatectl set-ntp true`)")]
+    StaleTimestamp { api: &'static str, skew: Skew },
+    /// Polyv's own validation message (name too long, wrong scene, bad JSON, …).
+    #[error("Polyv refused {api}: {message}: correct the request and run it again")]
+    Validation { api: &'static str, message: String },
+    /// `qps exceeds number of calls`: Polyv blocks the caller for 5 minutes.
+    #[error("Polyv rate-limited {api} ({message}): this address is blocked for about 5 minutes; wait at least 5 minutes before trying again")]
+    RateLimited { api: &'static str, message: String },
+    /// 5xx (or a plain 429) after the retries ran out.
+    #[error("Polyv had a server error on {api} (HTTP {status}: {message}) after {attempts} attempt(s): try again later; if it persists, check Polyv's status")]
+    Server {
+        api: &'static str,
+        status: u16,
+        message: String,
+        attempts: u32,
+    },
+    /// No HTTP answer at all: DNS, connect, TLS, timeout.
+    #[error("cannot reach Polyv at {host} for {api}: {detail} (after {attempts} attempt(s)): check the network, DNS and [polyv.endpoints]")]
+    Transport {
+        api: &'static str,
+        host: String,
+        detail: String,
+        attempts: u32,
+    },
+    /// An answer we cannot read: often a proxy or captive portal.
+    #[error("Polyv's reply to {api} could not be understood (HTTP {status}, starts with {first_bytes:?}): a proxy or captive portal may be in the way; check [polyv.endpoints]")]
+    Undecodable {
+        api: &'static str,
+        status: u16,
+        first_bytes: String,
+    },
+}
+
+/// How far this box's clock is from Polyv's, when Polyv's `Date` header told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skew(pub Option<i64>);
+
+impl fmt::Display for Skew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(ms) => {
+                let dir = if ms >= 0 { "ahead of" } else { "behind" };
+                write!(
+                    f,
+                    "this box's clock is {:.0} s {dir} Polyv's",
+                    (ms.unsigned_abs() as f64) / 1000.0
+                )
+            }
+            None => f.write_str("Polyv did not send its time, so the clock skew is unknown"),
+        }
+    }
+}
+
+/// Which exit code family an error belongs to (the CLI maps these to 3 and 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The platform answered and said no: fix credentials, clock or request.
+    Rejected,
+    /// The platform could not be reached or did not answer properly.
+    Network,
+}
+
+impl PlatformError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Server { .. } | Self::Transport { .. } | Self::Undecodable { .. } => {
+                ErrorClass::Network
+            }
+            _ => ErrorClass::Rejected,
+        }
+    }
+
+    /// Credentials and signatures are never retried: the answer will not change, and
+    /// hammering Polyv with a wrong password only gets the address blocked.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Server { .. } | Self::Transport { .. })
+    }
+
+    /// Polyv's own message, where it sent one (for `--json` output).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::CredentialsRejected { .. } => "credentials_rejected",
+            Self::AppRejected { .. } => "app_rejected",
+            Self::SignatureRejected { .. } => "signature_rejected",
+            Self::StaleTimestamp { .. } => "stale_timestamp",
+            Self::Validation { .. } => "validation",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Server { .. } => "server_error",
+            Self::Transport { .. } => "transport",
+            Self::Undecodable { .. } => "undecodable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skew_is_shown_with_direction() {
+        let e = PlatformError::StaleTimestamp {
+            api: "teacher_login",
+            skew: Skew(Some(-245_400)),
+        };
+        let m = e.to_string();
+        assert!(m.contains("245 s behind Polyv's"), "{m}");
+        assert!(m.contains("timedatectl set-ntp true"), "{m}");
+        assert_eq!(e.class(), ErrorClass::Rejected);
+        assert!(!e.is_retryable());
+    }
+}

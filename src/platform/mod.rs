@@ -1,0 +1,13 @@
+//! The Polyv live platform: signing, typed requests and replies, errors and the HTTP client.
+//!
+//! The signing schemes in [`sign`] are pure and take the timestamp as an argument. The
+//! [`client::PolyvClient`] owns the HTTP side: per-host base URLs (so it can point at the
+//! simulator), timeouts, bounded retries with jitter for transport errors, 5xx and 429 only.
+
+pub mod client;
+pub mod error;
+pub mod sign;
+pub mod types;
+
+pub use client::PolyvClient;
+pub use error::PlatformError;

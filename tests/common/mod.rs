@@ -1,0 +1,209 @@
+//! Test harness: real processes on loopback. The Polyv simulator (`polyv-sim`) is started on a
+//! free port and stopped by its own PID when the handle drops, also when a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const CHANNEL: &str = "153884";
+pub const PASSWORD: &str = "461666";
+pub const APP_ID: &str = "testapp001";
+pub const APP_SECRET: &str = "testsecretabcdefghijklmnopqrstuv";
+
+/// A running simulator; killed by PID on drop.
+pub struct Sim {
+    child: Child,
+    pub base: String,
+    pub addr: String,
+}
+
+impl Sim {
+    pub fn start() -> Sim {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_polyv-sim"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--app", &format!("{APP_ID}:{APP_SECRET}")])
+            .args(["--channel", &format!("{CHANNEL}:{PASSWORD}")])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start polyv-sim");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut r = BufReader::new(stdout);
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the simulator never blocks on a full pipe.
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("polyv-sim did not report its address within 20 s");
+            }
+        };
+        let base = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("listening line")
+            .to_string();
+        let addr = base.trim_start_matches("http://").to_string();
+        Sim { child, base, addr }
+    }
+
+    /// A raw HTTP/1.1 request to the simulator: (status, body).
+    pub fn http(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+        http(&self.addr, method, path, content_type, body)
+    }
+
+    pub fn faults(&self, json: &str) {
+        let (s, b) = self.http("POST", "/_sim/faults", "application/json", json);
+        assert_eq!(s, 200, "setting faults failed: {b}");
+    }
+
+    pub fn set_channel(&self, id: &str, json: &str) {
+        let (s, b) = self.http(
+            "POST",
+            &format!("/_sim/channels/{id}"),
+            "application/json",
+            json,
+        );
+        assert_eq!(s, 200, "setting channel failed: {b}");
+    }
+
+    /// Requests the simulator handled (excluding its control API).
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        let (_, b) = self.http("GET", "/_sim/requests", "", "");
+        serde_json::from_str(&b).expect("requests json")
+    }
+
+    pub fn reset_requests(&self) {
+        self.http("POST", "/_sim/reset-requests", "", "");
+    }
+
+    pub fn channels(&self) -> Vec<serde_json::Value> {
+        let (_, b) = self.http("GET", "/_sim/channels", "", "");
+        serde_json::from_str(&b).expect("channels json")
+    }
+
+    pub fn channel(&self, id: &str) -> serde_json::Value {
+        self.channels()
+            .into_iter()
+            .find(|c| c["channelId"].as_str() == Some(id) || c["channelId"] == id)
+            .unwrap_or_else(|| panic!("channel {id} not in the simulator"))
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let ct = if content_type.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: {content_type}\r\n")
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp).to_string();
+    let status: u16 = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Writes a config pointing every endpoint at `base` and returns its path.
+pub fn write_config(dir: &Path, base: &str, extra_polyv: &str) -> PathBuf {
+    let path = dir.join("polypush.toml");
+    let text = format!(
+        "[polyv]\nchannel_id = \"{CHANNEL}\"\npassword = \"{PASSWORD}\"\napp_id = \"{APP_ID}\"\napp_secret = \"{APP_SECRET}\"\ntimeout_s = 5\n{extra_polyv}\n[polyv.endpoints]\nlogin = \"{base}\"\nchannel = \"{base}\"\nchat = \"{base}\"\napi = \"{base}\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The outcome of one `polypush` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs the real `polypush` binary with debug logging.
+pub fn polypush(config: &Path, args: &[&str]) -> Run {
+    polypush_env(config, args, &[])
+}
+
+pub fn polypush_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_polypush"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run polypush");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
