@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 /// polypush: a headless live-push daemon for the Polyv platform.
 ///
-/// Exit codes: 0 ok, 2 usage or configuration error, 3 rejected by the platform, 4 network or
-/// platform unavailable.
+/// Exit codes: 0 ok, 1 internal error, 2 usage or configuration error, 3 rejected by the
+/// platform or the ingest, 4 network, platform or ingest unavailable, 5 capture device or
+/// encoder problem.
 #[derive(Debug, Parser)]
 #[command(name = "polypush", version, about, long_about)]
 pub struct Cli {
@@ -27,6 +28,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Broadcast: log in to Polyv (unless a URL is given), capture, encode and publish until
+    /// SIGINT/SIGTERM or --duration, then flush and close cleanly.
+    Run {
+        /// Publish here instead of the address from Polyv's teacher_login
+        /// (rtmp://host[:port]/app/stream[?query]); overrides [target] url.
+        #[arg(long, value_name = "RTMP_URL")]
+        url: Option<String>,
+        /// Capture the built-in test pattern and tone instead of the camera and microphone.
+        #[arg(long)]
+        test_pattern: bool,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+    },
+    /// List cameras (with their formats and sizes) and ALSA capture devices.
+    Devices,
     /// Validate the configuration and print the effective configuration, secrets masked.
     Check,
     /// Log in to Polyv (teacher_login) and print the RTMP push address.

@@ -10,6 +10,8 @@ use polypush::config::{Config, ConfigError, Secret};
 use polypush::platform::error::ErrorClass;
 use polypush::platform::types::*;
 use polypush::platform::{PlatformError, PolyvClient};
+use polypush::rtmp::RtmpError;
+use polypush::supervisor::{self, RunError, RunOptions};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -23,15 +25,23 @@ enum Failure {
     Platform(#[from] PlatformError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Usage(_) => 2,
-            Self::Platform(e) => match e.class() {
-                ErrorClass::Rejected => 3,
-                ErrorClass::Network => 4,
+            Self::Platform(e) => platform_exit_code(e),
+            Self::Run(e) => match e {
+                RunError::Config(_) => 2,
+                RunError::Platform(e) => platform_exit_code(e),
+                RunError::Rtmp(e) if e.is_transient() => 4,
+                RunError::Rtmp(RtmpError::BadUrl { .. }) => 2,
+                RunError::Rtmp(_) => 3,
+                RunError::Media(_) => 5,
+                RunError::Internal(_) => 1,
             },
         }
     }
@@ -41,7 +51,19 @@ impl Failure {
             Self::Config(_) => "config",
             Self::Usage(_) => "usage",
             Self::Platform(e) => e.kind(),
+            Self::Run(RunError::Platform(e)) => e.kind(),
+            Self::Run(RunError::Config(_)) => "config",
+            Self::Run(RunError::Rtmp(_)) => "rtmp",
+            Self::Run(RunError::Media(_)) => "media",
+            Self::Run(RunError::Internal(_)) => "internal",
         }
+    }
+}
+
+fn platform_exit_code(e: &PlatformError) -> u8 {
+    match e.class() {
+        ErrorClass::Rejected => 3,
+        ErrorClass::Network => 4,
     }
 }
 
@@ -49,7 +71,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let json_out = cli.json;
-    let result = match tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded: `run` blocks in place while the encode threads start and stop.
+    let result = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -81,6 +105,7 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -122,6 +147,65 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map_err(|e| Failure::Usage(format!("cannot write the man page: {e}"))),
+        Command::Run {
+            url,
+            test_pattern,
+            duration,
+        } => {
+            let mut cfg = Config::load(&cli.config)?;
+            if test_pattern {
+                cfg.use_test_pattern();
+            }
+            let duration = match duration {
+                Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+                Some(d) => {
+                    return Err(Failure::Usage(format!(
+                        "--duration {d}: give a positive number of seconds"
+                    )))
+                }
+                None => None,
+            };
+            let summary = supervisor::run(
+                cfg,
+                RunOptions {
+                    url,
+                    duration,
+                    status_line: !j,
+                },
+            )
+            .await?;
+            let dropped = summary.ring.dropped.total();
+            emit(
+                j,
+                json!({
+                    "elapsed_s": summary.elapsed.as_secs_f64(),
+                    "video_frames_encoded": summary.pipeline.video.frames_encoded,
+                    "audio_frames_encoded": summary.pipeline.audio.frames_encoded,
+                    "bytes_sent": summary.bytes_sent,
+                    "dropped_packets": dropped.packets,
+                }),
+                || {
+                    format!(
+                        "stopped after {:.1} s: {} video frames, {} audio frames encoded, {} bytes sent, {} packets dropped",
+                        summary.elapsed.as_secs_f64(),
+                        summary.pipeline.video.frames_encoded,
+                        summary.pipeline.audio.frames_encoded,
+                        summary.bytes_sent,
+                        dropped.packets
+                    )
+                },
+            );
+            Ok(())
+        }
+        Command::Devices => {
+            let devices = polypush::capture::list_devices();
+            if j {
+                print_json(&serde_json::to_value(&devices).unwrap_or(Value::Null));
+            } else {
+                println!("{devices}");
+            }
+            Ok(())
+        }
         Command::Check => {
             let cfg = Config::load(&cli.config)?;
             let effective = toml::Value::try_from(&cfg)

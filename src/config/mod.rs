@@ -7,8 +7,10 @@
 //!
 //! `packaging/polypush.toml` documents every key; keep it in step with these structs.
 
+mod media;
 mod secret;
 
+pub use media::{AudioConfig, AudioSource, TargetConfig, VideoConfig, VideoSource};
 pub use secret::Secret;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,12 @@ pub const CREDENTIAL_APP_SECRET: &str = "polyv-app-secret";
 pub struct Config {
     /// The Polyv channel and the admin API credentials.
     pub polyv: PolyvConfig,
+    /// Where to push and how much to queue.
+    pub target: TargetConfig,
+    /// Camera and H.264 encoder.
+    pub video: VideoConfig,
+    /// Microphone and AAC encoder.
+    pub audio: AudioConfig,
 }
 
 /// `[polyv]`: which channel to broadcast on and how to reach the platform.
@@ -309,6 +317,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_media(src)?;
         if let Some(app_id) = &p.app_id {
             if app_id.trim().is_empty() || app_id.chars().any(char::is_whitespace) {
                 return Err(src.invalid(
@@ -563,6 +572,61 @@ mod tests {
         );
         let msg = parse(&missing).unwrap_err().to_string();
         assert!(msg.contains("cannot read"), "{msg}");
+    }
+
+    /// packaging/polypush.toml is the config reference: it must parse, and document every key.
+    #[test]
+    fn packaging_example_is_valid_and_complete() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/polypush.toml"
+        ));
+        let text = std::fs::read_to_string(path).unwrap();
+        let usable = text.replace(
+            "password_file = \"/etc/polypush/password\"",
+            "password = \"x\"",
+        );
+        Config::from_toml(path, &usable).unwrap();
+
+        let mut full = Config::default();
+        full.polyv.password = Some(Secret::new("x"));
+        full.polyv.password_file = Some("x".into());
+        full.polyv.app_id = Some("x".into());
+        full.polyv.app_secret = Some(Secret::new("x"));
+        full.polyv.app_secret_file = Some("x".into());
+        full.target.url = "x".into();
+        full.video.input_format = "x".into();
+        full.video.file = Some("x".into());
+        let value = toml::Value::try_from(&full).unwrap();
+        let mut missing = Vec::new();
+        walk(&value, "", &mut |key| {
+            let leaf = key.rsplit('.').next().unwrap();
+            let documented = text.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("[{key}]"))
+            });
+            if !documented {
+                missing.push(key.to_string());
+            }
+        });
+        assert!(
+            missing.is_empty(),
+            "undocumented keys in packaging/polypush.toml: {missing:?}"
+        );
+    }
+
+    fn walk(v: &toml::Value, prefix: &str, f: &mut impl FnMut(&str)) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                f(&key);
+                walk(v, &key, f);
+            }
+        }
     }
 
     #[test]

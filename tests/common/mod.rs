@@ -2,6 +2,8 @@
 //! free port and stopped by its own PID when the handle drops, also when a test fails.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -206,4 +208,67 @@ pub fn polypush_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// One FLV tag of a recording: type (8 audio, 9 video, 18 script), timestamp, body.
+pub struct FlvTag {
+    pub kind: u8,
+    pub ts_ms: u32,
+    pub body: Vec<u8>,
+}
+
+impl FlvTag {
+    /// Video: an AVC NALU packet (not the sequence header) of a keyframe.
+    pub fn is_video_keyframe(&self) -> bool {
+        self.kind == 9 && self.body.len() > 1 && self.body[0] >> 4 == 1 && self.body[1] == 1
+    }
+    /// Audio or video media, not a sequence header.
+    pub fn is_media(&self) -> bool {
+        (self.kind == 8 || self.kind == 9) && self.body.len() > 1 && self.body[1] == 1
+    }
+}
+
+/// Parses an FLV file into its tags (header and PreviousTagSize checked).
+pub fn flv_tags(path: &Path) -> Vec<FlvTag> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert!(
+        data.len() >= 13 && &data[..3] == b"FLV",
+        "{} is not FLV",
+        path.display()
+    );
+    let mut pos = u32::from_be_bytes([data[5], data[6], data[7], data[8]]) as usize + 4;
+    let mut tags = Vec::new();
+    while pos + 11 <= data.len() {
+        let kind = data[pos] & 0x1f;
+        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
+        let end = pos + 11 + size;
+        if end + 4 > data.len() {
+            break; // a truncated last tag (recording cut mid-write)
+        }
+        let prev =
+            u32::from_be_bytes([data[end], data[end + 1], data[end + 2], data[end + 3]]) as usize;
+        assert_eq!(prev, size + 11, "PreviousTagSize mismatch at byte {pos}");
+        tags.push(FlvTag {
+            kind,
+            ts_ms: ts,
+            body: data[pos + 11..end].to_vec(),
+        });
+        pos = end + 4;
+    }
+    tags
+}
+
+/// Writes a polypush config for a test-pattern broadcast (small, so two cores keep up).
+pub fn write_run_config(dir: &Path, sim_base: Option<&str>, extra: &str) -> PathBuf {
+    let path = dir.join("run.toml");
+    let endpoints = match sim_base {
+        Some(b) => format!("[polyv.endpoints]\nlogin = \"{b}\"\nchannel = \"{b}\"\nchat = \"{b}\"\napi = \"{b}\"\n"),
+        None => String::new(),
+    };
+    let text = format!(
+        "[polyv]\nchannel_id = \"{CHANNEL}\"\npassword = \"{PASSWORD}\"\n{endpoints}\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 25\nbitrate_kbps = 800\npreset = \"ultrafast\"\n[audio]\nsource = \"test\"\n{extra}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }

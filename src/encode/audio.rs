@@ -1,0 +1,568 @@
+//! The AAC-LC encoder (FFmpeg's native `aac`), with resampling and 1024-sample framing.
+//!
+//! Input frames of any format, layout, rate and length are converted by swresample straight
+//! into a per-channel `f32` FIFO of our own (FFmpeg's `AVAudioFifo` is not wrapped by
+//! ffmpeg-next, and converting into our buffer avoids an intermediate frame); full frames of
+//! exactly `frame_size` (1024) samples are copied into one reused encoder frame.
+//!
+//! Timeline: the encoder counts samples from 0, anchored at the first input frame's pipeline
+//! time, so AAC timestamps are perfectly regular (1024 samples apart). A sound card's crystal
+//! drifts against the system clock (tens of ppm: ~0.1-0.2 s per hour), so the counted timeline
+//! is compared with each input frame's capture time and corrected when they differ by more than
+//! [`RESYNC_THRESHOLD_US`]: a gap (the card lost samples, or capture dropped a frame) is filled
+//! with silence, an excess (the card runs fast) is removed by skipping the input frame. Audio
+//! therefore stays within 40 ms of the capture clock, which video shares, for any run length.
+//!
+//! Priming: the encoder delays its output by `initial_padding` (1024) samples, so the first
+//! packet has pts −1024. FLV cannot signal priming, so players play the priming frame like any
+//! other. We shift the whole audio timeline by the padding: the first packet is stamped with the
+//! pipeline time of the first input sample and every later packet keeps its exact 1024-sample
+//! spacing from it. Nothing is clamped or dropped, timestamps never go negative, and audio
+//! starts with video; the cost is that the sound a player hears is 21.3 ms late, well inside
+//! lip-sync tolerance.
+
+use bytes::Bytes;
+use ffmpeg::format::{sample::Type as SampleType, Sample};
+use ffmpeg::packet::Mut as _;
+use ffmpeg::ChannelLayout;
+use ffmpeg_next as ffmpeg;
+
+use super::{extradata_of, open_codec, EncodeError, EncodedPacket};
+use crate::capture::{init_ffmpeg, AudioFrame};
+
+/// The counted timeline is corrected when it is this far from the capture clock.
+pub const RESYNC_THRESHOLD_US: i64 = 40_000;
+
+/// How to encode audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioEncoderSettings {
+    pub bitrate_kbps: u32,
+    pub sample_rate: u32,
+    /// 1 or 2.
+    pub channels: u16,
+}
+
+impl Default for AudioEncoderSettings {
+    fn default() -> Self {
+        Self {
+            bitrate_kbps: 128,
+            sample_rate: 48_000,
+            channels: 2,
+        }
+    }
+}
+
+impl AudioEncoderSettings {
+    pub fn validate(&self) -> Result<(), EncodeError> {
+        const RATES: &[u32] = &[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
+        let invalid = |what: String| Err(EncodeError::InvalidSettings { what });
+        if !RATES.contains(&self.sample_rate) {
+            return invalid(format!(
+                "[audio] sample_rate {} is not an AAC rate for streaming ({})",
+                self.sample_rate,
+                RATES
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !(1..=2).contains(&self.channels) {
+            return invalid(format!(
+                "[audio] channels {}: only 1 (mono) or 2 (stereo) are supported",
+                self.channels
+            ));
+        }
+        if !(16..=512).contains(&self.bitrate_kbps) {
+            return invalid(format!(
+                "[audio] bitrate_kbps {} is out of range (16..=512; 128 is usual)",
+                self.bitrate_kbps
+            ));
+        }
+        Ok(())
+    }
+
+    fn layout(&self) -> ChannelLayout {
+        if self.channels == 1 {
+            ChannelLayout::MONO
+        } else {
+            ChannelLayout::STEREO
+        }
+    }
+}
+
+/// What to do with an input frame to keep the counted timeline on the capture clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Adjust {
+    Keep,
+    /// Insert this many samples of silence before the frame.
+    Pad(usize),
+    /// Drop the frame: the timeline is ahead of the capture clock.
+    Skip,
+}
+
+/// The sample-counted audio timeline. Pure: times are arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct AudioTimeline {
+    rate: i64,
+    anchor_us: Option<i64>,
+    /// Samples (at the encoder rate) put into the FIFO so far, silence included.
+    samples: i64,
+}
+
+impl AudioTimeline {
+    pub(crate) fn new(rate: u32) -> Self {
+        Self {
+            rate: i64::from(rate),
+            anchor_us: None,
+            samples: 0,
+        }
+    }
+
+    /// Checks an input frame captured at `pts_us` against the samples counted so far.
+    pub(crate) fn check(&mut self, pts_us: i64) -> Adjust {
+        let Some(anchor) = self.anchor_us else {
+            self.anchor_us = Some(pts_us);
+            return Adjust::Keep;
+        };
+        let expected = anchor + self.samples * 1_000_000 / self.rate;
+        let diff = pts_us - expected;
+        if diff > RESYNC_THRESHOLD_US {
+            Adjust::Pad((diff * self.rate / 1_000_000) as usize)
+        } else if diff < -RESYNC_THRESHOLD_US {
+            Adjust::Skip
+        } else {
+            Adjust::Keep
+        }
+    }
+
+    pub(crate) fn advance(&mut self, samples: usize) {
+        self.samples += samples as i64;
+    }
+
+    /// Pipeline milliseconds of encoder sample position `sample_pts` (already shifted by the
+    /// priming delay).
+    pub(crate) fn ms_at(&self, sample_pts: i64) -> i64 {
+        (self.anchor_us.unwrap_or(0) + sample_pts * 1_000_000 / self.rate).div_euclid(1000)
+    }
+}
+
+/// Planar `f32` samples waiting to fill a 1024-sample frame. Buffers only grow, to the
+/// largest burst seen, and are reused.
+#[derive(Debug)]
+pub(crate) struct SampleFifo {
+    planes: Vec<Vec<f32>>,
+}
+
+impl SampleFifo {
+    pub(crate) fn new(channels: usize) -> Self {
+        Self {
+            planes: (0..channels).map(|_| Vec::with_capacity(8192)).collect(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.planes.first().map_or(0, Vec::len)
+    }
+
+    pub(crate) fn push_silence(&mut self, n: usize) {
+        for p in &mut self.planes {
+            p.resize(p.len() + n, 0.0);
+        }
+    }
+
+    /// Lets `write` fill up to `max` samples per plane through raw pointers; `write` returns
+    /// how many it wrote (or a negative error, returned as is).
+    pub(crate) fn append_with(
+        &mut self,
+        max: usize,
+        write: impl FnOnce(&mut [*mut u8]) -> i32,
+    ) -> i32 {
+        let len = self.len();
+        let mut ptrs = [std::ptr::null_mut::<u8>(); 8];
+        for (c, p) in self.planes.iter_mut().enumerate() {
+            p.resize(len + max, 0.0);
+            ptrs[c] = p[len..].as_mut_ptr() as *mut u8;
+        }
+        let n = write(&mut ptrs[..self.planes.len()]);
+        let written = usize::try_from(n).unwrap_or(0).min(max);
+        for p in &mut self.planes {
+            p.truncate(len + written);
+        }
+        n
+    }
+
+    /// Moves the first `n` samples of each plane into `out(channel, samples)`.
+    pub(crate) fn pop(&mut self, n: usize, mut out: impl FnMut(usize, &[f32])) {
+        for (c, p) in self.planes.iter_mut().enumerate() {
+            out(c, &p[..n]);
+            p.copy_within(n.., 0);
+            p.truncate(p.len() - n);
+        }
+    }
+}
+
+/// The 2-byte AudioSpecificConfig of AAC-LC at a standard rate.
+///
+/// FFmpeg's encoder appends a 3-byte sync extension (`0x2b7`, SBR, "absent") that only states
+/// there is no SBR. Players and ingest servers expect the plain 2 bytes for AAC-LC (some
+/// mishandle longer configs), and the first 16 bits are a complete config when the object type
+/// is LC and the rate has an index, so those are kept. Anything else is passed through.
+fn core_asc(asc: Bytes) -> Bytes {
+    let is_lc = asc.first().is_some_and(|b| b >> 3 == 2);
+    let has_rate_index = asc.len() >= 2 && (((asc[0] & 0x07) << 1) | (asc[1] >> 7)) != 0x0f;
+    if is_lc && has_rate_index && asc.len() > 2 {
+        asc.slice(..2)
+    } else {
+        asc
+    }
+}
+
+struct Resampler {
+    ctx: ffmpeg::software::resampling::Context,
+    from: (Sample, u64, u32),
+}
+
+/// An open AAC encoder.
+pub struct AudioEncoder {
+    encoder: ffmpeg::encoder::audio::Encoder,
+    settings: AudioEncoderSettings,
+    layout: ChannelLayout,
+    frame_size: usize,
+    initial_padding: i64,
+    /// The encoder's input frame, allocated once.
+    frame: ffmpeg::frame::Audio,
+    packet: ffmpeg::Packet,
+    resampler: Option<Resampler>,
+    fifo: SampleFifo,
+    timeline: AudioTimeline,
+    /// Samples sent to the encoder (its input pts).
+    samples_sent: i64,
+    asc: Bytes,
+    corrections: u64,
+    flushed: bool,
+}
+
+impl AudioEncoder {
+    pub fn open(settings: &AudioEncoderSettings) -> Result<Self, EncodeError> {
+        init_ffmpeg();
+        settings.validate()?;
+        let codec =
+            ffmpeg::encoder::find_by_name("aac").ok_or_else(|| EncodeError::EncoderNotFound {
+                name: "aac".into(),
+                available: Vec::new(),
+            })?;
+        let layout = settings.layout();
+        let ctx = ffmpeg::codec::context::Context::new_with_codec(codec);
+        let mut enc = ctx.encoder().audio().map_err(|source| EncodeError::Open {
+            encoder: "aac".into(),
+            source,
+            hint: "this is a bug in polypush",
+        })?;
+        enc.set_rate(settings.sample_rate as i32);
+        enc.set_channel_layout(layout);
+        enc.set_channels(i32::from(settings.channels));
+        enc.set_format(Sample::F32(SampleType::Planar));
+        enc.set_bit_rate(settings.bitrate_kbps as usize * 1000);
+        enc.set_time_base(ffmpeg::Rational(1, settings.sample_rate as i32));
+        // SAFETY: plain fields of a not-yet-open codec context.
+        unsafe {
+            let raw = enc.as_mut_ptr();
+            (*raw).flags |= ffmpeg::ffi::AV_CODEC_FLAG_GLOBAL_HEADER as i32;
+            (*raw).profile = ffmpeg::ffi::FF_PROFILE_AAC_LOW;
+        }
+        // SAFETY: a context allocated for `codec`, not yet opened.
+        open_codec(
+            unsafe { enc.as_mut_ptr() },
+            &codec,
+            &[],
+            "aac",
+            "check [audio] sample_rate, channels and bitrate_kbps",
+        )?;
+        let encoder = ffmpeg::encoder::audio::Encoder(enc);
+        // SAFETY: reading fields of the open context.
+        let (frame_size, initial_padding) = unsafe {
+            let raw = encoder.as_ptr();
+            (
+                (*raw).frame_size.max(1) as usize,
+                i64::from((*raw).initial_padding),
+            )
+        };
+        let asc = extradata_of(unsafe { encoder.as_ptr() })
+            .map(core_asc)
+            .ok_or(EncodeError::Open {
+                encoder: "aac".into(),
+                source: ffmpeg::Error::Bug,
+                hint: "the AAC encoder produced no AudioSpecificConfig; report this with `ffmpeg -version`",
+            })?;
+        let mut frame =
+            ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), frame_size, layout);
+        frame.set_rate(settings.sample_rate);
+        tracing::info!(
+            sample_rate = settings.sample_rate,
+            channels = settings.channels,
+            bitrate_kbps = settings.bitrate_kbps,
+            frame_size,
+            initial_padding,
+            "audio encoder open"
+        );
+        Ok(Self {
+            encoder,
+            settings: settings.clone(),
+            layout,
+            frame_size,
+            initial_padding,
+            frame,
+            packet: ffmpeg::Packet::empty(),
+            resampler: None,
+            fifo: SampleFifo::new(usize::from(settings.channels)),
+            timeline: AudioTimeline::new(settings.sample_rate),
+            samples_sent: 0,
+            asc,
+            corrections: 0,
+            flushed: false,
+        })
+    }
+
+    /// The AudioSpecificConfig (2 bytes for AAC-LC: `11 90` at 48 kHz stereo).
+    pub fn extradata(&self) -> &Bytes {
+        &self.asc
+    }
+
+    pub fn settings(&self) -> &AudioEncoderSettings {
+        &self.settings
+    }
+
+    /// Samples per AAC frame (1024).
+    pub fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
+    /// Times the timeline was corrected against the capture clock (silence inserted or a
+    /// frame skipped).
+    pub fn corrections(&self) -> u64 {
+        self.corrections
+    }
+
+    /// Takes one captured frame and passes every AAC packet that is complete to `on_packet`.
+    pub fn encode(
+        &mut self,
+        frame: &AudioFrame,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<(), EncodeError> {
+        let input = &frame.frame;
+        let layout = if input.channel_layout().is_empty() {
+            ChannelLayout::default(i32::from(input.channels()))
+        } else {
+            input.channel_layout()
+        };
+        let from = (input.format(), layout.bits(), input.rate());
+        if self.resampler.as_ref().map(|r| r.from) != Some(from) {
+            let ctx = ffmpeg::software::resampling::Context::get(
+                from.0,
+                layout,
+                from.2,
+                Sample::F32(SampleType::Planar),
+                self.layout,
+                self.settings.sample_rate,
+            )
+            .map_err(|source| EncodeError::Convert {
+                from: format!("{:?} {} ch {} Hz", from.0, input.channels(), from.2),
+                to: format!(
+                    "fltp {} ch {} Hz",
+                    self.settings.channels, self.settings.sample_rate
+                ),
+                source,
+            })?;
+            self.resampler = Some(Resampler { ctx, from });
+        }
+
+        match self.timeline.check(frame.pts_us) {
+            Adjust::Keep => {}
+            Adjust::Pad(n) => {
+                self.corrections += 1;
+                tracing::debug!(samples = n, "audio gap: inserting silence");
+                self.fifo.push_silence(n);
+                self.timeline.advance(n);
+            }
+            Adjust::Skip => {
+                self.corrections += 1;
+                tracing::debug!("audio ahead of the capture clock: skipping a frame");
+                return Ok(());
+            }
+        }
+
+        let resampler = self.resampler.as_mut().expect("resampler set up above");
+        let in_samples = input.samples() as i32;
+        // SAFETY: swr_get_out_samples bounds what swr_convert writes for `in_samples` more
+        // input; the FIFO reserves that much per plane; the input pointers are the decoded
+        // frame's (extended_data has one pointer per plane for `in_samples` samples).
+        let written = unsafe {
+            let swr = resampler.ctx.as_mut_ptr();
+            let max = ffmpeg::ffi::swr_get_out_samples(swr, in_samples).max(0) as usize;
+            let in_ptrs = (*input.as_ptr()).extended_data as *mut *const u8;
+            self.fifo.append_with(max, |out| {
+                ffmpeg::ffi::swr_convert(swr, out.as_mut_ptr(), max as i32, in_ptrs, in_samples)
+            })
+        };
+        if written < 0 {
+            return Err(EncodeError::Convert {
+                from: format!("{:?} {} Hz", from.0, from.2),
+                to: format!("fltp {} Hz", self.settings.sample_rate),
+                source: ffmpeg::Error::from(written),
+            });
+        }
+        self.timeline.advance(written as usize);
+
+        while self.fifo.len() >= self.frame_size {
+            self.send_frame(self.frame_size, on_packet)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes what is left (a short last frame) and drains the encoder; the encoder cannot be
+    /// used afterwards.
+    pub fn flush(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+        if self.flushed {
+            return Ok(());
+        }
+        self.flushed = true;
+        let rest = self.fifo.len();
+        if rest > 0 {
+            self.send_frame(rest, on_packet)?;
+        }
+        self.encoder
+            .send_eof()
+            .map_err(|source| self.encode_error(source))?;
+        self.drain(on_packet)
+    }
+
+    fn send_frame(
+        &mut self,
+        n: usize,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<(), EncodeError> {
+        // SAFETY: the encoder frame is ours; make_writable copies its buffer only if the
+        // encoder still references it.
+        let ret = unsafe { ffmpeg::ffi::av_frame_make_writable(self.frame.as_mut_ptr()) };
+        if ret < 0 {
+            return Err(self.encode_error(ffmpeg::Error::from(ret)));
+        }
+        let frame = &mut self.frame;
+        // A short last frame: the buffer stays allocated for `frame_size`.
+        frame.set_samples(n);
+        self.fifo.pop(n, |c, samples| {
+            frame.plane_mut::<f32>(c)[..n].copy_from_slice(samples);
+        });
+        frame.set_pts(Some(self.samples_sent));
+        self.samples_sent += n as i64;
+        self.encoder
+            .send_frame(&self.frame)
+            .map_err(|source| self.encode_error(source))?;
+        self.frame.set_samples(self.frame_size);
+        self.drain(on_packet)
+    }
+
+    fn drain(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+        loop {
+            match self.encoder.receive_packet(&mut self.packet) {
+                Ok(()) => {
+                    let data = Bytes::copy_from_slice(self.packet.data().unwrap_or_default());
+                    let pts = self.packet.pts().unwrap_or(0) + self.initial_padding;
+                    let ms = self.timeline.ms_at(pts);
+                    let keyframe = self.packet.is_key();
+                    // SAFETY: the packet is ours; its payload has been copied.
+                    unsafe { ffmpeg::ffi::av_packet_unref(self.packet.as_mut_ptr()) };
+                    on_packet(EncodedPacket {
+                        data,
+                        pts_ms: ms,
+                        dts_ms: ms,
+                        keyframe,
+                    });
+                }
+                Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
+                Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(source) => return Err(self.encode_error(source)),
+            }
+        }
+    }
+
+    fn encode_error(&self, source: ffmpeg::Error) -> EncodeError {
+        EncodeError::Encode {
+            encoder: "aac".into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_pads_gaps_and_skips_excess() {
+        let mut t = AudioTimeline::new(48_000);
+        assert_eq!(t.check(1_000_000), Adjust::Keep);
+        t.advance(1024);
+        // Next frame on time (21.333 ms later).
+        assert_eq!(t.check(1_021_333), Adjust::Keep);
+        t.advance(1024);
+        // 100 ms of samples went missing: pad what is missing.
+        match t.check(1_042_667 + 100_000) {
+            Adjust::Pad(n) => assert!((4799..=4801).contains(&n), "{n}"),
+            other => panic!("{other:?}"),
+        }
+        // The card delivered more than real time allows: skip.
+        let mut t = AudioTimeline::new(48_000);
+        t.check(0);
+        t.advance(48_000);
+        assert_eq!(t.check(900_000), Adjust::Skip);
+        assert_eq!(t.check(970_000), Adjust::Keep);
+    }
+
+    #[test]
+    fn timeline_maps_samples_to_pipeline_ms() {
+        let mut t = AudioTimeline::new(48_000);
+        t.check(5_500);
+        assert_eq!(t.ms_at(0), 5);
+        assert_eq!(t.ms_at(1024), 26);
+        assert_eq!(t.ms_at(48_000), 1005);
+    }
+
+    #[test]
+    fn fifo_appends_and_pops_planes() {
+        let mut f = SampleFifo::new(2);
+        f.push_silence(3);
+        let n = f.append_with(4, |ptrs| {
+            for (c, p) in ptrs.iter().enumerate() {
+                // SAFETY: each pointer has room for 4 f32.
+                let s = unsafe { std::slice::from_raw_parts_mut(*p as *mut f32, 4) };
+                s[..2].copy_from_slice(&[c as f32 + 1.0, c as f32 + 2.0]);
+            }
+            2
+        });
+        assert_eq!(n, 2);
+        assert_eq!(f.len(), 5);
+        let mut out = vec![Vec::new(); 2];
+        f.pop(4, |c, s| out[c] = s.to_vec());
+        assert_eq!(out[0], vec![0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(out[1], vec![0.0, 0.0, 0.0, 2.0]);
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn core_asc_drops_the_sbr_absent_extension_only() {
+        let ffmpeg_asc = Bytes::from_static(&[0x11, 0x90, 0x56, 0xe5, 0x00]);
+        assert_eq!(&core_asc(ffmpeg_asc)[..], &[0x11, 0x90]);
+        // HE-AAC (object type 5) is left alone.
+        let he = Bytes::from_static(&[0x2b, 0x92, 0x08, 0x00]);
+        assert_eq!(core_asc(he.clone()), he);
+    }
+
+    #[test]
+    fn asc_for_48k_stereo_is_1190() {
+        let enc = AudioEncoder::open(&AudioEncoderSettings::default()).unwrap();
+        assert_eq!(&enc.extradata()[..], &[0x11, 0x90]);
+        assert_eq!(enc.frame_size(), 1024);
+    }
+}

@@ -1,0 +1,142 @@
+//! Encode: raw frames from [`crate::capture`] to H.264 (libx264, or the Pi's `h264_v4l2m2m`)
+//! and AAC-LC (FFmpeg's native `aac`), plus the pipeline that wires capture threads to encode
+//! threads and hands every packet to a sink.
+//!
+//! This module owns pixel-format conversion (swscale, only when the encoder needs it), audio
+//! resampling and 1024-sample framing (swresample into a FIFO of our own), encoder
+//! configuration (regular keyframes, VBV set at open so the bitrate can change live), keyframe
+//! requests and live bitrate changes, and the mapping of encoder timestamps back to the
+//! pipeline clock in milliseconds. It knows nothing of FLV or RTMP: its output is
+//! [`EncodedPacket`] (Annex B H.264 access units, raw AAC frames) and [`pipeline::StreamParams`]
+//! (what the packetizer needs for sequence headers).
+//!
+//! The encoders reuse one `AVPacket` and their conversion frames; the only per-packet
+//! allocation is the `Bytes` the payload is copied into (the packetizer rewrites start codes
+//! anyway, so a zero-copy hand-over would buy nothing).
+
+pub mod audio;
+pub mod pipeline;
+pub mod video;
+
+use bytes::Bytes;
+use ffmpeg_next as ffmpeg;
+
+pub use crate::capture::Track;
+pub use audio::{AudioEncoder, AudioEncoderSettings};
+pub use pipeline::{
+    spawn_pipeline, AudioParams, PipelineConfig, PipelineControl, PipelineError, PipelineHandle,
+    PipelineStats, StreamParams, TrackStats, VideoParams,
+};
+pub use video::{available_h264_encoders, VideoEncoder, VideoEncoderSettings, KNOWN_H264_ENCODERS};
+
+/// One encoded unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPacket {
+    /// Video: one access unit in Annex B (start codes of 3 or 4 bytes; libx264 with a global
+    /// header puts no SPS/PPS in it, `h264_v4l2m2m` repeats them before IDRs).
+    /// Audio: one raw AAC frame (no ADTS header).
+    pub data: Bytes,
+    /// Presentation time, milliseconds on the pipeline clock.
+    pub pts_ms: i64,
+    /// Decode time, milliseconds on the pipeline clock (equal to `pts_ms`: no B-frames, and
+    /// AAC has no reordering). Strictly increasing per track.
+    pub dts_ms: i64,
+    /// Video: an IDR picture. Audio: always true (every AAC frame decodes on its own).
+    pub keyframe: bool,
+}
+
+/// An encoding problem. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("H.264 encoder '{name}' is not available in this FFmpeg build; available: {}; set [video] encoder to one of them (libx264 is in Debian's libavcodec59)", list_or_none(.available))]
+    EncoderNotFound {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("encoder '{name}' needs hardware frames, which polypush does not upload; set [video] encoder to libx264 or h264_v4l2m2m")]
+    UnsupportedEncoder { name: String },
+    #[error("{what}; fix the setting in the config file")]
+    InvalidSettings { what: String },
+    #[error("{encoder} refused to open: {source}; {hint}")]
+    Open {
+        encoder: String,
+        source: ffmpeg::Error,
+        hint: &'static str,
+    },
+    #[error("{encoder} did not accept the option '{key}' (FFmpeg would silently ignore it): this FFmpeg build is older than polypush expects; report it with `ffmpeg -version`")]
+    UnknownOption { encoder: String, key: String },
+    #[error("cannot convert {from} to {to} for the encoder: {source}")]
+    Convert {
+        from: String,
+        to: String,
+        source: ffmpeg::Error,
+    },
+    #[error("{encoder} failed while encoding: {source}; the pipeline stops and is restarted")]
+    Encode {
+        encoder: String,
+        source: ffmpeg::Error,
+    },
+    #[error("{encoder} cannot change its bitrate while running; use libx264 for adaptive bitrate, or restart with a new [video] bitrate_kbps")]
+    BitrateChangeUnsupported { encoder: String },
+}
+
+fn list_or_none(list: &[String]) -> String {
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Copies the codec context's extradata, `None` when empty.
+pub(crate) fn extradata_of(ctx: *const ffmpeg::ffi::AVCodecContext) -> Option<Bytes> {
+    // SAFETY: `ctx` is an open codec context; extradata is either null or `extradata_size`
+    // readable bytes owned by it.
+    unsafe {
+        let data = (*ctx).extradata;
+        let size = (*ctx).extradata_size;
+        if data.is_null() || size <= 0 {
+            None
+        } else {
+            Some(Bytes::copy_from_slice(std::slice::from_raw_parts(
+                data,
+                size as usize,
+            )))
+        }
+    }
+}
+
+/// Opens a codec context with an option dictionary and fails on any option left unconsumed.
+pub(crate) fn open_codec(
+    ctx: *mut ffmpeg::ffi::AVCodecContext,
+    codec: &ffmpeg::Codec,
+    options: &[(&str, String)],
+    encoder_name: &str,
+    hint: &'static str,
+) -> Result<(), EncodeError> {
+    let mut dict = ffmpeg::Dictionary::new();
+    for (k, v) in options {
+        dict.set(k, v);
+    }
+    // SAFETY: `ctx` was allocated for `codec` and is not open yet; the dictionary is handed to
+    // FFmpeg and its leftover re-owned.
+    unsafe {
+        let mut raw = dict.disown();
+        let ret = ffmpeg::ffi::avcodec_open2(ctx, codec.as_ptr(), &mut raw);
+        let leftover = ffmpeg::Dictionary::own(raw);
+        if ret < 0 {
+            return Err(EncodeError::Open {
+                encoder: encoder_name.to_string(),
+                source: ffmpeg::Error::from(ret),
+                hint,
+            });
+        }
+        if let Some((key, _)) = leftover.iter().next() {
+            return Err(EncodeError::UnknownOption {
+                encoder: encoder_name.to_string(),
+                key: key.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,561 @@
+//! The capture → encode pipeline: one capture thread and one encode thread per track, joined by
+//! bounded frame queues, with every encoded packet handed to the caller's sink.
+//!
+//! Threads: `polypush-capture-video`, `polypush-capture-audio` (or one `polypush-capture-file`
+//! when the same file feeds both tracks), `polypush-encode-video`, `polypush-encode-audio`.
+//! The sink runs on the encode threads, so it must be quick (push into the ring and return).
+//!
+//! Start-up is two-phase: every thread opens its device or encoder and reports back; only when
+//! all succeeded is `on_ready` called with the [`StreamParams`] (so the caller can queue the
+//! sequence headers first), the pipeline clock started, and the capture threads released
+//! together. If anything fails to open, everything already opened is closed and the first error
+//! is returned; no packet reaches the sink.
+//!
+//! Shutdown: the caller's stop flag (or [`PipelineHandle::stop_and_join`]) stops the capture
+//! threads; each encode thread then drains its queue, flushes the encoder into the sink and
+//! exits. A thread that fails, or a source that ends, halts the whole pipeline: the supervisor
+//! sees [`PipelineHandle::is_finished`] and collects the error from `stop_and_join`.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+use super::{
+    AudioEncoder, AudioEncoderSettings, EncodeError, EncodedPacket, VideoEncoder,
+    VideoEncoderSettings,
+};
+use crate::capture::{
+    frame_queue, init_ffmpeg, CaptureClock, CaptureCounters, CaptureError, CaptureOutputs,
+    CaptureThread, SourceSpec, StopSignal, Track,
+};
+
+/// Frames queued between video capture and encoder (~250 ms at 30 fps).
+const VIDEO_QUEUE: usize = 8;
+/// Audio frames queued (a few hundred ms whatever the device's period size).
+const AUDIO_QUEUE: usize = 32;
+
+/// What to capture and how to encode it. A track whose source is `None` is absent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    pub video_source: Option<SourceSpec>,
+    pub audio_source: Option<SourceSpec>,
+    pub video_encoder: VideoEncoderSettings,
+    pub audio_encoder: AudioEncoderSettings,
+}
+
+/// What the packetizer needs before the first packet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamParams {
+    pub video: Option<VideoParams>,
+    pub audio: Option<AudioParams>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoParams {
+    /// e.g. `libx264`.
+    pub encoder: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// SPS and PPS in Annex B (libx264's global header); `None` when they come inline.
+    pub extradata: Option<Bytes>,
+    /// SPS/PPS are in front of the first IDR instead of `extradata`: build the AVC sequence
+    /// header from the first keyframe packet.
+    pub parameter_sets_inline: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioParams {
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub bitrate_kbps: u32,
+    /// AudioSpecificConfig for the AAC sequence header.
+    pub asc: Bytes,
+}
+
+/// One track's counters, as a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackStats {
+    pub frames_captured: u64,
+    /// Captured frames dropped because the encoder fell behind (or stamped before start).
+    pub frames_dropped: u64,
+    /// Source timestamps re-anchored to the pipeline clock.
+    pub resyncs: u64,
+    pub frames_encoded: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub keyframes: u64,
+    /// Audio: silence inserted or frames skipped to follow the capture clock.
+    pub timeline_corrections: u64,
+}
+
+/// The pipeline's counters, as a snapshot (`Copy`, cheap; read it at scrape time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub video: TrackStats,
+    pub audio: TrackStats,
+    /// Threads that ended with an error.
+    pub errors: u64,
+}
+
+/// A pipeline problem: the first error of whichever part failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("nothing to stream: configure a [video] or [audio] source")]
+    NoTracks,
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("cannot start thread {name}: {source}")]
+    Spawn {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("thread {0} panicked; this is a bug, please report it with the log")]
+    Panicked(String),
+}
+
+#[derive(Debug, Default)]
+struct EncodeCounters {
+    frames: AtomicU64,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    keyframes: AtomicU64,
+    corrections: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    video_capture: Arc<CaptureCounters>,
+    audio_capture: Arc<CaptureCounters>,
+    video_encode: EncodeCounters,
+    audio_encode: EncodeCounters,
+    errors: AtomicU64,
+    keyframe_requested: AtomicBool,
+    /// A pending bitrate change in kbit/s; 0 = none.
+    bitrate_requested: AtomicU32,
+}
+
+impl Shared {
+    fn encode_counters(&self, track: Track) -> &EncodeCounters {
+        match track {
+            Track::Video => &self.video_encode,
+            Track::Audio => &self.audio_encode,
+        }
+    }
+
+    fn count_packet(&self, track: Track, packet: &EncodedPacket) {
+        let c = self.encode_counters(track);
+        c.packets.fetch_add(1, Ordering::Relaxed);
+        c.bytes
+            .fetch_add(packet.data.len() as u64, Ordering::Relaxed);
+        if track == Track::Video && packet.keyframe {
+            c.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> PipelineStats {
+        let track = |cap: &CaptureCounters, enc: &EncodeCounters| TrackStats {
+            frames_captured: cap.captured.load(Ordering::Relaxed),
+            frames_dropped: cap.dropped.load(Ordering::Relaxed),
+            resyncs: cap.resyncs.load(Ordering::Relaxed),
+            frames_encoded: enc.frames.load(Ordering::Relaxed),
+            packets: enc.packets.load(Ordering::Relaxed),
+            bytes: enc.bytes.load(Ordering::Relaxed),
+            keyframes: enc.keyframes.load(Ordering::Relaxed),
+            timeline_corrections: enc.corrections.load(Ordering::Relaxed),
+        };
+        PipelineStats {
+            video: track(&self.video_capture, &self.video_encode),
+            audio: track(&self.audio_capture, &self.audio_encode),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A cheap, cloneable remote for a running pipeline (for the RTMP driver and the bitrate
+/// controller, which do not own the handle).
+#[derive(Debug, Clone)]
+pub struct PipelineControl {
+    shared: Arc<Shared>,
+}
+
+impl PipelineControl {
+    /// The next video frame is encoded as an IDR (e.g. after an RTMP reconnect).
+    pub fn request_keyframe(&self) {
+        self.shared
+            .keyframe_requested
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// Changes the video bitrate from the next frame on (libx264 only; other encoders log a
+    /// warning once and keep their bitrate).
+    pub fn set_video_bitrate(&self, kbps: u32) {
+        self.shared
+            .bitrate_requested
+            .store(kbps.max(1), Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.shared.snapshot()
+    }
+}
+
+/// A running pipeline. Dropping it stops and joins it.
+pub struct PipelineHandle {
+    params: StreamParams,
+    control: PipelineControl,
+    signal: StopSignal,
+    captures: Vec<CaptureThread>,
+    encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)>,
+}
+
+impl PipelineHandle {
+    pub fn params(&self) -> &StreamParams {
+        &self.params
+    }
+
+    pub fn control(&self) -> PipelineControl {
+        self.control.clone()
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.control.stats()
+    }
+
+    pub fn request_keyframe(&self) {
+        self.control.request_keyframe();
+    }
+
+    pub fn set_video_bitrate(&self, kbps: u32) {
+        self.control.set_video_bitrate(kbps);
+    }
+
+    /// True once any thread has ended: the pipeline is stopping (stop requested, a source
+    /// ended, or something failed). Call [`stop_and_join`](Self::stop_and_join) for the reason.
+    pub fn is_finished(&self) -> bool {
+        self.captures.iter().any(CaptureThread::is_finished)
+            || self.encoders.iter().any(|(_, h)| h.is_finished())
+    }
+
+    /// Stops every thread, waits for them (encoders flush into the sink), and returns the
+    /// final counters, or the first error any thread ended with.
+    pub fn stop_and_join(mut self) -> Result<PipelineStats, PipelineError> {
+        self.shutdown()?;
+        Ok(self.stats())
+    }
+
+    fn shutdown(&mut self) -> Result<(), PipelineError> {
+        self.signal.halt();
+        join_all(
+            std::mem::take(&mut self.captures),
+            std::mem::take(&mut self.encoders),
+        )
+    }
+}
+
+impl Drop for PipelineHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::debug!(error = %e, "pipeline ended with an error while being dropped");
+        }
+    }
+}
+
+fn join_all(
+    captures: Vec<CaptureThread>,
+    encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)>,
+) -> Result<(), PipelineError> {
+    let mut first: Option<PipelineError> = None;
+    for c in captures {
+        if let Err(e) = c.join() {
+            first.get_or_insert(e.into());
+        }
+    }
+    for (name, h) in encoders {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first.get_or_insert(e.into());
+            }
+            Err(_) => {
+                first.get_or_insert(PipelineError::Panicked(name));
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Opens the sources and encoders of `config` on their threads, calls `on_ready` once with the
+/// stream parameters, then starts capturing. `sink` is cloned onto each encode thread and called
+/// there for every packet, in order per track. `stop` set by the caller stops the pipeline.
+pub fn spawn_pipeline<R, S>(
+    config: PipelineConfig,
+    stop: Arc<AtomicBool>,
+    on_ready: R,
+    sink: S,
+) -> Result<PipelineHandle, PipelineError>
+where
+    R: FnOnce(&StreamParams),
+    S: FnMut(Track, EncodedPacket) + Send + Clone + 'static,
+{
+    init_ffmpeg();
+    if config.video_source.is_none() && config.audio_source.is_none() {
+        return Err(PipelineError::NoTracks);
+    }
+    let signal = StopSignal::new(stop);
+    let shared = Arc::new(Shared::default());
+    let mut captures: Vec<CaptureThread> = Vec::new();
+    let mut encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)> = Vec::new();
+
+    let result = (|| {
+        let mut video_out = None;
+        let mut audio_out = None;
+        let mut video_ready = None;
+        let mut audio_ready = None;
+
+        if config.video_source.is_some() {
+            let (tx, rx) = frame_queue(VIDEO_QUEUE, shared.video_capture.clone());
+            video_out = Some(tx);
+            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+            video_ready = Some(ready_rx);
+            let settings = config.video_encoder.clone();
+            let (shared, signal, mut sink) = (shared.clone(), signal.clone(), sink.clone());
+            let name = "polypush-encode-video".to_string();
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    let encoder = match VideoEncoder::open(&settings) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(VideoParams {
+                        encoder: settings.encoder.clone(),
+                        width: settings.width,
+                        height: settings.height,
+                        fps: settings.fps,
+                        bitrate_kbps: settings.bitrate_kbps,
+                        extradata: encoder.extradata().cloned(),
+                        parameter_sets_inline: encoder.parameter_sets_inline(),
+                    }));
+                    let result = run_video(encoder, rx, &shared, &mut sink);
+                    finish_thread(&shared, &signal, Track::Video, result)
+                })
+                .map_err(|source| PipelineError::Spawn {
+                    name: name.clone(),
+                    source,
+                })?;
+            encoders.push((name, handle));
+        }
+
+        if config.audio_source.is_some() {
+            let (tx, rx) = frame_queue(AUDIO_QUEUE, shared.audio_capture.clone());
+            audio_out = Some(tx);
+            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+            audio_ready = Some(ready_rx);
+            let settings = config.audio_encoder.clone();
+            let (shared, signal, mut sink) = (shared.clone(), signal.clone(), sink.clone());
+            let name = "polypush-encode-audio".to_string();
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    let encoder = match AudioEncoder::open(&settings) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(AudioParams {
+                        sample_rate: settings.sample_rate,
+                        channels: settings.channels,
+                        bitrate_kbps: settings.bitrate_kbps,
+                        asc: encoder.extradata().clone(),
+                    }));
+                    let result = run_audio(encoder, rx, &shared, &mut sink);
+                    finish_thread(&shared, &signal, Track::Audio, result)
+                })
+                .map_err(|source| PipelineError::Spawn {
+                    name: name.clone(),
+                    source,
+                })?;
+            encoders.push((name, handle));
+        }
+
+        let shared_file = matches!(
+            (&config.video_source, &config.audio_source),
+            (Some(v @ SourceSpec::File { .. }), Some(a)) if v == a
+        );
+        if shared_file {
+            let outputs = CaptureOutputs {
+                video: video_out.take(),
+                audio: audio_out.take(),
+            };
+            let spec = config.video_source.clone().expect("checked above");
+            captures.push(CaptureThread::spawn(
+                "polypush-capture-file",
+                spec,
+                outputs,
+                signal.clone(),
+            )?);
+        } else {
+            if let Some(spec) = config.video_source.clone() {
+                let outputs = CaptureOutputs {
+                    video: video_out.take(),
+                    audio: None,
+                };
+                captures.push(CaptureThread::spawn(
+                    "polypush-capture-video",
+                    spec,
+                    outputs,
+                    signal.clone(),
+                )?);
+            }
+            if let Some(spec) = config.audio_source.clone() {
+                let outputs = CaptureOutputs {
+                    video: None,
+                    audio: audio_out.take(),
+                };
+                captures.push(CaptureThread::spawn(
+                    "polypush-capture-audio",
+                    spec,
+                    outputs,
+                    signal.clone(),
+                )?);
+            }
+        }
+
+        let mut first_error: Option<PipelineError> = None;
+        for c in &mut captures {
+            if let Err(e) = c.wait_opened() {
+                first_error.get_or_insert(e.into());
+            }
+        }
+        let video = video_ready.map(|rx| rx.recv()).transpose();
+        let audio = audio_ready.map(|rx| rx.recv()).transpose();
+        let (video, audio) = match (video, audio) {
+            (Ok(v), Ok(a)) => (v, a),
+            _ => {
+                return Err(
+                    first_error.unwrap_or(PipelineError::Panicked("an encode thread".into()))
+                )
+            }
+        };
+        let video = video.transpose().map_err(PipelineError::from);
+        let audio = audio.transpose().map_err(PipelineError::from);
+        match (first_error, video, audio) {
+            (Some(e), _, _) | (None, Err(e), _) | (None, _, Err(e)) => Err(e),
+            (None, Ok(video), Ok(audio)) => Ok(StreamParams { video, audio }),
+        }
+    })();
+
+    match result {
+        Ok(params) => {
+            on_ready(&params);
+            let clock = CaptureClock::start_now();
+            for c in &mut captures {
+                c.start(clock);
+            }
+            tracing::info!(
+                video = params.video.is_some(),
+                audio = params.audio.is_some(),
+                "pipeline started"
+            );
+            Ok(PipelineHandle {
+                params,
+                control: PipelineControl { shared },
+                signal,
+                captures,
+                encoders,
+            })
+        }
+        Err(e) => {
+            signal.halt();
+            let _ = join_all(captures, encoders);
+            Err(e)
+        }
+    }
+}
+
+/// Records how an encode thread ended and halts the rest of the pipeline.
+fn finish_thread(
+    shared: &Shared,
+    signal: &StopSignal,
+    track: Track,
+    result: Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    if let Err(e) = &result {
+        shared.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(%track, error = %e, "encoder failed; stopping the pipeline");
+    }
+    signal.halt();
+    result
+}
+
+fn run_video<S>(
+    mut encoder: VideoEncoder,
+    rx: crate::capture::FrameReceiver<ffmpeg_next::frame::Video>,
+    shared: &Shared,
+    sink: &mut S,
+) -> Result<(), EncodeError>
+where
+    S: FnMut(Track, EncodedPacket),
+{
+    let mut on_packet = |packet: EncodedPacket| {
+        shared.count_packet(Track::Video, &packet);
+        sink(Track::Video, packet);
+    };
+    let mut warned_bitrate = false;
+    while let Some(mut frame) = rx.recv() {
+        let force = shared.keyframe_requested.swap(false, Ordering::Relaxed);
+        let kbps = shared.bitrate_requested.swap(0, Ordering::Relaxed);
+        if kbps != 0 {
+            if let Err(e) = encoder.set_bitrate(kbps) {
+                if !warned_bitrate {
+                    tracing::warn!(error = %e, "bitrate change ignored");
+                    warned_bitrate = true;
+                }
+            }
+        }
+        let result = encoder.encode(&mut frame, force, &mut on_packet);
+        rx.recycle(frame.frame);
+        result?;
+        shared.video_encode.frames.fetch_add(1, Ordering::Relaxed);
+    }
+    encoder.flush(&mut on_packet)
+}
+
+fn run_audio<S>(
+    mut encoder: AudioEncoder,
+    rx: crate::capture::FrameReceiver<ffmpeg_next::frame::Audio>,
+    shared: &Shared,
+    sink: &mut S,
+) -> Result<(), EncodeError>
+where
+    S: FnMut(Track, EncodedPacket),
+{
+    let mut on_packet = |packet: EncodedPacket| {
+        shared.count_packet(Track::Audio, &packet);
+        sink(Track::Audio, packet);
+    };
+    while let Some(frame) = rx.recv() {
+        let result = encoder.encode(&frame, &mut on_packet);
+        rx.recycle(frame.frame);
+        result?;
+        shared.audio_encode.frames.fetch_add(1, Ordering::Relaxed);
+        shared
+            .audio_encode
+            .corrections
+            .store(encoder.corrections(), Ordering::Relaxed);
+    }
+    encoder.flush(&mut on_packet)
+}

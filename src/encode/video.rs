@@ -1,0 +1,670 @@
+//! The H.264 encoder: libx264 (default) or `h264_v4l2m2m` (the Raspberry Pi's hardware encoder).
+//!
+//! libx264 is opened for live streaming: `tune=zerolatency` (no lookahead, no frame delay),
+//! no B-frames, a fixed GOP of `keyframe_interval_s × fps` frames with scene-cut detection off
+//! (`sc_threshold=0`) so keyframes are regular (players and ingest servers join on them), and
+//! CBR-like rate control: `bit_rate = rc_max_rate = target` and a VBV buffer of
+//! `target × vbv_seconds`. The VBV must be configured at open: x264 can re-target an enabled VBV
+//! with `x264_encoder_reconfig`, but cannot enable it later. FFmpeg 5.1's libx264 wrapper
+//! (`reconfig_encoder`, run before every frame) compares `bit_rate`, `rc_max_rate` and
+//! `rc_buffer_size` of the live context with what x264 was given and reconfigures when they
+//! differ, so [`VideoEncoder::set_bitrate`] only writes those three fields.
+//!
+//! With `AV_CODEC_FLAG_GLOBAL_HEADER`, libx264's extradata is the SPS and PPS in Annex B (not
+//! an avcC record) and IDR packets do not repeat them. `h264_v4l2m2m` may leave extradata empty
+//! and put SPS/PPS in front of the first IDR instead: [`VideoEncoder::parameter_sets_inline`]
+//! tells the caller to take them from the first keyframe packet.
+//!
+//! Decoded camera frames often carry `pict_type = I` (every MJPEG frame is an intra picture);
+//! libx264 honours a frame's picture type and would make every frame an IDR. The picture type
+//! is therefore reset before every frame and set to `I` only for a requested keyframe.
+
+use bytes::Bytes;
+use ffmpeg::format::Pixel;
+use ffmpeg::packet::Mut as _;
+use ffmpeg_next as ffmpeg;
+
+use super::{extradata_of, open_codec, EncodeError, EncodedPacket};
+use crate::capture::{init_ffmpeg, VideoFrame};
+
+/// H.264 encoders polypush knows about, in order of preference. Only some are usable (see
+/// [`VideoEncoder::open`]); the list is what error messages check for.
+pub const KNOWN_H264_ENCODERS: &[&str] = &[
+    "libx264",
+    "h264_v4l2m2m",
+    "h264_omx",
+    "h264_vaapi",
+    "h264_qsv",
+    "h264_nvenc",
+    "libopenh264",
+];
+
+/// Encoders that need hardware frames uploaded by the caller.
+const HW_FRAME_ENCODERS: &[&str] = &["h264_vaapi", "h264_qsv"];
+
+const X264_PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
+const PROFILES: &[&str] = &["baseline", "main", "high"];
+
+/// The H.264 encoders of [`KNOWN_H264_ENCODERS`] present in the linked FFmpeg that polypush
+/// can feed (software frames).
+pub fn available_h264_encoders() -> Vec<String> {
+    init_ffmpeg();
+    KNOWN_H264_ENCODERS
+        .iter()
+        .filter(|name| !HW_FRAME_ENCODERS.contains(name))
+        .filter(|name| ffmpeg::encoder::find_by_name(name).is_some())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// How to encode video.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoEncoderSettings {
+    /// FFmpeg encoder name: `libx264` or `h264_v4l2m2m`.
+    pub encoder: String,
+    /// Output size; frames of another size are scaled.
+    pub width: u32,
+    pub height: u32,
+    /// Nominal frame rate: sets the GOP length and x264's rate control (timestamps come from
+    /// the capture clock, not from this).
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// x264 preset (`ultrafast` … `veryslow`); ignored by hardware encoders.
+    pub preset: String,
+    /// `baseline`, `main` or `high`.
+    pub profile: String,
+    pub keyframe_interval_s: f64,
+    /// VBV buffer length in seconds of the target bitrate.
+    pub vbv_seconds: f64,
+    /// Encoder threads, 0 = automatic.
+    pub threads: u32,
+}
+
+impl Default for VideoEncoderSettings {
+    fn default() -> Self {
+        Self {
+            encoder: "libx264".into(),
+            width: 1280,
+            height: 720,
+            fps: 30,
+            bitrate_kbps: 2500,
+            preset: "veryfast".into(),
+            profile: "high".into(),
+            keyframe_interval_s: 2.0,
+            vbv_seconds: 1.0,
+            threads: 0,
+        }
+    }
+}
+
+impl VideoEncoderSettings {
+    /// Frames per GOP.
+    pub fn gop_frames(&self) -> u32 {
+        ((self.keyframe_interval_s * f64::from(self.fps)).round() as u32).max(1)
+    }
+
+    fn is_x264(&self) -> bool {
+        self.encoder == "libx264"
+    }
+
+    pub fn validate(&self) -> Result<(), EncodeError> {
+        let invalid = |what: String| Err(EncodeError::InvalidSettings { what });
+        if self.width < 16 || self.height < 16 || self.width > 8192 || self.height > 8192 {
+            return invalid(format!(
+                "[video] size {}x{} is out of range (16..=8192)",
+                self.width, self.height
+            ));
+        }
+        if self.width % 2 != 0 || self.height % 2 != 0 {
+            return invalid(format!(
+                "[video] size {}x{} must have even width and height (4:2:0 video)",
+                self.width, self.height
+            ));
+        }
+        if self.fps == 0 || self.fps > 240 {
+            return invalid(format!(
+                "[video] fps {} is out of range (1..=240)",
+                self.fps
+            ));
+        }
+        if !(50..=100_000).contains(&self.bitrate_kbps) {
+            return invalid(format!(
+                "[video] bitrate_kbps {} is out of range (50..=100000)",
+                self.bitrate_kbps
+            ));
+        }
+        if !(self.keyframe_interval_s > 0.0 && self.keyframe_interval_s <= 60.0) {
+            return invalid(format!(
+                "[video] keyframe_interval_s {} is out of range (0..=60; 2 is usual for live)",
+                self.keyframe_interval_s
+            ));
+        }
+        if !(self.vbv_seconds > 0.0 && self.vbv_seconds <= 10.0) {
+            return invalid(format!(
+                "[video] vbv_seconds {} is out of range (0..=10; 1 is usual)",
+                self.vbv_seconds
+            ));
+        }
+        if self.is_x264() && !X264_PRESETS.contains(&self.preset.as_str()) {
+            return invalid(format!(
+                "[video] preset '{}' is not an x264 preset ({})",
+                self.preset,
+                X264_PRESETS.join(", ")
+            ));
+        }
+        if !PROFILES.contains(&self.profile.as_str()) {
+            return invalid(format!(
+                "[video] profile '{}' is not one of {}",
+                self.profile,
+                PROFILES.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A swscale context converting one input definition to the encoder's format and size.
+///
+/// We drive `sws_scale` directly rather than through ffmpeg-next's wrapper so that the
+/// deprecated full-range "J" formats MJPEG decodes to (`yuvj422p`, `yuvj420p`) can be handed to
+/// swscale as their plain equivalents plus an explicit full-range flag: the conversion to the
+/// encoder's limited range is the same, without swscale's "deprecated pixel format" warning.
+struct Scaler {
+    ctx: *mut ffmpeg::ffi::SwsContext,
+    /// Input format, width, height and whether it is full range.
+    from: (Pixel, u32, u32, bool),
+}
+
+// SAFETY: an SwsContext is plain heap state without thread-local ties; moving it between
+// threads is fine as long as it is not used concurrently, which `&mut self` guarantees.
+unsafe impl Send for Scaler {}
+
+impl Scaler {
+    fn new(from: (Pixel, u32, u32, bool), to: (Pixel, u32, u32)) -> Result<Self, ffmpeg::Error> {
+        let (src_fmt, full_range) = match from.0 {
+            Pixel::YUVJ420P => (Pixel::YUV420P, true),
+            Pixel::YUVJ422P => (Pixel::YUV422P, true),
+            Pixel::YUVJ444P => (Pixel::YUV444P, true),
+            Pixel::YUVJ440P => (Pixel::YUV440P, true),
+            other => (other, from.3),
+        };
+        // SAFETY: sws_getContext returns an owned context or null; the coefficient tables are
+        // static.
+        unsafe {
+            let ctx = ffmpeg::ffi::sws_getContext(
+                from.1 as i32,
+                from.2 as i32,
+                src_fmt.into(),
+                to.1 as i32,
+                to.2 as i32,
+                to.0.into(),
+                ffmpeg::ffi::SWS_BILINEAR,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null(),
+            );
+            if ctx.is_null() {
+                return Err(ffmpeg::Error::InvalidData);
+            }
+            if full_range {
+                let coefficients = ffmpeg::ffi::sws_getCoefficients(ffmpeg::ffi::SWS_CS_DEFAULT);
+                ffmpeg::ffi::sws_setColorspaceDetails(
+                    ctx,
+                    coefficients,
+                    1,
+                    coefficients,
+                    0,
+                    0,
+                    1 << 16,
+                    1 << 16,
+                );
+            }
+            Ok(Self { ctx, from })
+        }
+    }
+
+    fn run(
+        &mut self,
+        src: &ffmpeg::frame::Video,
+        dst: &mut ffmpeg::frame::Video,
+    ) -> Result<(), ffmpeg::Error> {
+        // SAFETY: `src` matches the definition the context was made for (checked by the
+        // caller through `from`), `dst` is a writable frame of the output definition.
+        let ret = unsafe {
+            let s = &*src.as_ptr();
+            let d = &mut *dst.as_mut_ptr();
+            ffmpeg::ffi::sws_scale(
+                self.ctx,
+                s.data.as_ptr() as *const *const u8,
+                s.linesize.as_ptr(),
+                0,
+                self.from.2 as i32,
+                d.data.as_ptr(),
+                d.linesize.as_ptr(),
+            )
+        };
+        if ret < 0 {
+            Err(ffmpeg::Error::from(ret))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for Scaler {
+    fn drop(&mut self) {
+        // SAFETY: the context is owned and freed once.
+        unsafe { ffmpeg::ffi::sws_freeContext(self.ctx) };
+    }
+}
+
+/// An open H.264 encoder.
+pub struct VideoEncoder {
+    encoder: ffmpeg::encoder::video::Encoder,
+    settings: VideoEncoderSettings,
+    pix_fmt: Pixel,
+    scaler: Option<Scaler>,
+    /// Conversion target, allocated once.
+    converted: ffmpeg::frame::Video,
+    packet: ffmpeg::Packet,
+    extradata: Option<Bytes>,
+    keyframe_requested: bool,
+    last_pts_ms: Option<i64>,
+    bitrate_kbps: u32,
+    /// A lowered VBV waiting for the frame that carries the lowered bitrate to go in first.
+    vbv_after_next_frame: Option<u32>,
+    /// A lowered VBV to apply before the next frame.
+    vbv_pending: Option<u32>,
+    flushed: bool,
+}
+
+impl VideoEncoder {
+    /// Opens the encoder named in `settings`. A name that is missing from this FFmpeg build is
+    /// an error listing the H.264 encoders that are present.
+    pub fn open(settings: &VideoEncoderSettings) -> Result<Self, EncodeError> {
+        init_ffmpeg();
+        let name = settings.encoder.as_str();
+        let codec =
+            ffmpeg::encoder::find_by_name(name).ok_or_else(|| EncodeError::EncoderNotFound {
+                name: name.to_string(),
+                available: available_h264_encoders(),
+            })?;
+        if HW_FRAME_ENCODERS.contains(&name) {
+            return Err(EncodeError::UnsupportedEncoder {
+                name: name.to_string(),
+            });
+        }
+        if codec.id() != ffmpeg::codec::Id::H264 {
+            return Err(EncodeError::InvalidSettings {
+                what: format!(
+                    "[video] encoder '{name}' is not an H.264 encoder (RTMP carries H.264); use one of {}",
+                    available_h264_encoders().join(", ")
+                ),
+            });
+        }
+        settings.validate()?;
+        let pix_fmt = codec
+            .video()
+            .ok()
+            .and_then(|v| v.formats().map(|f| f.collect::<Vec<_>>()))
+            .map(|formats| {
+                [Pixel::YUV420P, Pixel::NV12]
+                    .into_iter()
+                    .find(|p| formats.contains(p))
+                    .or_else(|| formats.first().copied())
+                    .unwrap_or(Pixel::YUV420P)
+            })
+            .unwrap_or(Pixel::YUV420P);
+
+        let ctx = ffmpeg::codec::context::Context::new_with_codec(codec);
+        let mut enc = ctx.encoder().video().map_err(|source| EncodeError::Open {
+            encoder: name.to_string(),
+            source,
+            hint: "this is a bug in polypush",
+        })?;
+        let bps = u64::from(settings.bitrate_kbps) * 1000;
+        let gop = settings.gop_frames();
+        enc.set_width(settings.width);
+        enc.set_height(settings.height);
+        enc.set_format(pix_fmt);
+        enc.set_time_base(ffmpeg::Rational(1, 1000));
+        enc.set_frame_rate(Some(ffmpeg::Rational(settings.fps as i32, 1)));
+        enc.set_gop(gop);
+        enc.set_max_b_frames(0);
+        enc.set_bit_rate(bps as usize);
+        enc.set_max_bit_rate(bps as usize);
+        // SAFETY: plain fields of a not-yet-open codec context that ffmpeg-next has no setter for.
+        unsafe {
+            let raw = enc.as_mut_ptr();
+            (*raw).rc_buffer_size = vbv_bits(settings.bitrate_kbps, settings.vbv_seconds);
+            (*raw).keyint_min = gop as i32;
+            (*raw).flags |= ffmpeg::ffi::AV_CODEC_FLAG_GLOBAL_HEADER as i32;
+            (*raw).thread_count = settings.threads as i32;
+            if !settings.is_x264() {
+                (*raw).profile = match settings.profile.as_str() {
+                    "baseline" => ffmpeg::ffi::FF_PROFILE_H264_CONSTRAINED_BASELINE,
+                    "main" => ffmpeg::ffi::FF_PROFILE_H264_MAIN,
+                    _ => ffmpeg::ffi::FF_PROFILE_H264_HIGH,
+                };
+            }
+        }
+        let options: Vec<(&str, String)> = if settings.is_x264() {
+            vec![
+                ("preset", settings.preset.clone()),
+                ("tune", "zerolatency".into()),
+                ("profile", settings.profile.clone()),
+                ("sc_threshold", "0".into()),
+                ("forced-idr", "1".into()),
+            ]
+        } else {
+            Vec::new()
+        };
+        let hint = if settings.is_x264() {
+            "check [video] width, height, fps, bitrate_kbps, preset and profile"
+        } else {
+            "is the hardware encoder present (/dev/video11 on a Raspberry Pi) and does it support this size and profile? Otherwise set [video] encoder = \"libx264\""
+        };
+        // SAFETY: `enc` wraps a context allocated for `codec` and not yet opened.
+        open_codec(unsafe { enc.as_mut_ptr() }, &codec, &options, name, hint)?;
+        let encoder = ffmpeg::encoder::video::Encoder(enc);
+        // SAFETY: reading the open context's extradata.
+        let extradata = extradata_of(unsafe { encoder.as_ptr() });
+        tracing::info!(
+            encoder = name,
+            width = settings.width,
+            height = settings.height,
+            fps = settings.fps,
+            bitrate_kbps = settings.bitrate_kbps,
+            gop,
+            pix_fmt = ?pix_fmt,
+            global_header = extradata.is_some(),
+            "video encoder open"
+        );
+        Ok(Self {
+            encoder,
+            settings: settings.clone(),
+            pix_fmt,
+            scaler: None,
+            converted: {
+                let mut f = ffmpeg::frame::Video::new(pix_fmt, settings.width, settings.height);
+                f.set_color_range(ffmpeg::color::Range::MPEG);
+                f
+            },
+            packet: ffmpeg::Packet::empty(),
+            extradata,
+            keyframe_requested: false,
+            last_pts_ms: None,
+            bitrate_kbps: settings.bitrate_kbps,
+            vbv_after_next_frame: None,
+            vbv_pending: None,
+            flushed: false,
+        })
+    }
+
+    /// SPS and PPS in Annex B, when the encoder puts them in a global header (libx264).
+    pub fn extradata(&self) -> Option<&Bytes> {
+        self.extradata.as_ref()
+    }
+
+    /// True when there is no global header: SPS/PPS come inline in front of the first IDR
+    /// (typically `h264_v4l2m2m`), and the caller builds the sequence header from that packet.
+    pub fn parameter_sets_inline(&self) -> bool {
+        self.extradata.is_none()
+    }
+
+    pub fn settings(&self) -> &VideoEncoderSettings {
+        &self.settings
+    }
+
+    /// The current target bitrate.
+    pub fn bitrate_kbps(&self) -> u32 {
+        self.bitrate_kbps
+    }
+
+    /// The pixel format frames are converted to.
+    pub fn pixel_format(&self) -> Pixel {
+        self.pix_fmt
+    }
+
+    /// Makes the next encoded frame an IDR (for a new RTMP session, a new viewer).
+    pub fn request_keyframe(&mut self) {
+        self.keyframe_requested = true;
+    }
+
+    /// Changes the target bitrate (and the VBV maximum and buffer with it) from the next frame
+    /// on. libx264 only; other encoders return [`EncodeError::BitrateChangeUnsupported`].
+    ///
+    /// libx264's wrapper re-targets the VBV before the bitrate within one frame. Lowering both
+    /// at once would momentarily give x264 a maximum below the average ("max bitrate less than
+    /// average bitrate, assuming CBR" in the log at every step), so a decrease lowers the
+    /// average with the next frame and the VBV with the one after; an increase does both at once.
+    pub fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
+        if !self.settings.is_x264() {
+            return Err(EncodeError::BitrateChangeUnsupported {
+                encoder: self.settings.encoder.clone(),
+            });
+        }
+        let kbps = kbps.clamp(50, 100_000);
+        if kbps == self.bitrate_kbps {
+            return Ok(());
+        }
+        if kbps < self.bitrate_kbps {
+            self.write_rate_control(Some(kbps), None);
+            self.vbv_after_next_frame = Some(kbps);
+        } else {
+            self.write_rate_control(Some(kbps), Some(kbps));
+            self.vbv_after_next_frame = None;
+            self.vbv_pending = None;
+        }
+        tracing::debug!(
+            from_kbps = self.bitrate_kbps,
+            to_kbps = kbps,
+            "video bitrate changed"
+        );
+        self.bitrate_kbps = kbps;
+        Ok(())
+    }
+
+    fn write_rate_control(&mut self, average_kbps: Option<u32>, vbv_kbps: Option<u32>) {
+        // SAFETY: libx264 reads these fields of the live context before each frame
+        // (`reconfig_encoder`); they are plain integers and this thread owns the context.
+        unsafe {
+            let raw = self.encoder.as_mut_ptr();
+            if let Some(kbps) = average_kbps {
+                (*raw).bit_rate = i64::from(kbps) * 1000;
+            }
+            if let Some(kbps) = vbv_kbps {
+                (*raw).rc_max_rate = i64::from(kbps) * 1000;
+                (*raw).rc_buffer_size = vbv_bits(kbps, self.settings.vbv_seconds);
+            }
+        }
+    }
+
+    /// Encodes one frame (converted first if its format or size differs from the encoder's)
+    /// and passes every packet that comes out to `on_packet`.
+    ///
+    /// The frame's `pts_us` becomes the packet's milliseconds; a frame whose millisecond does
+    /// not advance past the previous one is moved 1 ms later (the encoder requires strictly
+    /// increasing timestamps).
+    pub fn encode(
+        &mut self,
+        frame: &mut VideoFrame,
+        force_keyframe: bool,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<(), EncodeError> {
+        let mut pts_ms = frame.pts_us.div_euclid(1000);
+        if let Some(last) = self.last_pts_ms {
+            if pts_ms <= last {
+                pts_ms = last + 1;
+            }
+        }
+        self.last_pts_ms = Some(pts_ms);
+        let keyframe = force_keyframe || std::mem::take(&mut self.keyframe_requested);
+
+        if let Some(kbps) = self.vbv_pending.take() {
+            self.write_rate_control(None, Some(kbps));
+        }
+
+        let src = &mut frame.frame;
+        let full_range = src.color_range() == ffmpeg::color::Range::JPEG;
+        let needs_conversion = src.format() != self.pix_fmt
+            || src.width() != self.settings.width
+            || src.height() != self.settings.height
+            || full_range;
+        let target: &mut ffmpeg::frame::Video = if needs_conversion {
+            let from = (src.format(), src.width(), src.height(), full_range);
+            if self.scaler.as_ref().map(|s| s.from) != Some(from) {
+                let to = (self.pix_fmt, self.settings.width, self.settings.height);
+                let scaler =
+                    Scaler::new(from, to).map_err(|source| self.convert_error(from, source))?;
+                tracing::debug!(from = ?from, to = ?self.pix_fmt, "video conversion set up");
+                self.scaler = Some(scaler);
+            }
+            // SAFETY: the conversion frame is ours; make_writable copies its buffer only if the
+            // encoder still holds a reference to it.
+            let ret = unsafe { ffmpeg::ffi::av_frame_make_writable(self.converted.as_mut_ptr()) };
+            if ret < 0 {
+                return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
+            }
+            let scaler = self.scaler.as_mut().expect("scaler set up above");
+            if let Err(source) = scaler.run(src, &mut self.converted) {
+                return Err(self.convert_error(from, source));
+            }
+            &mut self.converted
+        } else {
+            src
+        };
+        target.set_pts(Some(pts_ms));
+        target.set_kind(if keyframe {
+            ffmpeg::picture::Type::I
+        } else {
+            ffmpeg::picture::Type::None
+        });
+        // SAFETY: a plain field of a frame we own.
+        unsafe { (*target.as_mut_ptr()).key_frame = i32::from(keyframe) };
+        self.encoder
+            .send_frame(target)
+            .map_err(|source| EncodeError::Encode {
+                encoder: self.settings.encoder.clone(),
+                source,
+            })?;
+        // A lowered VBV goes in with the frame after the lowered bitrate (see `set_bitrate`).
+        self.vbv_pending = self.vbv_after_next_frame.take();
+        self.drain(on_packet)
+    }
+
+    /// Drains the encoder at the end of the stream; the encoder cannot be used afterwards.
+    pub fn flush(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+        if self.flushed {
+            return Ok(());
+        }
+        self.flushed = true;
+        self.encoder
+            .send_eof()
+            .map_err(|source| EncodeError::Encode {
+                encoder: self.settings.encoder.clone(),
+                source,
+            })?;
+        self.drain(on_packet)
+    }
+
+    fn drain(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+        loop {
+            match self.encoder.receive_packet(&mut self.packet) {
+                Ok(()) => {
+                    let data = Bytes::copy_from_slice(self.packet.data().unwrap_or_default());
+                    let pts_ms = self.packet.pts().or(self.packet.dts()).unwrap_or(0);
+                    let dts_ms = self.packet.dts().unwrap_or(pts_ms);
+                    let keyframe = self.packet.is_key();
+                    // SAFETY: the packet is ours; its payload has been copied.
+                    unsafe { ffmpeg::ffi::av_packet_unref(self.packet.as_mut_ptr()) };
+                    on_packet(EncodedPacket {
+                        data,
+                        pts_ms,
+                        dts_ms,
+                        keyframe,
+                    });
+                }
+                Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
+                Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(source) => {
+                    return Err(EncodeError::Encode {
+                        encoder: self.settings.encoder.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    fn convert_error(&self, from: (Pixel, u32, u32, bool), source: ffmpeg::Error) -> EncodeError {
+        EncodeError::Convert {
+            from: format!("{:?} {}x{}", from.0, from.1, from.2),
+            to: format!(
+                "{:?} {}x{}",
+                self.pix_fmt, self.settings.width, self.settings.height
+            ),
+            source,
+        }
+    }
+}
+
+fn vbv_bits(kbps: u32, seconds: f64) -> i32 {
+    (f64::from(kbps) * 1000.0 * seconds)
+        .round()
+        .min(f64::from(i32::MAX)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gop_is_interval_times_fps() {
+        let s = VideoEncoderSettings {
+            fps: 25,
+            keyframe_interval_s: 2.0,
+            ..Default::default()
+        };
+        assert_eq!(s.gop_frames(), 50);
+        let s = VideoEncoderSettings {
+            fps: 30,
+            keyframe_interval_s: 0.1,
+            ..Default::default()
+        };
+        assert_eq!(s.gop_frames(), 3);
+    }
+
+    #[test]
+    fn settings_errors_name_the_key() {
+        let s = VideoEncoderSettings {
+            preset: "warp".into(),
+            ..Default::default()
+        };
+        let msg = s.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("[video] preset") && msg.contains("veryfast"),
+            "{msg}"
+        );
+        let s = VideoEncoderSettings {
+            width: 641,
+            ..Default::default()
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("even"));
+    }
+
+    #[test]
+    fn libx264_is_linked_here() {
+        assert!(available_h264_encoders().contains(&"libx264".to_string()));
+    }
+}

@@ -1,0 +1,1159 @@
+//! The sans-IO RTMP publisher: `rml_rtmp`'s client [`Handshake`] and [`ClientSession`] driven
+//! through handshake → `connect` → `createStream` + `publish`, then media out.
+//!
+//! Bytes from the ingest go in through [`Session::handle_input`]; bytes for the ingest come out of
+//! [`Session::poll_transmit`] in the order they must be written (RTMP chunk headers are
+//! compressed against the previous chunk, so order is part of correctness). No sockets and no
+//! clock here; the tokio driver in [`super::driver`] owns those, and tests run this against
+//! `rml_rtmp`'s own server session in memory.
+//!
+//! `rml_rtmp` reports `onStatus` codes but drops their `level` and `description`, and reports a
+//! `_error` answer to `publish` only as an unknown transaction. To turn rejections into errors
+//! that say why, a second chunk deserializer watches the (small) inbound stream for `onStatus`
+//! and `_error` commands; inbound traffic for a publisher is a few hundred bytes a second.
+
+use std::collections::VecDeque;
+use std::io::Cursor;
+
+use bytes::Bytes;
+use rml_rtmp::chunk_io::ChunkDeserializer;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::rml_amf0::{self, Amf0Value};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent,
+    ClientSessionResult, PublishRequestType, StreamMetadata,
+};
+use rml_rtmp::time::RtmpTimestamp;
+
+use super::error::{Phase, RtmpError};
+use super::url::RtmpUrl;
+use crate::media::{MediaPacket, PacketKind, StreamInfo};
+
+/// The smallest outbound chunk size we use: 128-byte chunks (the RTMP default) cost a header
+/// every 128 bytes of video.
+pub const MIN_CHUNK_SIZE: u32 = 4096;
+
+/// Protocol settings of one session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Outbound chunk size announced after `connect` is accepted (`rml_rtmp` uses 128 until
+    /// then). Raised to [`MIN_CHUNK_SIZE`] if lower.
+    pub chunk_size: u32,
+    /// Window acknowledgement size we announce. nginx-rtmp (and rml_rtmp) then acknowledge
+    /// every this many bytes received, which feeds [`SessionStats::bytes_acked_by_peer`].
+    /// 2.5 MB is what ffmpeg and OBS announce, so ingests are used to it; smaller values give
+    /// finer-grained ack statistics.
+    pub window_ack_size: u32,
+    /// `flashVer` in `connect`. Ingests treat an `FMLE/3.0` string as "an encoder".
+    pub flash_version: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            chunk_size: MIN_CHUNK_SIZE,
+            window_ack_size: 2_500_000,
+            flash_version: format!(
+                "FMLE/3.0 (compatible; polypush/{})",
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
+    }
+}
+
+/// Counters of one session, as a plain snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Bytes handed out by [`Session::poll_transmit`], handshake included.
+    pub bytes_sent: u64,
+    /// Bytes passed to [`Session::handle_input`].
+    pub bytes_received: u64,
+    /// Bytes the ingest says it received, from its Acknowledgement messages (the sequence number
+    /// is the peer's running byte count modulo 2^32; we extend it to 64 bits).
+    pub bytes_acked_by_peer: u64,
+    /// Acknowledgement messages received.
+    pub acks_received: u64,
+    /// RTMP messages produced, control and media.
+    pub messages_sent: u64,
+    pub video_messages_sent: u64,
+    pub audio_messages_sent: u64,
+    pub metadata_messages_sent: u64,
+}
+
+/// Something the caller may want to know about; errors are reported as `Err` instead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// C2 is queued; `connect` follows.
+    HandshakeCompleted,
+    /// `connect` was accepted; `createStream` + `publish` are queued.
+    Connected,
+    /// `NetStream.Publish.Start`: media may be sent.
+    PublishStarted,
+    /// A status that is not an error, e.g. `NetStream.Record.Start`.
+    Status(Status),
+}
+
+/// An `onStatus` (or `_error`) info object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub level: String,
+    pub code: String,
+    pub description: String,
+}
+
+impl Status {
+    /// Whether the ingest is refusing or ending what we asked for. `_error` answers always are;
+    /// `onStatus` is when its level is `error` (except recording trouble on the server side, which
+    /// does not stop the stream) or when the code is a known rejection whatever the level.
+    fn is_fatal(&self) -> bool {
+        const REJECTIONS: [&str; 7] = [
+            ".BadName",
+            ".Unauthorized",
+            ".Rejected",
+            ".BadAuth",
+            ".Denied",
+            ".Forbidden",
+            "NetConnection.Connect.Closed",
+        ];
+        self.level == "_error"
+            || (self.level.eq_ignore_ascii_case("error")
+                && !self.code.starts_with("NetStream.Record."))
+            || REJECTIONS.iter().any(|r| self.code.ends_with(r))
+    }
+}
+
+enum State {
+    /// C0+C1 are queued; waiting for S0+S1+S2.
+    Handshaking {
+        handshake: Box<Handshake>,
+        config: ClientSessionConfig,
+    },
+    /// Handshake done; `connect` (then `publish`) sent, waiting for the answer.
+    Connecting {
+        link: Link,
+        step: Step,
+    },
+    Publishing {
+        link: Link,
+    },
+    /// Stopped, rejected or failed. Inbound bytes are counted and ignored.
+    Closed,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Connect,
+    Publish,
+}
+
+/// What exists once the handshake is done.
+struct Link {
+    client: ClientSession,
+    statuses: StatusWatcher,
+}
+
+/// One RTMP publish session; see the module docs.
+pub struct Session {
+    state: State,
+    app: String,
+    stream_key: String,
+    masked_stream: String,
+    transmit: VecDeque<Vec<u8>>,
+    stats: SessionStats,
+    last_ack_sequence: Option<u32>,
+}
+
+impl Session {
+    /// Starts a session for `url`: C0+C1 are queued for [`Session::poll_transmit`].
+    pub fn new(url: &RtmpUrl, config: &SessionConfig) -> Result<Session, RtmpError> {
+        let mut client_config = ClientSessionConfig::new();
+        client_config.chunk_size = config.chunk_size.max(MIN_CHUNK_SIZE);
+        client_config.window_ack_size = config.window_ack_size;
+        client_config.flash_version = config.flash_version.clone();
+        client_config.tc_url = Some(url.tc_url().to_string());
+
+        let mut handshake = Handshake::new(PeerType::Client);
+        let c0c1 = handshake
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| protocol(Phase::Handshake, e))?;
+        let mut session = Session {
+            state: State::Handshaking {
+                handshake: Box::new(handshake),
+                config: client_config,
+            },
+            app: url.app().to_string(),
+            stream_key: url.stream_key().to_string(),
+            masked_stream: url.masked_stream(),
+            transmit: VecDeque::new(),
+            stats: SessionStats::default(),
+            last_ack_sequence: None,
+        };
+        session.queue(c0c1, false);
+        Ok(session)
+    }
+
+    /// The next bytes to write to the ingest, in order.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::Handshaking { .. } => Phase::Handshake,
+            State::Connecting {
+                step: Step::Connect,
+                ..
+            } => Phase::Connect,
+            State::Connecting {
+                step: Step::Publish,
+                ..
+            } => Phase::Publish,
+            State::Publishing { .. } => Phase::Streaming,
+            State::Closed => Phase::Closing,
+        }
+    }
+
+    pub fn is_publishing(&self) -> bool {
+        matches!(self.state, State::Publishing { .. })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// The stream name as it may appear in logs (`16ad***`).
+    pub fn masked_stream(&self) -> &str {
+        &self.masked_stream
+    }
+
+    /// Feeds bytes received from the ingest. Answers (handshake, acks, pongs, the next command)
+    /// are queued for [`Session::poll_transmit`]. Any error closes the session.
+    pub fn handle_input(&mut self, bytes: &[u8]) -> Result<Vec<Event>, RtmpError> {
+        self.stats.bytes_received += bytes.len() as u64;
+        let mut events = Vec::new();
+        let result = self.handle_input_inner(bytes, &mut events);
+        if result.is_err() {
+            self.state = State::Closed;
+        }
+        result.map(|()| events)
+    }
+
+    fn handle_input_inner(
+        &mut self,
+        bytes: &[u8],
+        events: &mut Vec<Event>,
+    ) -> Result<(), RtmpError> {
+        let rest = match &mut self.state {
+            State::Closed => return Ok(()),
+            State::Handshaking { handshake, config } => {
+                match handshake
+                    .process_bytes(bytes)
+                    .map_err(|e| protocol(Phase::Handshake, e))?
+                {
+                    HandshakeProcessResult::InProgress { response_bytes } => {
+                        self.queue(response_bytes, false);
+                        return Ok(());
+                    }
+                    HandshakeProcessResult::Completed {
+                        response_bytes,
+                        remaining_bytes,
+                    } => {
+                        let config = config.clone();
+                        self.queue(response_bytes, false);
+                        let (mut client, initial) = ClientSession::new(config)
+                            .map_err(|e| session_error(Phase::Handshake, e))?;
+                        self.apply_results(initial, &mut None)?;
+                        let connect = client
+                            .request_connection(self.app.clone())
+                            .map_err(|e| session_error(Phase::Connect, e))?;
+                        self.state = State::Connecting {
+                            link: Link {
+                                client,
+                                statuses: StatusWatcher::new(),
+                            },
+                            step: Step::Connect,
+                        };
+                        self.apply_results(vec![connect], &mut None)?;
+                        events.push(Event::HandshakeCompleted);
+                        remaining_bytes
+                    }
+                }
+            }
+            State::Connecting { .. } | State::Publishing { .. } => {
+                return self.handle_rtmp(bytes, events);
+            }
+        };
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            self.handle_rtmp(&rest, events)
+        }
+    }
+
+    /// Input after the handshake: through `rml_rtmp`, and through the status watcher.
+    fn handle_rtmp(&mut self, bytes: &[u8], events: &mut Vec<Event>) -> Result<(), RtmpError> {
+        let phase = self.phase();
+        let (results, statuses) = match &mut self.state {
+            State::Connecting { link, .. } | State::Publishing { link } => {
+                let statuses = link.statuses.observe(bytes);
+                match link.client.handle_input(bytes) {
+                    Ok(results) => (results, statuses),
+                    Err(e) => {
+                        // A rejection explains a failure better than the parse error after it.
+                        if let Some(status) = statuses.into_iter().find(Status::is_fatal) {
+                            return Err(self.rejection(phase, status));
+                        }
+                        return Err(session_error(phase, e));
+                    }
+                }
+            }
+            _ => return Ok(()),
+        };
+        let mut statuses = Some(statuses);
+        for result in results {
+            match result {
+                ClientSessionResult::OutboundResponse(packet) => self.queue(packet.bytes, true),
+                ClientSessionResult::RaisedEvent(event) => {
+                    self.on_event(event, events, &mut statuses)?
+                }
+                // SetPeerBandwidth and other messages rml_rtmp has no use for: harmless.
+                ClientSessionResult::UnhandleableMessageReceived(payload) => {
+                    tracing::trace!(type_id = payload.type_id, "ignored RTMP message");
+                }
+            }
+        }
+        for status in statuses.into_iter().flatten() {
+            if status.is_fatal() {
+                return Err(self.rejection(self.phase(), status));
+            }
+            tracing::debug!(level = %status.level, code = %status.code, description = %status.description, "ingest status");
+            events.push(Event::Status(status));
+        }
+        Ok(())
+    }
+
+    fn on_event(
+        &mut self,
+        event: ClientSessionEvent,
+        events: &mut Vec<Event>,
+        statuses: &mut Option<Vec<Status>>,
+    ) -> Result<(), RtmpError> {
+        match event {
+            ClientSessionEvent::ConnectionRequestAccepted => {
+                let State::Connecting { link, step } = &mut self.state else {
+                    return Err(protocol(self.phase(), "unexpected connect result"));
+                };
+                *step = Step::Publish;
+                let publish = link
+                    .client
+                    .request_publishing(self.stream_key.clone(), PublishRequestType::Live)
+                    .map_err(|e| session_error(Phase::Publish, e))?;
+                self.apply_results(vec![publish], statuses)?;
+                events.push(Event::Connected);
+            }
+            ClientSessionEvent::ConnectionRequestRejected { description } => {
+                let status = statuses.as_mut().and_then(|s| {
+                    s.iter()
+                        .position(|s| s.level == "_error")
+                        .map(|i| s.remove(i))
+                });
+                let (code, description) = match status {
+                    Some(s) => (s.code, s.description),
+                    None => ("NetConnection.Connect.Rejected".to_string(), description),
+                };
+                return Err(RtmpError::ConnectRejected {
+                    app: self.app.clone(),
+                    code,
+                    description,
+                });
+            }
+            ClientSessionEvent::PublishRequestAccepted => {
+                let state = std::mem::replace(&mut self.state, State::Closed);
+                let State::Connecting { link, .. } = state else {
+                    self.state = state;
+                    return Err(protocol(self.phase(), "unexpected NetStream.Publish.Start"));
+                };
+                self.state = State::Publishing { link };
+                events.push(Event::PublishStarted);
+            }
+            ClientSessionEvent::AcknowledgementReceived { bytes_received } => {
+                self.on_ack(bytes_received)
+            }
+            // Statuses, `_error` answers and other commands are read by the status watcher.
+            other => tracing::trace!(event = ?other, "rml_rtmp event"),
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, sequence: u32) {
+        self.stats.acks_received += 1;
+        let delta = match self.last_ack_sequence {
+            None => sequence,
+            // Forward within half the sequence space: progress (possibly across the wrap).
+            Some(last) if sequence.wrapping_sub(last) < 1 << 31 => sequence.wrapping_sub(last),
+            // Backwards: the peer restarted its counter (nginx-rtmp does near 0xf0000000).
+            Some(_) => sequence,
+        };
+        self.last_ack_sequence = Some(sequence);
+        self.stats.bytes_acked_by_peer += u64::from(delta);
+    }
+
+    /// Serializes one media packet. `pkt.body` is passed on as `Bytes` (a reference count); the
+    /// chunk serializer's copy into the outbound chunks is the only copy.
+    pub fn send(&mut self, pkt: &MediaPacket) -> Result<(), RtmpError> {
+        let State::Publishing { link } = &mut self.state else {
+            return Err(RtmpError::InvalidState {
+                op: "send media",
+                phase: self.phase(),
+            });
+        };
+        let timestamp = RtmpTimestamp::new((pkt.dts_ms & 0xFFFF_FFFF) as u32);
+        let result = match pkt.kind {
+            PacketKind::Metadata => {
+                let Some(metadata) = metadata_for(pkt) else {
+                    tracing::warn!(
+                        bytes = pkt.body.len(),
+                        "metadata packet without stream info or a readable onMetaData body: not sent"
+                    );
+                    return Ok(());
+                };
+                link.client.publish_metadata(&metadata)
+            }
+            PacketKind::VideoHeader | PacketKind::Video { .. } => {
+                link.client
+                    .publish_video_data(pkt.body.clone(), timestamp, false)
+            }
+            PacketKind::AudioHeader | PacketKind::Audio => {
+                link.client
+                    .publish_audio_data(pkt.body.clone(), timestamp, false)
+            }
+        };
+        let result = result.map_err(|e| session_error(Phase::Streaming, e))?;
+        let counter = match pkt.kind {
+            PacketKind::Metadata => &mut self.stats.metadata_messages_sent,
+            PacketKind::VideoHeader | PacketKind::Video { .. } => {
+                &mut self.stats.video_messages_sent
+            }
+            PacketKind::AudioHeader | PacketKind::Audio => &mut self.stats.audio_messages_sent,
+        };
+        *counter += 1;
+        self.apply_results(vec![result], &mut None)
+    }
+
+    /// Ends publishing: `deleteStream` is queued if a stream was open, and the session closes.
+    pub fn stop(&mut self) -> Result<(), RtmpError> {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        if let State::Publishing { mut link } | State::Connecting { mut link, .. } = state {
+            let results = link
+                .client
+                .stop_publishing()
+                .map_err(|e| session_error(Phase::Closing, e))?;
+            self.apply_results(results, &mut None)?;
+        }
+        Ok(())
+    }
+
+    fn apply_results(
+        &mut self,
+        results: Vec<ClientSessionResult>,
+        statuses: &mut Option<Vec<Status>>,
+    ) -> Result<(), RtmpError> {
+        let mut ignored = Vec::new();
+        for result in results {
+            match result {
+                ClientSessionResult::OutboundResponse(packet) => self.queue(packet.bytes, true),
+                ClientSessionResult::RaisedEvent(event) => {
+                    self.on_event(event, &mut ignored, statuses)?
+                }
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, bytes: Vec<u8>, is_message: bool) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.stats.bytes_sent += bytes.len() as u64;
+        if is_message {
+            self.stats.messages_sent += 1;
+        }
+        self.transmit.push_back(bytes);
+    }
+
+    fn rejection(&self, phase: Phase, status: Status) -> RtmpError {
+        if phase == Phase::Connect {
+            RtmpError::ConnectRejected {
+                app: self.app.clone(),
+                code: status.code,
+                description: status.description,
+            }
+        } else {
+            RtmpError::PublishRejected {
+                stream: self.masked_stream.clone(),
+                code: status.code,
+                description: status.description,
+            }
+        }
+    }
+}
+
+/// `StreamInfo` when the packet carries it; otherwise whatever the FLV `onMetaData` body says.
+fn metadata_for(pkt: &MediaPacket) -> Option<StreamMetadata> {
+    match &pkt.info {
+        Some(info) => Some(metadata_from_info(info)),
+        None => metadata_from_body(&pkt.body),
+    }
+}
+
+fn metadata_from_info(info: &StreamInfo) -> StreamMetadata {
+    const FLV_CODEC_AVC: u32 = 7;
+    const FLV_CODEC_AAC: u32 = 10;
+    let mut m = StreamMetadata::new();
+    m.video_width = Some(info.width);
+    m.video_height = Some(info.height);
+    m.video_codec_id = Some(FLV_CODEC_AVC);
+    m.video_frame_rate = Some(info.fps as f32);
+    m.video_bitrate_kbps = Some(info.video_bitrate_kbps);
+    if let Some(audio) = &info.audio {
+        m.audio_codec_id = Some(FLV_CODEC_AAC);
+        m.audio_bitrate_kbps = Some(audio.bitrate_kbps);
+        m.audio_sample_rate = Some(audio.sample_rate);
+        m.audio_channels = Some(u32::from(audio.channels));
+        m.audio_is_stereo = Some(audio.channels >= 2);
+    }
+    m.encoder = Some(info.encoder.clone());
+    m
+}
+
+/// Reads an FLV script tag body: the string `onMetaData` followed by an object or ECMA array.
+fn metadata_from_body(body: &Bytes) -> Option<StreamMetadata> {
+    let values = rml_amf0::deserialize(&mut Cursor::new(&body[..])).ok()?;
+    let mut values = values.into_iter();
+    match values.next()? {
+        Amf0Value::Utf8String(name) if name == "onMetaData" => {}
+        _ => return None,
+    }
+    let properties = values.next()?.get_object_properties()?;
+    let mut m = StreamMetadata::new();
+    m.apply_metadata_values(properties);
+    Some(m)
+}
+
+/// A second reader of the inbound chunk stream that keeps only `onStatus` and `_error` info
+/// objects, which `rml_rtmp` reduces to a bare code (or nothing).
+struct StatusWatcher {
+    deserializer: Option<ChunkDeserializer>,
+}
+
+impl StatusWatcher {
+    fn new() -> Self {
+        Self {
+            deserializer: Some(ChunkDeserializer::new()),
+        }
+    }
+
+    fn observe(&mut self, bytes: &[u8]) -> Vec<Status> {
+        let mut out = Vec::new();
+        let Some(de) = self.deserializer.as_mut() else {
+            return out;
+        };
+        let mut input = bytes;
+        loop {
+            let payload = match de.get_next_message(input) {
+                Ok(Some(payload)) => payload,
+                Ok(None) => break,
+                // rml_rtmp's own deserializer sees the same bytes and reports the error.
+                Err(_) => {
+                    self.deserializer = None;
+                    break;
+                }
+            };
+            input = &[];
+            match payload.to_rtmp_message() {
+                Ok(RtmpMessage::SetChunkSize { size })
+                    if de.set_max_chunk_size(size as usize).is_err() =>
+                {
+                    self.deserializer = None;
+                    break;
+                }
+                Ok(RtmpMessage::Amf0Command {
+                    command_name,
+                    additional_arguments,
+                    ..
+                }) if command_name == "onStatus" || command_name == "_error" => {
+                    out.push(status_from(&command_name, additional_arguments));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn status_from(command: &str, arguments: Vec<Amf0Value>) -> Status {
+    let mut properties = arguments
+        .into_iter()
+        .find_map(Amf0Value::get_object_properties)
+        .unwrap_or_default();
+    let mut text = |key: &str| match properties.remove(key) {
+        Some(Amf0Value::Utf8String(s)) => s,
+        _ => String::new(),
+    };
+    let code = text("code");
+    let description = text("description");
+    let level = if command == "_error" {
+        "_error".to_string()
+    } else {
+        text("level")
+    };
+    Status {
+        level,
+        code: if code.is_empty() {
+            format!("{command} without a code")
+        } else {
+            code
+        },
+        description,
+    }
+}
+
+fn protocol(phase: Phase, detail: impl std::fmt::Display) -> RtmpError {
+    RtmpError::Protocol {
+        phase,
+        detail: detail.to_string(),
+    }
+}
+
+fn session_error(phase: Phase, e: ClientSessionError) -> RtmpError {
+    match e {
+        ClientSessionError::ChunkSerializationError(_)
+        | ClientSessionError::MessageSerializationError(_) => RtmpError::Encode {
+            detail: e.to_string(),
+        },
+        _ => protocol(phase, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::AudioInfo;
+    use proptest::prelude::*;
+    use rml_rtmp::sessions::{
+        ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+    };
+    use std::sync::Arc;
+
+    /// rml_rtmp's server session behind its handshake, answering requests as told.
+    struct Server {
+        handshake: Option<Handshake>,
+        session: Option<ServerSession>,
+        window_ack_size: u32,
+        reject_connect: bool,
+        reject_publish: Option<(&'static str, &'static str)>,
+        events: Vec<ServerSessionEvent>,
+        out: Vec<u8>,
+    }
+
+    impl Server {
+        fn new() -> Self {
+            Server {
+                handshake: Some(Handshake::new(PeerType::Server)),
+                session: None,
+                window_ack_size: 1_073_741_824,
+                reject_connect: false,
+                reject_publish: None,
+                events: Vec::new(),
+                out: Vec::new(),
+            }
+        }
+
+        fn input(&mut self, bytes: &[u8]) {
+            if let Some(hs) = self.handshake.as_mut() {
+                match hs.process_bytes(bytes).expect("server handshake") {
+                    HandshakeProcessResult::InProgress { response_bytes } => {
+                        self.out.extend(response_bytes);
+                    }
+                    HandshakeProcessResult::Completed {
+                        response_bytes,
+                        remaining_bytes,
+                    } => {
+                        self.out.extend(response_bytes);
+                        self.handshake = None;
+                        let mut config = ServerSessionConfig::new();
+                        config.window_ack_size = self.window_ack_size;
+                        let (session, results) = ServerSession::new(config).unwrap();
+                        self.session = Some(session);
+                        self.apply(results);
+                        if !remaining_bytes.is_empty() {
+                            self.input(&remaining_bytes);
+                        }
+                    }
+                }
+                return;
+            }
+            let results = self.session.as_mut().unwrap().handle_input(bytes).unwrap();
+            self.apply(results);
+        }
+
+        fn apply(&mut self, results: Vec<ServerSessionResult>) {
+            for result in results {
+                match result {
+                    ServerSessionResult::OutboundResponse(p) => self.out.extend(p.bytes),
+                    ServerSessionResult::RaisedEvent(event) => self.on_event(event),
+                    ServerSessionResult::UnhandleableMessageReceived(_) => {}
+                }
+            }
+        }
+
+        fn on_event(&mut self, event: ServerSessionEvent) {
+            let session = self.session.as_mut().unwrap();
+            let results = match &event {
+                ServerSessionEvent::ConnectionRequested { request_id, .. } => {
+                    if self.reject_connect {
+                        session
+                            .reject_request(
+                                *request_id,
+                                "NetConnection.Connect.Rejected",
+                                "no such app",
+                            )
+                            .unwrap()
+                    } else {
+                        session.accept_request(*request_id).unwrap()
+                    }
+                }
+                ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
+                    match self.reject_publish {
+                        Some((code, description)) => session
+                            .reject_request(*request_id, code, description)
+                            .unwrap(),
+                        None => session.accept_request(*request_id).unwrap(),
+                    }
+                }
+                _ => Vec::new(),
+            };
+            self.events.push(event);
+            self.apply(results);
+        }
+    }
+
+    fn url() -> RtmpUrl {
+        RtmpUrl::parse("rtmp://127.0.0.1/live/inst/16ad889b3d?auth_key=abc-123").unwrap()
+    }
+
+    /// Moves bytes both ways until neither side has anything to say.
+    fn exchange(client: &mut Session, server: &mut Server) -> Result<Vec<Event>, RtmpError> {
+        let mut events = Vec::new();
+        loop {
+            let mut to_server = Vec::new();
+            while let Some(b) = client.poll_transmit() {
+                to_server.extend(b);
+            }
+            if !to_server.is_empty() {
+                server.input(&to_server);
+            }
+            let to_client = std::mem::take(&mut server.out);
+            if to_client.is_empty() && to_server.is_empty() {
+                return Ok(events);
+            }
+            if !to_client.is_empty() {
+                events.extend(client.handle_input(&to_client)?);
+            }
+        }
+    }
+
+    fn publishing(server: &mut Server, config: &SessionConfig) -> Session {
+        let mut client = Session::new(&url(), config).unwrap();
+        assert_eq!(client.phase(), Phase::Handshake);
+        let events = exchange(&mut client, server).unwrap();
+        assert!(client.is_publishing(), "events: {events:?}");
+        assert_eq!(
+            &events[..3],
+            &[
+                Event::HandshakeCompleted,
+                Event::Connected,
+                Event::PublishStarted
+            ]
+        );
+        client
+    }
+
+    fn info() -> Arc<StreamInfo> {
+        Arc::new(StreamInfo {
+            width: 1280,
+            height: 720,
+            fps: 25.0,
+            video_bitrate_kbps: 2000,
+            audio: Some(AudioInfo {
+                sample_rate: 48_000,
+                channels: 2,
+                bitrate_kbps: 128,
+            }),
+            encoder: "polypush test".into(),
+        })
+    }
+
+    #[test]
+    fn handshake_connect_and_publish_against_rml_server() {
+        let mut server = Server::new();
+        let client = publishing(&mut server, &SessionConfig::default());
+        let (app, key) = server
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ServerSessionEvent::PublishStreamRequested {
+                    app_name,
+                    stream_key,
+                    ..
+                } => Some((app_name.clone(), stream_key.clone())),
+                _ => None,
+            })
+            .expect("publish requested");
+        assert_eq!(app, "live/inst");
+        assert_eq!(key, "16ad889b3d?auth_key=abc-123");
+        let stats = client.stats();
+        assert!(stats.bytes_sent > 1537 + 1536, "{stats:?}");
+        assert!(stats.messages_sent >= 3, "{stats:?}");
+    }
+
+    #[test]
+    fn chunk_size_is_at_least_4096_once_connected() {
+        let mut server = Server::new();
+        let config = SessionConfig {
+            chunk_size: 128,
+            ..SessionConfig::default()
+        };
+        let mut client = publishing(&mut server, &config);
+        let before = client.stats().bytes_sent;
+        let frame = Bytes::from(vec![0x27; 20_000]);
+        client
+            .send(&MediaPacket::new(
+                PacketKind::Video { keyframe: false },
+                0,
+                frame,
+            ))
+            .unwrap();
+        // One full header, then a 1-byte header per 4096-byte chunk (128-byte chunks: 156).
+        let overhead = client.stats().bytes_sent - before - 20_000;
+        assert!(overhead <= 12 + 4 + 4, "{overhead} bytes of chunk headers");
+        exchange(&mut client, &mut server).unwrap();
+        assert!(server
+            .events
+            .iter()
+            .any(|e| matches!(e, ServerSessionEvent::VideoDataReceived { data, .. } if data.len() == 20_000)));
+    }
+
+    #[test]
+    fn media_arrives_with_the_same_bytes_and_timestamps() {
+        let mut server = Server::new();
+        let mut client = publishing(&mut server, &SessionConfig::default());
+        server.events.clear();
+
+        let mut meta = MediaPacket::new(PacketKind::Metadata, 0, Bytes::new());
+        meta.info = Some(info());
+        let big_frame: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let packets = [
+            meta,
+            MediaPacket::new(
+                PacketKind::VideoHeader,
+                0,
+                Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64]),
+            ),
+            MediaPacket::new(
+                PacketKind::AudioHeader,
+                0,
+                Bytes::from_static(&[0xaf, 0, 0x11, 0x90]),
+            ),
+            MediaPacket::new(
+                PacketKind::Video { keyframe: true },
+                40,
+                Bytes::from(big_frame),
+            ),
+            MediaPacket::new(
+                PacketKind::Audio,
+                21,
+                Bytes::from_static(&[0xaf, 1, 1, 2, 3]),
+            ),
+            // RTMP timestamps are 32-bit: the pipeline's u64 wraps.
+            MediaPacket::new(
+                PacketKind::Video { keyframe: false },
+                (1 << 32) + 7,
+                Bytes::from_static(&[0x27, 1, 0, 0, 0, 9]),
+            ),
+        ];
+        for p in &packets {
+            client.send(p).unwrap();
+        }
+        exchange(&mut client, &mut server).unwrap();
+
+        let metadata = server
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                    Some(metadata.clone())
+                }
+                _ => None,
+            })
+            .expect("metadata");
+        assert_eq!(metadata.video_width, Some(1280));
+        assert_eq!(metadata.video_height, Some(720));
+        assert_eq!(metadata.video_codec_id, Some(7));
+        assert_eq!(metadata.audio_codec_id, Some(10));
+        assert_eq!(metadata.audio_sample_rate, Some(48_000));
+        assert_eq!(metadata.audio_channels, Some(2));
+        assert_eq!(metadata.audio_is_stereo, Some(true));
+        assert_eq!(metadata.encoder.as_deref(), Some("polypush test"));
+
+        let media: Vec<(bool, Bytes, u32)> = server
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ServerSessionEvent::VideoDataReceived {
+                    data, timestamp, ..
+                } => Some((true, data.clone(), timestamp.value)),
+                ServerSessionEvent::AudioDataReceived {
+                    data, timestamp, ..
+                } => Some((false, data.clone(), timestamp.value)),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<(bool, Bytes, u32)> = packets[1..]
+            .iter()
+            .map(|p| {
+                (
+                    p.kind.is_video() || p.kind == PacketKind::VideoHeader,
+                    p.body.clone(),
+                    (p.dts_ms & 0xFFFF_FFFF) as u32,
+                )
+            })
+            .collect();
+        assert_eq!(media, expected);
+        let stats = client.stats();
+        assert_eq!(stats.video_messages_sent, 3);
+        assert_eq!(stats.audio_messages_sent, 2);
+        assert_eq!(stats.metadata_messages_sent, 1);
+    }
+
+    #[test]
+    fn metadata_without_info_is_read_from_the_flv_body() {
+        let body = rml_amf0::serialize(&vec![
+            Amf0Value::Utf8String("onMetaData".into()),
+            Amf0Value::Object(
+                [
+                    ("width".to_string(), Amf0Value::Number(320.0)),
+                    ("height".to_string(), Amf0Value::Number(240.0)),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+        ])
+        .unwrap();
+        let mut server = Server::new();
+        let mut client = publishing(&mut server, &SessionConfig::default());
+        client
+            .send(&MediaPacket::new(
+                PacketKind::Metadata,
+                0,
+                Bytes::from(body),
+            ))
+            .unwrap();
+        // Unreadable metadata is skipped, not fatal.
+        client
+            .send(&MediaPacket::new(
+                PacketKind::Metadata,
+                0,
+                Bytes::from_static(b"junk"),
+            ))
+            .unwrap();
+        exchange(&mut client, &mut server).unwrap();
+        let widths: Vec<_> = server
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                    Some((metadata.video_width, metadata.video_height))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(widths, [(Some(320), Some(240))]);
+    }
+
+    #[test]
+    fn peer_acknowledgements_are_counted() {
+        let mut server = Server::new();
+        let config = SessionConfig {
+            window_ack_size: 10_000,
+            ..SessionConfig::default()
+        };
+        let mut client = publishing(&mut server, &config);
+        for i in 0..10 {
+            let pkt = MediaPacket::new(
+                PacketKind::Video { keyframe: i == 0 },
+                i * 40,
+                Bytes::from(vec![0x27; 3000]),
+            );
+            client.send(&pkt).unwrap();
+            exchange(&mut client, &mut server).unwrap();
+        }
+        let stats = client.stats();
+        assert!(stats.acks_received >= 1, "{stats:?}");
+        assert!(stats.bytes_acked_by_peer >= 10_000, "{stats:?}");
+        assert!(stats.bytes_acked_by_peer <= stats.bytes_sent, "{stats:?}");
+    }
+
+    #[test]
+    fn ack_sequence_numbers_wrap_and_restart() {
+        let mut client = Session::new(&url(), &SessionConfig::default()).unwrap();
+        client.on_ack(u32::MAX - 9);
+        client.on_ack(10);
+        assert_eq!(client.stats().bytes_acked_by_peer, u64::from(u32::MAX) + 11);
+        client.on_ack(5); // counter restarted
+        assert_eq!(client.stats().bytes_acked_by_peer, u64::from(u32::MAX) + 16);
+    }
+
+    #[test]
+    fn publish_rejected_by_the_server_is_an_error_with_code_and_description() {
+        let mut server = Server::new();
+        server.reject_publish = Some(("NetStream.Publish.BadName", "Already publishing"));
+        let mut client = Session::new(&url(), &SessionConfig::default()).unwrap();
+        let err = exchange(&mut client, &mut server).unwrap_err();
+        match &err {
+            RtmpError::PublishRejected {
+                stream,
+                code,
+                description,
+            } => {
+                assert_eq!(stream, "16ad***");
+                assert_eq!(code, "NetStream.Publish.BadName");
+                assert_eq!(description, "Already publishing");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!err.is_transient());
+        assert!(!err.to_string().contains("889b"), "{err}");
+        assert!(client.is_closed());
+        let err = client
+            .send(&MediaPacket::new(PacketKind::Audio, 0, Bytes::new()))
+            .unwrap_err();
+        assert!(matches!(err, RtmpError::InvalidState { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn connect_rejected_by_the_server_is_an_error() {
+        let mut server = Server::new();
+        server.reject_connect = true;
+        let mut client = Session::new(&url(), &SessionConfig::default()).unwrap();
+        let err = exchange(&mut client, &mut server).unwrap_err();
+        match &err {
+            RtmpError::ConnectRejected {
+                app,
+                code,
+                description,
+            } => {
+                assert_eq!(app, "live/inst");
+                assert_eq!(code, "NetConnection.Connect.Rejected");
+                assert_eq!(description, "no such app");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stop_sends_delete_stream() {
+        let mut server = Server::new();
+        let mut client = publishing(&mut server, &SessionConfig::default());
+        client.stop().unwrap();
+        assert!(client.is_closed());
+        assert!(client.has_transmit());
+        exchange(&mut client, &mut server).unwrap();
+        assert!(server
+            .events
+            .iter()
+            .any(|e| matches!(e, ServerSessionEvent::PublishStreamFinished { .. })));
+        // Stopping again, or input after stopping, is harmless.
+        client.stop().unwrap();
+        assert!(client.handle_input(&[1, 2, 3]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn status_classification() {
+        let s = |level: &str, code: &str| Status {
+            level: level.into(),
+            code: code.into(),
+            description: String::new(),
+        };
+        assert!(s("error", "NetStream.Publish.BadName").is_fatal());
+        assert!(s("status", "NetStream.Publish.Unauthorized").is_fatal());
+        assert!(s("_error", "whatever").is_fatal());
+        assert!(!s("status", "NetStream.Publish.Start").is_fatal());
+        assert!(!s("status", "NetStream.Record.Start").is_fatal());
+        assert!(!s("error", "NetStream.Record.Failed").is_fatal());
+    }
+
+    #[test]
+    fn a_bad_handshake_is_an_error() {
+        let mut client = Session::new(&url(), &SessionConfig::default()).unwrap();
+        let err = client
+            .handle_input(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RtmpError::Protocol {
+                    phase: Phase::Handshake,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(client.is_closed());
+    }
+
+    /// A session that finished the handshake with a server that echoes C1 (the old-style
+    /// handshake rml_rtmp accepts), so the next input goes to the chunk parser.
+    fn after_handshake() -> Session {
+        let mut client = Session::new(&url(), &SessionConfig::default()).unwrap();
+        let c0c1 = client.poll_transmit().unwrap();
+        let mut s0s1s2 = vec![3u8];
+        s0s1s2.extend_from_slice(&[0u8; 1536]);
+        s0s1s2.extend_from_slice(&c0c1[1..]);
+        let events = client.handle_input(&s0s1s2).unwrap();
+        assert_eq!(events, [Event::HandshakeCompleted]);
+        assert_eq!(client.phase(), Phase::Connect);
+        client
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn garbage_after_the_handshake_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 1..6)) {
+            let mut client = after_handshake();
+            for chunk in &chunks {
+                if client.handle_input(chunk).is_err() {
+                    prop_assert!(client.is_closed());
+                    break;
+                }
+            }
+        }
+
+        #[test]
+        fn garbage_handshakes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4000)) {
+            let mut client = Session::new(&url(), &SessionConfig::default()).unwrap();
+            let _ = client.handle_input(&bytes);
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Test harness: a real nginx with the RTMP module (Debian `nginx` + `libnginx-mod-rtmp`) on a
+//! loopback port, in its own temporary prefix, recording every published stream.
+//!
+//! nginx runs in the foreground without a master process (`daemon off; master_process off;`), so
+//! the child we spawn *is* the server: it is stopped by its own PID, in `Drop` too, which runs
+//! when a test panics. Nothing here looks processes up by name.
+//!
+//! Applications (what nginx-rtmp 1.2 actually does, found by trying):
+//! - `live`: `live on; record all;` into `rec/`, one `STREAM.flv` per stream name. A second
+//!   publisher of a name in use gets `onStatus` `NetStream.Publish.BadName` ("Already
+//!   publishing"), the only publish error status nginx-rtmp sends. Beware: that rejected attempt
+//!   still truncates the first publisher's recording (the record module opens the file before
+//!   the live module refuses), so do not record-check a stream you also provoke BadName on.
+//! - `deny`: `on_publish` pointing at a closed loopback port. The hook fails, and nginx drops
+//!   the connection in answer to `publish`, before any status: how ingests refuse a bad key
+//!   without saying why.
+//! - `denyrule`: `deny publish all;`. nginx first answers `NetStream.Publish.Start` (the live
+//!   module runs before the access check) and then drops the connection, so the publisher sees
+//!   an accepted publish followed by a hang-up.
+//! - Any other application: nginx drops the connection in answer to `connect`.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running nginx-rtmp; killed by its PID when dropped.
+pub struct Nginx {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx on a free loopback port and waits until it accepts connections. Retries
+    /// with another port if the one picked was taken in the meantime.
+    pub fn start() -> Nginx {
+        assert!(
+            Path::new(MODULE).exists(),
+            "{MODULE} is missing: install nginx and libnginx-mod-rtmp (scripts/install-deps.sh)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("polypush-nginx-")
+            .tempdir()
+            .expect("temp dir for nginx");
+        std::fs::create_dir_all(dir.path().join("rec")).unwrap();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let mut nginx = Nginx {
+            child: None,
+            dir,
+            port: 0,
+        };
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            nginx.port = free_port();
+            match nginx.spawn() {
+                Ok(()) => return nginx,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("nginx did not start after 5 attempts: {last_error}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/STREAM`: published streams are recorded.
+    pub fn url(&self, stream: &str) -> String {
+        self.url_in("live", stream)
+    }
+
+    /// An application that refuses every publisher by dropping the connection at `publish`.
+    pub fn url_denied(&self, stream: &str) -> String {
+        self.url_in("deny", stream)
+    }
+
+    /// An application with `deny publish all`: `NetStream.Publish.Start`, then a hang-up.
+    pub fn url_denied_after_start(&self, stream: &str) -> String {
+        self.url_in("denyrule", stream)
+    }
+
+    /// Any application, including ones that do not exist (nginx drops the connection then too).
+    pub fn url_in(&self, app: &str, stream: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/{app}/{stream}", self.port)
+    }
+
+    /// Where nginx records `stream` (`record_unique off`, so the name is fixed). The file grows
+    /// while the stream is published and is complete once nginx has closed the publisher's
+    /// connection.
+    pub fn recording(&self, stream: &str) -> PathBuf {
+        self.dir.path().join("rec").join(format!("{stream}.flv"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default()
+    }
+
+    /// Waits until the error log contains `needle`; false at the deadline.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.error_log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops nginx (SIGTERM, then SIGKILL after 5 s) and waits for it to exit. The port stays
+    /// reserved for [`Nginx::start_again`] only by convention: nothing else should grab it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the PID of our own child, which we have not waited for yet, so
+        // the PID cannot have been reused.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts nginx again on the same port, e.g. after [`Nginx::stop`] in a reconnect test.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let mut last_error = String::new();
+        // The old listening socket may linger for a moment after the process exits.
+        for _ in 0..20 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "nginx did not start again on port {}: {last_error}",
+            self.port
+        );
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let dir = self.dir.path();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config(dir, self.port)).unwrap();
+        let log = dir.join("logs/error.log");
+        // A file, not a pipe: nobody drains a pipe while the tests run.
+        let stderr_path = dir.join("logs/stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot run nginx: {e}"))?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                return Err(format!(
+                    "nginx exited with {status}: {stderr}\n{}",
+                    self.error_log()
+                ));
+            }
+            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "nginx did not accept connections on {} within {READY_TIMEOUT:?}\n{}",
+                    self.addr(),
+                    self.error_log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn config(dir: &Path, port: u16) -> String {
+    let dir = dir.display();
+    format!(
+        r#"load_module {MODULE};
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/logs/error.log info;
+events {{
+    worker_connections 128;
+}}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{port};
+        chunk_size 4096;
+        application live {{
+            live on;
+            record all;
+            record_path {dir}/rec;
+            record_unique off;
+        }}
+        application deny {{
+            live on;
+            # Port 1 (tcpmux) on loopback: nothing listens, so the hook fails at once.
+            on_publish http://127.0.0.1:1/refuse;
+        }}
+        application denyrule {{
+            live on;
+            deny publish all;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// `ffprobe -show_streams -show_format` as JSON.
+pub fn ffprobe_json(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
+}
+
+/// What `ffmpeg -v error` says while decoding the whole file; empty for a clean file.
+pub fn decode_errors(path: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffmpeg");
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        text.push_str(&format!("\nffmpeg exited with {}", out.status));
+    }
+    text
+}
