@@ -21,6 +21,7 @@ pub mod encode;
 pub mod flv;
 pub mod media;
 pub mod platform;
+pub mod record;
 pub mod ring;
 pub mod rtmp;
 pub mod supervisor;

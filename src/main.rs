@@ -41,6 +41,9 @@ impl Failure {
                 RunError::Rtmp(RtmpError::BadUrl { .. }) => 2,
                 RunError::Rtmp(_) => 3,
                 RunError::Media(_) => 5,
+                RunError::Record(_) => 2,
+                RunError::NeverPublished { refused: true, .. } => 3,
+                RunError::NeverPublished { refused: false, .. } => 4,
                 RunError::Internal(_) => 1,
             },
         }
@@ -55,6 +58,8 @@ impl Failure {
             Self::Run(RunError::Config(_)) => "config",
             Self::Run(RunError::Rtmp(_)) => "rtmp",
             Self::Run(RunError::Media(_)) => "media",
+            Self::Run(RunError::Record(_)) => "record",
+            Self::Run(RunError::NeverPublished { .. }) => "never_published",
             Self::Run(RunError::Internal(_)) => "internal",
         }
     }
@@ -183,6 +188,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "audio_frames_encoded": summary.pipeline.audio.frames_encoded,
                     "bytes_sent": summary.bytes_sent,
                     "dropped_packets": dropped.packets,
+                    "reconnects": summary.reconnects,
                 }),
                 || {
                     format!(

@@ -13,8 +13,14 @@ use crate::encode::{
 use crate::flv::{self, AudioPacketizer, VideoPacketizer};
 use crate::media::{AudioInfo, MediaPacket, PacketKind, StreamInfo};
 use crate::platform::{PlatformError, PolyvClient};
+use crate::record::{RecordError, Recorder};
 use crate::ring::{Ring, RingConfig, RingStats};
-use crate::rtmp::{self, ConnectOptions, Publisher, RtmpError, RtmpUrl};
+#[cfg(unix)]
+use crate::rtmp::reconnect_on_sigusr1;
+use crate::rtmp::{
+    run_sender, AddressError, AddressFuture, AddressSource, BackoffConfig, ConnectOptions,
+    RtmpError, RtmpUrl, SenderControl, SenderHooks, SenderOptions, MAX_STALL_TIMEOUT,
+};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,6 +48,16 @@ pub enum RunError {
     Media(#[from] PipelineError),
     #[error(transparent)]
     Rtmp(#[from] RtmpError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The run ended (signal or `--duration`) without ever publishing.
+    #[error("never published in {elapsed_s:.0} s: {reason}")]
+    NeverPublished {
+        elapsed_s: f64,
+        reason: String,
+        /// The ingest or Polyv refused (rather than could not be reached).
+        refused: bool,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -53,46 +69,108 @@ pub struct RunSummary {
     pub pipeline: PipelineStats,
     pub ring: RingStats,
     pub bytes_sent: u64,
+    /// Sessions after the first.
+    pub reconnects: u64,
 }
 
-/// Where the stream goes and what the platform said about it.
-struct Target {
-    url: RtmpUrl,
-    /// Set when the address came from Polyv: notify_stream2 needs the client and stream.
-    polyv: Option<(PolyvClient, String)>,
+/// The push address from Polyv: teacher_login, cached until the ingest refuses it (the
+/// address may change, so a refused publish logs in again).
+struct PolyvAddress {
+    client: PolyvClient,
+    cached: std::sync::Mutex<Option<(RtmpUrl, String)>>,
 }
 
-async fn resolve_target(cfg: &mut Config, opts: &RunOptions) -> Result<Target, RunError> {
+impl PolyvAddress {
+    /// The stream name of the last login, for notify_stream2.
+    fn stream(&self) -> Option<String> {
+        self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, s)| s.clone())
+    }
+
+    async fn login(&self) -> Result<(RtmpUrl, Option<u32>), AddressError> {
+        let reply = self.client.teacher_login().await.map_err(|e| match e {
+            // An operator must act (password, appId, clock) or Polyv asked us to wait 5 min:
+            // the slow retry.
+            PlatformError::CredentialsRejected { .. }
+            | PlatformError::AppRejected { .. }
+            | PlatformError::SignatureRejected { .. }
+            | PlatformError::StaleTimestamp { .. }
+            | PlatformError::RateLimited { .. } => AddressError::CredentialsRejected(e.to_string()),
+            PlatformError::Validation { .. } => AddressError::Fatal(e.to_string()),
+            PlatformError::Server { .. }
+            | PlatformError::Transport { .. }
+            | PlatformError::Undecodable { .. } => AddressError::Transient(e.to_string()),
+        })?;
+        let addr = reply.push_address();
+        let url = RtmpUrl::parse(&addr.reveal()).map_err(|e| {
+            AddressError::Transient(format!(
+                "Polyv returned a push address polypush cannot use: {e}"
+            ))
+        })?;
+        tracing::info!(push = %addr, "logged in to Polyv");
+        *self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((url.clone(), reply.stream.clone()));
+        Ok((url, reply.max_rate))
+    }
+}
+
+impl AddressSource for PolyvAddress {
+    fn address(&self, fresh: bool) -> AddressFuture<'_> {
+        Box::pin(async move {
+            if !fresh {
+                let cached = self
+                    .cached
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some((url, _)) = cached.as_ref() {
+                    return Ok(url.clone());
+                }
+            }
+            self.login().await.map(|(url, _)| url)
+        })
+    }
+}
+
+/// Where the stream goes: a fixed URL, or Polyv's address (logged in once up front so the
+/// channel's bitrate limit is known before the encoder opens).
+async fn resolve_target(
+    cfg: &mut Config,
+    opts: &RunOptions,
+) -> Result<(Arc<dyn AddressSource>, Option<Arc<PolyvAddress>>), RunError> {
     let fixed = opts
         .url
         .clone()
         .or_else(|| (!cfg.target.url.is_empty()).then(|| cfg.target.url.clone()));
     if let Some(url) = fixed {
-        return Ok(Target {
-            url: RtmpUrl::parse(&url)?,
-            polyv: None,
-        });
+        return Ok((Arc::new(RtmpUrl::parse(&url)?), None));
     }
     cfg.polyv.password()?;
-    let client = PolyvClient::from_config(&cfg.polyv)?;
-    let reply = client.teacher_login().await?;
-    if let Some(max) = reply
-        .max_rate
-        .filter(|&m| m > 0 && m < cfg.video.bitrate_kbps)
-    {
-        tracing::info!(
-            configured_kbps = cfg.video.bitrate_kbps,
-            max_kbps = max,
-            "Polyv limits this channel's bitrate; encoding at its maximum"
-        );
-        cfg.video.bitrate_kbps = max;
+    let polyv = Arc::new(PolyvAddress {
+        client: PolyvClient::from_config(&cfg.polyv)?,
+        cached: std::sync::Mutex::new(None),
+    });
+    match polyv.login().await {
+        Ok((_, Some(max))) if max > 0 && max < cfg.video.bitrate_kbps => {
+            tracing::info!(
+                configured_kbps = cfg.video.bitrate_kbps,
+                max_kbps = max,
+                "Polyv limits this channel's bitrate; encoding at its maximum"
+            );
+            cfg.video.bitrate_kbps = max;
+        }
+        Ok(_) => {}
+        Err(AddressError::Fatal(m)) => return Err(RunError::Internal(m)),
+        // The sender keeps trying (slowly for rejected credentials); capture starts anyway so
+        // the safety recording runs.
+        Err(e) => tracing::warn!(error = %e, "no push address yet; retrying in the background"),
     }
-    let addr = reply.push_address();
-    tracing::info!(push = %addr, "logged in to Polyv");
-    Ok(Target {
-        url: RtmpUrl::parse(&addr.reveal())?,
-        polyv: Some((client, reply.stream.clone())),
-    })
+    Ok((polyv.clone(), Some(polyv)))
 }
 
 /// The capture and encoder settings `cfg` describes.
@@ -220,6 +298,10 @@ fn header_packets(
 /// Runs on each encode thread: FLV-packetizes and pushes into the ring. Never blocks.
 struct PacketSink {
     ring: Ring,
+    /// The safety recording gets every packet before the ring, whose drops must not touch it.
+    recorder: Option<Recorder>,
+    /// `[target] timestamp_offset_ms`, added to every timestamp.
+    offset_ms: u64,
     video: VideoPacketizer,
     audio: AudioPacketizer,
     /// Set by `on_ready` for encoders whose SPS/PPS come inline (h264_v4l2m2m): the AVC
@@ -232,6 +314,8 @@ impl Clone for PacketSink {
     fn clone(&self) -> Self {
         Self {
             ring: self.ring.clone(),
+            recorder: self.recorder.clone(),
+            offset_ms: self.offset_ms,
             video: VideoPacketizer::new(),
             audio: AudioPacketizer::new(),
             header_from_first_idr: self.header_from_first_idr.clone(),
@@ -240,8 +324,16 @@ impl Clone for PacketSink {
 }
 
 impl PacketSink {
+    /// Hands one packet to the recorder and the ring. Never blocks.
+    fn emit(&self, pkt: MediaPacket) {
+        if let Some(rec) = &self.recorder {
+            rec.push(&pkt);
+        }
+        self.ring.push(pkt);
+    }
+
     fn accept(&mut self, track: Track, pkt: EncodedPacket) {
-        let dts = pkt.dts_ms.max(0) as u64;
+        let dts = pkt.dts_ms.max(0) as u64 + self.offset_ms;
         match track {
             Track::Video => {
                 if self.header_from_first_idr.load(Ordering::Relaxed) {
@@ -266,7 +358,7 @@ impl PacketSink {
                 let kind = PacketKind::Video {
                     keyframe: pkt.keyframe,
                 };
-                self.ring.push(MediaPacket::new(kind, dts, body));
+                self.emit(MediaPacket::new(kind, dts, body));
             }
             Track::Audio => {
                 let body = self.audio.packetize(&pkt.data);
@@ -281,15 +373,20 @@ impl PacketSink {
 fn start_pipeline(
     cfg: &Config,
     ring: &Ring,
+    recorder: Option<Recorder>,
     stop: Arc<AtomicBool>,
 ) -> Result<(PipelineHandle, Arc<StreamInfo>), RunError> {
     let inline = Arc::new(AtomicBool::new(false));
+    let offset_ms = cfg.target.timestamp_offset_ms;
     let sink = PacketSink {
         ring: ring.clone(),
+        recorder,
+        offset_ms,
         video: VideoPacketizer::new(),
         audio: AudioPacketizer::new(),
         header_from_first_idr: inline.clone(),
     };
+    let sink_for_headers = sink.clone();
     let mut ready: Option<Result<Arc<StreamInfo>, RunError>> = None;
     let handle = spawn_pipeline(
         pipeline_config(cfg),
@@ -302,8 +399,9 @@ fn start_pipeline(
                 .is_some_and(|v| v.parameter_sets_inline || v.extradata.is_none());
             inline.store(needs_idr, Ordering::Relaxed);
             ready = Some(header_packets(params, info.clone()).map(|headers| {
-                for h in headers {
-                    ring.push(h);
+                for mut h in headers {
+                    h.dts_ms += offset_ms;
+                    sink_for_headers.emit(h);
                 }
                 info
             }));
@@ -328,11 +426,21 @@ fn start_pipeline(
     }
 }
 
-fn connect_options(cfg: &Config) -> ConnectOptions {
-    ConnectOptions {
-        connect_timeout: Duration::from_secs(cfg.target.connect_timeout_s),
-        setup_timeout: Duration::from_secs(cfg.target.handshake_timeout_s),
-        ..ConnectOptions::default()
+fn sender_options(cfg: &Config) -> SenderOptions {
+    let t = &cfg.target;
+    SenderOptions {
+        connect: ConnectOptions {
+            connect_timeout: Duration::from_secs(t.connect_timeout_s),
+            setup_timeout: Duration::from_secs(t.handshake_timeout_s),
+            ..ConnectOptions::default()
+        },
+        backoff: BackoffConfig {
+            cap: Duration::from_secs(t.reconnect_max_delay_s),
+            ..BackoffConfig::default()
+        },
+        stall_timeout: Duration::from_secs(t.stall_timeout_s).min(MAX_STALL_TIMEOUT),
+        credentials_retry: Duration::from_secs(t.credentials_retry_s),
+        ..SenderOptions::default()
     }
 }
 
@@ -356,17 +464,34 @@ async fn shutdown_signal() {
     }
 }
 
-/// One broadcast, from login to a clean close.
+/// One broadcast, from login to a clean close. Network trouble never ends it: the sender
+/// reconnects on its own; only a signal, `--duration`, a capture/encoder failure or a fatal
+/// configuration error does.
 pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let target = resolve_target(&mut cfg, &opts).await?;
+    let (source, polyv) = resolve_target(&mut cfg, &opts).await?;
     let ring = Ring::new(RingConfig {
         max_bytes: cfg.target.max_queue_bytes,
         max_delay_ms: cfg.target.max_queue_delay_ms,
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let (pipeline, info) =
-        tokio::task::block_in_place(|| start_pipeline(&cfg, &ring, stop.clone()))?;
+    let recorder = if cfg.record.enabled {
+        let r = &cfg.record;
+        let rec = Recorder::start(crate::record::RecordConfig {
+            dir: r.dir.clone(),
+            segment_s: r.segment_s,
+            max_total_bytes: r.max_total_mb << 20,
+            min_free_bytes: r.min_free_mb << 20,
+            ..Default::default()
+        })?;
+        tracing::info!(dir = %r.dir.display(), segment_s = r.segment_s, "safety recording on");
+        Some(rec)
+    } else {
+        None
+    };
+    let (pipeline, info) = tokio::task::block_in_place(|| {
+        start_pipeline(&cfg, &ring, recorder.clone(), stop.clone())
+    })?;
     tracing::info!(
         width = info.width,
         height = info.height,
@@ -375,94 +500,114 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
         "capturing and encoding"
     );
 
-    let mut publisher = match rtmp::connect(&target.url, &connect_options(&cfg)).await {
-        Ok(p) => p,
-        Err(e) => {
-            stop.store(true, Ordering::SeqCst);
-            let _ = tokio::task::block_in_place(|| pipeline.stop_and_join());
-            return Err(e.into());
-        }
+    let control = SenderControl::new();
+    #[cfg(unix)]
+    let usr1 = reconnect_on_sigusr1(control.clone()).ok();
+    let keyframes = pipeline.control();
+    let hooks = SenderHooks {
+        request_keyframe: Box::new(move || keyframes.request_keyframe()),
+        on_publishing: {
+            let (w, h) = (info.width, info.height);
+            Box::new(move |_url| {
+                let Some(polyv) = polyv.clone() else { return };
+                tokio::spawn(async move {
+                    let Some(stream) = polyv.stream() else { return };
+                    match polyv.client.notify_stream(&stream, w, h).await {
+                        Ok(()) => {
+                            tracing::info!(width = w, height = h, "told Polyv the stream is up")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "notify_stream2 failed; the broadcast goes on")
+                        }
+                    }
+                });
+            })
+        },
     };
-    if let Some((client, stream)) = &target.polyv {
-        let (client, stream, w, h) = (client.clone(), stream.clone(), info.width, info.height);
-        tokio::spawn(async move {
-            match client.notify_stream(&stream, w, h).await {
-                Ok(()) => tracing::info!(width = w, height = h, "told Polyv the stream is up"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "notify_stream2 failed; the broadcast goes on")
-                }
-            }
-        });
-    }
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut sender = tokio::spawn(run_sender(
+        ring.clone(),
+        source,
+        sender_options(&cfg),
+        control.clone(),
+        hooks,
+        async move {
+            let _ = finish_rx.await;
+        },
+    ));
 
     let mut status = StatusLine::new(opts.status_line && std::io::stderr().is_terminal());
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let result: Result<(), RunError> = loop {
+    let mut sender_result = None;
+    let outcome: Result<(), RunError> = loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break Ok(()),
+            r = &mut sender => {
+                sender_result = Some(r);
+                break Ok(());
+            }
             _ = tick.tick() => {
                 if pipeline.is_finished() {
-                    break Err(RunError::Internal("capture or encoding stopped".into()));
+                    break Ok(()); // stop_and_join below returns the pipeline's error
                 }
-                status.update(started, pipeline.stats(), ring.stats(), &publisher, "publishing");
+                status.update(started, pipeline.stats(), ring.stats(), &control);
             }
-            pkt = ring.pop() => match pkt {
-                Some(pkt) => if let Err(e) = publisher.send(&pkt).await { break Err(e.into()) },
-                None => break Ok(()),
-            },
-            r = publisher.service() => if let Err(e) = r { break Err(e.into()) },
         }
     };
     status.finish();
 
-    // Stop capture, flush the encoders into the ring, then drain it to the ingest.
+    // Stop capture, flush the encoders into the ring, close it; the sender drains it
+    // (bounded) and closes the RTMP stream cleanly.
     stop.store(true, Ordering::SeqCst);
     let joined = tokio::task::block_in_place(|| pipeline.stop_and_join());
     ring.close();
-    let pipeline_stats = match joined {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = publisher.close().await;
-            return Err(match result {
-                Err(first) => first,
-                Ok(()) => e.into(),
-            });
-        }
+    let _ = finish_tx.send(());
+    let sender_result = match sender_result {
+        Some(r) => r,
+        None => sender.await,
     };
-    result?;
-    drain(&ring, &mut publisher).await?;
-    let bytes_sent = publisher.stats().bytes_sent;
-    publisher.close().await?;
+    #[cfg(unix)]
+    if let Some(h) = usr1 {
+        h.abort();
+    }
+    // Everything encoded is in the recorder's queue now: flush and close the last segment.
+    if let Some(rec) = recorder {
+        match tokio::task::block_in_place(|| rec.stop()) {
+            Ok(st) => tracing::info!(
+                segments = st.segments_written,
+                bytes = st.bytes_written,
+                dropped = st.packets_dropped,
+                "safety recording closed"
+            ),
+            Err(e) => tracing::error!(error = %e, "safety recording did not close cleanly"),
+        }
+    }
+    outcome?;
+    let pipeline_stats = joined?;
+    let sender_stats =
+        sender_result.map_err(|e| RunError::Internal(format!("the sender task failed: {e}")))??;
+    if sender_stats.sessions == 0 {
+        return Err(RunError::NeverPublished {
+            elapsed_s: started.elapsed().as_secs_f64(),
+            reason: control
+                .last_error()
+                .map(|(_, r)| r)
+                .unwrap_or_else(|| "no connection attempt finished".into()),
+            refused: sender_stats.publish_rejections > 0 || sender_stats.credentials_rejections > 0,
+        });
+    }
     Ok(RunSummary {
         elapsed: started.elapsed(),
         pipeline: pipeline_stats,
         ring: ring.stats(),
-        bytes_sent,
+        bytes_sent: sender_stats.bytes_sent,
+        reconnects: sender_stats.reconnects,
     })
-}
-
-/// Sends what is still queued after the encoders flushed, bounded in time.
-async fn drain(ring: &Ring, publisher: &mut Publisher) -> Result<(), RunError> {
-    let drain = async {
-        while let Some(pkt) = ring.try_pop() {
-            publisher.send(&pkt).await?;
-        }
-        Ok::<(), RtmpError>(())
-    };
-    match tokio::time::timeout(Duration::from_secs(5), drain).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(_) => {
-            tracing::warn!(
-                "the ingest did not take the last queued media within 5 s; closing anyway"
-            );
-            Ok(())
-        }
-    }
 }
 
 /// The ffmpeg-like live line on a TTY: elapsed, fps, bitrate, queue delay, drops, state.
@@ -479,20 +624,20 @@ impl StatusLine {
         }
     }
 
-    fn update(
-        &mut self,
-        started: Instant,
-        p: PipelineStats,
-        r: RingStats,
-        publisher: &Publisher,
-        state: &str,
-    ) {
+    fn update(&mut self, started: Instant, p: PipelineStats, r: RingStats, sender: &SenderControl) {
         if !self.enabled {
             return;
         }
         let now = Instant::now();
         let frames = p.video.frames_encoded;
-        let bytes = publisher.stats().bytes_sent;
+        let bytes = sender.stats().bytes_sent;
+        let mut state = sender.state().name().to_string();
+        if p.video.state.is_reconnecting() {
+            state.push_str(", camera reconnecting");
+        }
+        if p.audio.state.is_reconnecting() {
+            state.push_str(", microphone reconnecting");
+        }
         let (fps, kbps) = match self.last {
             Some((t, f, b)) => {
                 let dt = now.duration_since(t).as_secs_f64().max(1e-3);

@@ -19,6 +19,10 @@
 //!   input is re-anchored to "now" and a resync is counted; both tracks of the input move together.
 //!
 //! Per track the mapped time is made strictly increasing, because the encoders require it.
+//!
+//! A lost device reopened ([`super::reconnect`]) is a new input: wallclock timestamps need
+//! nothing, a paced input is re-anchored at its first frame ([`TimestampMapper::restart_input`]),
+//! on the old input's frame grid so the track resumes in step with what the encoder filled in.
 
 use super::Track;
 
@@ -105,6 +109,8 @@ pub struct TimestampMapper {
     /// Paced: pipeline time − source time, fixed at the input's first frame.
     offset_us: Option<i64>,
     last_us: [Option<i64>; 2],
+    /// Paced: the input was replaced; anchor its first frame on the previous frame grid.
+    resuming: bool,
 }
 
 impl TimestampMapper {
@@ -113,6 +119,18 @@ impl TimestampMapper {
             mode,
             offset_us: None,
             last_us: [None, None],
+            resuming: false,
+        }
+    }
+
+    /// The input was closed and opened again (a device reopened after a loss). A paced input's
+    /// timestamps start over, so its first frame is anchored anew: at the first instant not
+    /// before "now" that lies a whole number of frame durations after the last frame mapped,
+    /// which keeps the track's frame grid (and the capture thread sleeps until then).
+    pub fn restart_input(&mut self) {
+        if self.mode == ClockMode::Paced {
+            self.offset_us = None;
+            self.resuming = true;
         }
     }
 
@@ -120,11 +138,12 @@ impl TimestampMapper {
         self.mode
     }
 
-    /// Maps `source_us` for a frame of `track` read at pipeline time `now_us`.
+    /// Maps `source_us` for a frame of `track` lasting `duration_us`, read at pipeline time
+    /// `now_us`.
     ///
     /// For [`ClockMode::Wallclock`], `source_us` must already be converted to the pipeline
     /// clock ([`CaptureClock::from_wallclock_us`]); this only checks plausibility.
-    pub fn map(&mut self, track: Track, source_us: i64, now_us: i64) -> Mapped {
+    pub fn map(&mut self, track: Track, source_us: i64, duration_us: i64, now_us: i64) -> Mapped {
         let (mut pts_us, resynced) = match self.mode {
             ClockMode::Wallclock => {
                 if source_us > now_us + LIVE_AHEAD_MAX_US || source_us < now_us - LIVE_BEHIND_MAX_US
@@ -136,8 +155,15 @@ impl TimestampMapper {
             }
             ClockMode::Paced => match self.offset_us {
                 None => {
-                    self.offset_us = Some(now_us - source_us);
-                    (now_us, false)
+                    let resuming = std::mem::take(&mut self.resuming);
+                    let start = match self.last_us[track.index()] {
+                        Some(last) if resuming && duration_us > 0 => {
+                            next_on_grid(last, duration_us, now_us)
+                        }
+                        _ => now_us,
+                    };
+                    self.offset_us = Some(start - source_us);
+                    (start, false)
                 }
                 Some(offset) => {
                     let mapped = source_us + offset;
@@ -162,6 +188,14 @@ impl TimestampMapper {
     }
 }
 
+/// The first `last + k × step` (k ≥ 1) not before `now_us`.
+fn next_on_grid(last_us: i64, step_us: i64, now_us: i64) -> i64 {
+    let k = ((now_us - last_us) + step_us - 1)
+        .div_euclid(step_us)
+        .max(1);
+    last_us + k * step_us
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,18 +204,18 @@ mod tests {
     fn paced_anchors_at_first_frame_of_the_input_and_shares_the_offset() {
         let mut m = TimestampMapper::new(ClockMode::Paced);
         // Audio starts at source 0 when the pipeline clock reads 5 ms.
-        assert_eq!(m.map(Track::Audio, 0, 5_000).pts_us, 5_000);
+        assert_eq!(m.map(Track::Audio, 0, 40_000, 5_000).pts_us, 5_000);
         // Video of the same input starts 33 ms later in the file: the offset is kept.
-        assert_eq!(m.map(Track::Video, 33_000, 5_100).pts_us, 38_000);
-        assert_eq!(m.map(Track::Video, 73_000, 40_000).pts_us, 78_000);
+        assert_eq!(m.map(Track::Video, 33_000, 40_000, 5_100).pts_us, 38_000);
+        assert_eq!(m.map(Track::Video, 73_000, 40_000, 40_000).pts_us, 78_000);
     }
 
     #[test]
     fn paced_reanchors_when_far_behind_or_jumping_ahead() {
         let mut m = TimestampMapper::new(ClockMode::Paced);
-        m.map(Track::Video, 0, 0);
+        m.map(Track::Video, 0, 40_000, 0);
         // The thread stalled for 3 s: re-anchor to now.
-        let r = m.map(Track::Video, 40_000, 3_000_000);
+        let r = m.map(Track::Video, 40_000, 40_000, 3_000_000);
         assert_eq!(
             r,
             Mapped {
@@ -190,9 +224,12 @@ mod tests {
             }
         );
         // Following frames continue from the new anchor.
-        assert_eq!(m.map(Track::Video, 80_000, 3_010_000).pts_us, 3_040_000);
+        assert_eq!(
+            m.map(Track::Video, 80_000, 40_000, 3_010_000).pts_us,
+            3_040_000
+        );
         // A 10 s jump ahead in the file is a discontinuity.
-        let r = m.map(Track::Video, 10_080_000, 3_050_000);
+        let r = m.map(Track::Video, 10_080_000, 40_000, 3_050_000);
         assert!(r.resynced);
         assert_eq!(r.pts_us, 3_050_000);
     }
@@ -201,9 +238,12 @@ mod tests {
     fn wallclock_keeps_plausible_capture_times_and_replaces_bogus_ones() {
         let mut m = TimestampMapper::new(ClockMode::Wallclock);
         // Captured 30 ms before it was read: kept as is.
-        assert_eq!(m.map(Track::Video, 970_000, 1_000_000).pts_us, 970_000);
+        assert_eq!(
+            m.map(Track::Video, 970_000, 40_000, 1_000_000).pts_us,
+            970_000
+        );
         // From the future: replaced by now.
-        let r = m.map(Track::Video, 2_000_000, 1_040_000);
+        let r = m.map(Track::Video, 2_000_000, 40_000, 1_040_000);
         assert_eq!(
             r,
             Mapped {
@@ -212,17 +252,53 @@ mod tests {
             }
         );
         // Ten seconds old: replaced by now.
-        assert!(m.map(Track::Audio, -9_000_000, 1_050_000).resynced);
+        assert!(m.map(Track::Audio, -9_000_000, 40_000, 1_050_000).resynced);
     }
 
     #[test]
     fn mapped_times_are_strictly_increasing_per_track() {
         let mut m = TimestampMapper::new(ClockMode::Wallclock);
-        assert_eq!(m.map(Track::Video, 100, 200).pts_us, 100);
-        assert_eq!(m.map(Track::Video, 100, 200).pts_us, 101);
-        assert_eq!(m.map(Track::Video, 50, 200).pts_us, 102);
+        assert_eq!(m.map(Track::Video, 100, 40_000, 200).pts_us, 100);
+        assert_eq!(m.map(Track::Video, 100, 40_000, 200).pts_us, 101);
+        assert_eq!(m.map(Track::Video, 50, 40_000, 200).pts_us, 102);
         // The other track is independent.
-        assert_eq!(m.map(Track::Audio, 50, 200).pts_us, 50);
+        assert_eq!(m.map(Track::Audio, 50, 40_000, 200).pts_us, 50);
+    }
+
+    #[test]
+    fn a_restarted_paced_input_resumes_on_the_frame_grid() {
+        let mut m = TimestampMapper::new(ClockMode::Paced);
+        assert_eq!(m.map(Track::Video, 0, 40_000, 1_000_000).pts_us, 1_000_000);
+        assert_eq!(
+            m.map(Track::Video, 40_000, 40_000, 1_040_000).pts_us,
+            1_040_000
+        );
+        // The device was away; reopened at 4.013 s its timestamps start from 0 again.
+        m.restart_input();
+        let r = m.map(Track::Video, 0, 40_000, 4_013_000);
+        assert_eq!(r.pts_us, 4_040_000, "next grid point after now");
+        assert!(!r.resynced);
+        assert_eq!(
+            m.map(Track::Video, 40_000, 40_000, 4_050_000).pts_us,
+            4_080_000
+        );
+        // A restart without a previous frame anchors at now, as at start.
+        let mut m = TimestampMapper::new(ClockMode::Paced);
+        m.restart_input();
+        assert_eq!(m.map(Track::Audio, 0, 21_333, 7_000).pts_us, 7_000);
+        // Wallclock inputs are not affected.
+        let mut m = TimestampMapper::new(ClockMode::Wallclock);
+        m.map(Track::Video, 1_000, 40_000, 2_000);
+        m.restart_input();
+        assert_eq!(m.map(Track::Video, 5_000, 40_000, 6_000).pts_us, 5_000);
+    }
+
+    #[test]
+    fn grid_points() {
+        assert_eq!(next_on_grid(1_000, 40, 1_000), 1_040, "at least one step");
+        assert_eq!(next_on_grid(1_000, 40, 1_040), 1_040);
+        assert_eq!(next_on_grid(1_000, 40, 1_041), 1_080);
+        assert_eq!(next_on_grid(1_000, 40, 500), 1_040, "now before last");
     }
 
     #[test]

@@ -21,11 +21,21 @@
 //! input or an encoder is still opening. The thread exits on the stop signal (a blocking read is
 //! interrupted through libavformat's interrupt callback; devices are opened non-blocking), when
 //! the encode side hangs up, or on error, which [`CaptureThread::join`] returns.
+//!
+//! Device loss ([`reconnect`]): a live device (V4L2, ALSA) that fails mid-broadcast (a USB
+//! camera pulled out) does not end the thread. The thread waits for the encoder to give back
+//! the frames it still holds (they may point into the device's buffers), closes the device,
+//! marks the track [`TrackState::Reconnecting`], and reopens it with backoff (0.5 s doubling to
+//! 5 s, forever) while the encoder fills the track; the counters count losses and attempts. A
+//! reopened device may come back with another size or pixel format: the encoder scales. Test
+//! sources and files are not devices, and a device missing at start-up is still an error at
+//! start-up. `SourceSpec::Faulty` (hidden) is the test seam that fakes an unplugged device.
 
 pub mod clock;
 pub mod devices;
 pub mod input;
 pub mod queue;
+pub mod reconnect;
 mod worker;
 
 use std::fmt;
@@ -33,6 +43,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Once;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use ffmpeg_next as ffmpeg;
 
@@ -40,8 +51,10 @@ pub use clock::CaptureClock;
 pub use devices::{list_devices, Camera, CameraFormat, Devices, FrameSize, Microphone};
 pub use input::StopSignal;
 pub use queue::{
-    frame_queue, AudioFrame, CaptureCounters, Captured, FrameReceiver, FrameSender, VideoFrame,
+    frame_queue, AudioFrame, CaptureCounters, Captured, FrameReceiver, FrameSender, Received,
+    VideoFrame,
 };
+pub use reconnect::{reopen_delay, TrackState};
 
 /// Initializes FFmpeg once per process: libavdevice registration and a log level that keeps
 /// libx264's per-open banner and per-close statistics out of the journal (warnings stay).
@@ -108,6 +121,15 @@ pub enum SourceSpec {
     /// A media file, paced in real time; with `looped` it restarts at the end with timestamps
     /// continuing. The same file as both video and audio source is read by one thread.
     File { path: PathBuf, looped: bool },
+    /// Test seam: `inner`, treated as a live device that is unplugged `fail_after` into the
+    /// broadcast (the next read fails with `EIO`) and stays away for `down_for` (reopen attempts
+    /// fail with `ENODEV`), then opens normally. See [`reconnect`].
+    #[doc(hidden)]
+    Faulty {
+        inner: Box<SourceSpec>,
+        fail_after: Duration,
+        down_for: Duration,
+    },
 }
 
 impl SourceSpec {
@@ -117,6 +139,24 @@ impl SourceSpec {
             SourceSpec::V4l2 { .. } | SourceSpec::TestPatternVideo { .. } => track == Track::Video,
             SourceSpec::Alsa { .. } | SourceSpec::TestPatternAudio { .. } => track == Track::Audio,
             SourceSpec::File { .. } => true,
+            SourceSpec::Faulty { inner, .. } => inner.provides(track),
+        }
+    }
+
+    /// A device that can disappear and come back (a USB camera or sound card): its loss
+    /// mid-broadcast is waited out (see [`reconnect`]) rather than ending the pipeline.
+    pub fn is_live_device(&self) -> bool {
+        matches!(
+            self,
+            SourceSpec::V4l2 { .. } | SourceSpec::Alsa { .. } | SourceSpec::Faulty { .. }
+        )
+    }
+
+    /// The source itself, without the test seam's wrapper.
+    fn base(&self) -> &SourceSpec {
+        match self {
+            SourceSpec::Faulty { inner, .. } => inner.base(),
+            other => other,
         }
     }
 
@@ -128,11 +168,12 @@ impl SourceSpec {
             SourceSpec::TestPatternVideo { .. } => "video test pattern".into(),
             SourceSpec::TestPatternAudio { .. } => "audio test tone".into(),
             SourceSpec::File { path, .. } => format!("file {}", path.display()),
+            SourceSpec::Faulty { inner, .. } => inner.describe(),
         }
     }
 
     fn device_name(&self) -> String {
-        match self {
+        match self.base() {
             SourceSpec::V4l2 { device, .. } => device.display().to_string(),
             SourceSpec::Alsa { device, .. } => device.clone(),
             SourceSpec::File { path, .. } => path.display().to_string(),
@@ -142,7 +183,7 @@ impl SourceSpec {
 
     /// The lavfi graph of a test source.
     pub fn lavfi_graph(&self) -> Option<String> {
-        match *self {
+        match *self.base() {
             SourceSpec::TestPatternVideo { width, height, fps } => {
                 Some(format!("testsrc2=size={width}x{height}:rate={fps}"))
             }
@@ -205,6 +246,7 @@ impl SourceSpec {
                 }
             }
             SourceSpec::File { .. } => {}
+            SourceSpec::Faulty { ref inner, .. } => return inner.validate(),
         }
         Ok(())
     }
@@ -319,11 +361,11 @@ impl CaptureThread {
         let handle = std::thread::Builder::new()
             .name(thread_name.to_string())
             .spawn(move || {
-                let worker = match worker::Worker::open(&spec, outputs, signal) {
-                    Ok((worker, info)) => {
+                let (worker, source) = match worker::Worker::open(&spec, outputs, signal) {
+                    Ok((worker, source, info)) => {
                         tracing::info!(source = %info.description, video = ?info.video, audio = ?info.audio, "capture opened");
                         let _ = opened_tx.send(Ok(info));
-                        worker
+                        (worker, source)
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -331,7 +373,7 @@ impl CaptureThread {
                     }
                 };
                 match go_rx.recv() {
-                    Ok(clock) => worker.run(clock),
+                    Ok(clock) => worker.run(source, clock),
                     Err(_) => Ok(()),
                 }
             })

@@ -8,13 +8,25 @@
 //! than the source) the *newest* frame is dropped and counted. Dropping the oldest would need the
 //! receiver's end; dropping the newest keeps the encoder's input contiguous up to the overload
 //! and the queued frames are at most `bound` frames old, which bounds latency the same way.
+//!
+//! Frames in flight: a V4L2 camera's raw frames reference the driver's mmap buffers
+//! (libavdevice hands them out without copying), and closing the input unmaps them. The sender
+//! therefore counts the frames it handed on that have not come back yet
+//! ([`FrameSender::wait_returned`]), so a capture thread can wait for the encoder to let go of
+//! them before it closes a device (on stop, and when a device is lost and reopened).
 
 use std::ops::DerefMut;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ffmpeg_next as ffmpeg;
+
+use super::reconnect::TrackState;
+
+/// How often [`FrameSender::wait_returned`] looks at the count.
+const RETURN_POLL: Duration = Duration::from_millis(2);
 
 /// A decoded frame and its time on the pipeline clock.
 #[derive(Debug)]
@@ -38,6 +50,23 @@ pub struct CaptureCounters {
     pub dropped: AtomicU64,
     /// Timestamp re-anchors (see [`super::clock`]).
     pub resyncs: AtomicU64,
+    /// Times the live device was lost (a read error, end of stream or stall mid-broadcast).
+    pub device_losses: AtomicU64,
+    /// Attempts to reopen a lost device, successful or not.
+    pub reopen_attempts: AtomicU64,
+    /// Written by the capture thread, read by the encoder (to fill) and by stats.
+    state: Mutex<TrackState>,
+}
+
+impl CaptureCounters {
+    /// Whether the track's device is delivering or being reopened.
+    pub fn state(&self) -> TrackState {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_state(&self, state: TrackState) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    }
 }
 
 /// What happened to a frame offered to the queue.
@@ -50,6 +79,16 @@ pub enum Offer {
     Disconnected,
 }
 
+/// What [`FrameReceiver::recv_timeout`] got.
+#[derive(Debug)]
+pub enum Received<F> {
+    Frame(Captured<F>),
+    /// Nothing within the timeout.
+    Timeout,
+    /// The capture side is gone and the queue is drained.
+    Closed,
+}
+
 /// The capture thread's end.
 pub struct FrameSender<F> {
     tx: SyncSender<Captured<F>>,
@@ -57,12 +96,18 @@ pub struct FrameSender<F> {
     /// A shell kept from a dropped frame, reused before asking the encoder for one.
     kept: Option<F>,
     counters: Arc<CaptureCounters>,
+    /// Frames queued or held by the encoder, not yet recycled.
+    in_flight: Arc<AtomicUsize>,
 }
 
-/// The encode thread's end.
-pub struct FrameReceiver<F> {
+/// The encode thread's end. Dropping it releases the frames still queued.
+pub struct FrameReceiver<F>
+where
+    F: DerefMut<Target = ffmpeg::Frame>,
+{
     rx: Receiver<Captured<F>>,
     spare_tx: SyncSender<F>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// A bounded frame queue of `bound` frames with its own counters.
@@ -75,14 +120,20 @@ where
 {
     let (tx, rx) = mpsc::sync_channel(bound);
     let (spare_tx, spare_rx) = mpsc::sync_channel(bound + 2);
+    let in_flight = Arc::new(AtomicUsize::new(0));
     (
         FrameSender {
             tx,
             spare_rx,
             kept: None,
             counters,
+            in_flight: in_flight.clone(),
         },
-        FrameReceiver { rx, spare_tx },
+        FrameReceiver {
+            rx,
+            spare_tx,
+            in_flight,
+        },
     )
 }
 
@@ -101,15 +152,43 @@ where
     /// Offers a frame without blocking; see the module doc for the drop policy.
     pub fn offer(&mut self, frame: Captured<F>) -> Offer {
         self.counters.captured.fetch_add(1, Ordering::Relaxed);
+        // Counted before sending: the encoder may recycle it before `try_send` returns.
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(frame) {
             Ok(()) => Offer::Queued,
             Err(TrySendError::Full(mut f)) => {
+                release_one(&self.in_flight);
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 unref(&mut f.frame);
                 self.kept = Some(f.frame);
                 Offer::Dropped
             }
-            Err(TrySendError::Disconnected(_)) => Offer::Disconnected,
+            Err(TrySendError::Disconnected(_)) => {
+                release_one(&self.in_flight);
+                Offer::Disconnected
+            }
+        }
+    }
+
+    /// Frames handed on and not yet given back by the encoder.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Waits (sleeping, at most `timeout`) until the encoder has given back every frame handed
+    /// to it; `false` on timeout. Call before closing an input whose frames may reference its
+    /// buffers.
+    pub fn wait_returned(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.in_flight() == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(RETURN_POLL.min(deadline - now));
         }
     }
 
@@ -120,8 +199,11 @@ where
         self.kept = Some(frame);
     }
 
-    /// Keeps an unused shell (nothing was decoded into it) for the next frame.
-    pub fn discard_shell(&mut self, frame: F) {
+    /// Keeps a shell for the next frame without counting a drop: one nothing was decoded
+    /// into, or a frame given up on because the thread is stopping. Released first, so a kept
+    /// shell never holds on to an input's buffers.
+    pub fn discard_shell(&mut self, mut frame: F) {
+        unref(&mut frame);
         self.kept = Some(frame);
     }
 
@@ -139,11 +221,40 @@ where
         self.rx.recv().ok()
     }
 
-    /// Returns a frame's shell to the capture side once the encoder is done with it.
+    /// The next frame, waiting at most `timeout` (the encoder keeps a lost track alive).
+    pub fn recv_timeout(&self, timeout: Duration) -> Received<F> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(frame) => Received::Frame(frame),
+            Err(RecvTimeoutError::Timeout) => Received::Timeout,
+            Err(RecvTimeoutError::Disconnected) => Received::Closed,
+        }
+    }
+
+    /// Returns a frame's shell to the capture side once the encoder is done with it (its
+    /// buffers are released here). Every received frame must come back through this.
     pub fn recycle(&self, mut frame: F) {
         unref(&mut frame);
+        release_one(&self.in_flight);
         let _ = self.spare_tx.try_send(frame);
     }
+}
+
+impl<F> Drop for FrameReceiver<F>
+where
+    F: DerefMut<Target = ffmpeg::Frame>,
+{
+    /// Releases the frames still queued now, while their input is certainly still open.
+    fn drop(&mut self) {
+        while let Ok(mut item) = self.rx.try_recv() {
+            unref(&mut item.frame);
+            release_one(&self.in_flight);
+        }
+    }
+}
+
+/// One frame fewer in flight; never below zero (a shell recycled that was not counted).
+fn release_one(in_flight: &AtomicUsize) {
+    let _ = in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
 }
 
 fn unref<F: DerefMut<Target = ffmpeg::Frame>>(frame: &mut F) {
@@ -176,5 +287,42 @@ mod tests {
         drop(rx);
         let frame = tx.empty_frame(ffmpeg::frame::Video::empty);
         assert_eq!(tx.offer(Captured { frame, pts_us: 9 }), Offer::Disconnected);
+    }
+
+    #[test]
+    fn frames_in_flight_are_counted_until_recycled_or_released() {
+        let counters = Arc::new(CaptureCounters::default());
+        let (mut tx, rx) = frame_queue::<ffmpeg::frame::Video>(4, counters);
+        for i in 0..3 {
+            let frame = tx.empty_frame(ffmpeg::frame::Video::empty);
+            assert_eq!(tx.offer(Captured { frame, pts_us: i }), Offer::Queued);
+        }
+        assert_eq!(tx.in_flight(), 3);
+        assert!(!tx.wait_returned(Duration::from_millis(5)));
+        let Received::Frame(first) = rx.recv_timeout(Duration::from_millis(5)) else {
+            panic!("a frame is queued")
+        };
+        // Received but not yet recycled: still in flight.
+        assert_eq!(tx.in_flight(), 3);
+        rx.recycle(first.frame);
+        assert_eq!(tx.in_flight(), 2);
+        // Dropping the receiver releases what is still queued.
+        drop(rx);
+        assert!(tx.wait_returned(Duration::ZERO));
+    }
+
+    #[test]
+    fn recv_timeout_tells_timeout_from_closed() {
+        let counters = Arc::new(CaptureCounters::default());
+        let (tx, rx) = frame_queue::<ffmpeg::frame::Audio>(2, counters);
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(1)),
+            Received::Timeout
+        ));
+        drop(tx);
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(1)),
+            Received::Closed
+        ));
     }
 }

@@ -1,5 +1,6 @@
 //! The capture thread: open the source, then read packets, decode, timestamp, pace and hand
-//! frames to the encode threads until stopped.
+//! frames to the encode threads until stopped. A live device that fails is closed and reopened
+//! here ([`super::reconnect`] has the schedule and the state the encoders see).
 
 use std::ops::DerefMut;
 use std::path::Path;
@@ -13,15 +14,21 @@ use ffmpeg_next as ffmpeg;
 use super::clock::{ClockMode, TimestampMapper};
 use super::devices::{list_devices, list_microphones};
 use super::input::{self, InputRequest, OpenedInput, StopSignal};
-use super::queue::{Captured, FrameSender, Offer};
+use super::queue::{CaptureCounters, Captured, FrameSender, Offer};
+use super::reconnect::{reopen_delay, Fault, TrackState, LIVE_STALL};
 use super::{CaptureClock, CaptureError, CaptureOutputs, SourceInfo, SourceSpec, Track};
 
-/// A device that delivers nothing for this long is reported as stalled.
+/// A device that delivers nothing for this long after being opened is reported as stalled.
 const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Poll interval while a non-blocking device has no data (`EAGAIN`).
 const EAGAIN_RETRY: Duration = Duration::from_millis(2);
-/// Longest single sleep while pacing, so a stop request is seen promptly.
+/// Longest single sleep while pacing or waiting to reopen, so a stop request is seen promptly.
 const PACE_SLICE: Duration = Duration::from_millis(20);
+/// Closing a live device waits this long for the encoder to give back the frames it holds
+/// (they may point into the device's buffers).
+const RETURN_TIMEOUT: Duration = Duration::from_secs(2);
+/// While a lost device stays away, a reminder is logged this often.
+const STILL_AWAY_REMINDER: Duration = Duration::from_secs(60);
 
 const MICROS: Rational = Rational(1, 1_000_000);
 
@@ -36,10 +43,51 @@ struct StreamState {
     last_end_us: Option<i64>,
 }
 
+/// An open input and its decoders: what exists while the device is there. The decoders are
+/// declared first so they are closed before the input whose packets they may reference.
+pub(super) struct Source {
+    streams: Vec<StreamState>,
+    input: OpenedInput,
+    /// Frames handed on since this input was opened.
+    delivered: u64,
+    /// When the input last returned a packet (or was opened).
+    last_data: Instant,
+}
+
+/// A lost live device: when it went and when to try it again.
+struct Outage {
+    since: Instant,
+    /// Reopen attempts made so far.
+    attempts: u32,
+    next_attempt: Instant,
+    last_reminder: Instant,
+}
+
+/// The capture side of a track's device.
+enum Device {
+    /// Open and delivering.
+    Live(Source),
+    /// Lost; waiting for the next reopen attempt.
+    Down(Outage),
+    /// Reopened; back once it delivers a frame, lost again (a failed attempt) if it fails first.
+    Reopened(Source, Outage),
+}
+
+/// How to open a source: the libavformat request without the borrowed parts.
+struct Plan {
+    url: String,
+    format: Option<&'static str>,
+    options: Vec<(&'static str, String)>,
+    mode: ClockMode,
+    /// Non-blocking device: `EAGAIN` is polled and end of stream is an error.
+    is_device: bool,
+    looped: bool,
+}
+
 pub(super) struct Worker {
     what: String,
-    input: OpenedInput,
-    streams: Vec<StreamState>,
+    /// The source without the test seam's wrapper; reopened from this.
+    spec: SourceSpec,
     outputs: CaptureOutputs,
     mapper: TimestampMapper,
     signal: StopSignal,
@@ -47,6 +95,10 @@ pub(super) struct Worker {
     looped: bool,
     /// Devices: EOF is an error, EAGAIN is polled.
     is_device: bool,
+    /// A live device: a failure mid-broadcast is a loss to wait out, not an error.
+    live: bool,
+    /// The test seam (`SourceSpec::Faulty`).
+    fault: Option<Fault>,
     // Looping state (source microseconds).
     loop_offset_us: i64,
     file_start_us: Option<i64>,
@@ -68,147 +120,32 @@ impl Worker {
         spec: &SourceSpec,
         outputs: CaptureOutputs,
         signal: StopSignal,
-    ) -> Result<(Self, SourceInfo), CaptureError> {
+    ) -> Result<(Self, Source, SourceInfo), CaptureError> {
+        let fault = match spec {
+            SourceSpec::Faulty {
+                fail_after,
+                down_for,
+                ..
+            } => Some(Fault::new(*fail_after, *down_for)),
+            _ => None,
+        };
+        let live = spec.is_live_device();
+        let spec = spec.base().clone();
         let what = spec.describe();
-        let (request_url, format, options, mode, is_device, looped) = match spec {
-            SourceSpec::V4l2 {
-                device,
-                input_format,
-                width,
-                height,
-                fps,
-            } => {
-                precheck_camera(device, input_format.as_deref(), *width, *height)?;
-                let mut options = vec![
-                    ("video_size", format!("{width}x{height}")),
-                    ("framerate", fps.to_string()),
-                    ("timestamps", "mono2abs".to_string()),
-                ];
-                if let Some(f) = input_format {
-                    options.push(("input_format", f.clone()));
-                }
-                let url = device.to_string_lossy().into_owned();
-                (
-                    url,
-                    Some("v4l2"),
-                    options,
-                    ClockMode::Wallclock,
-                    true,
-                    false,
-                )
-            }
-            SourceSpec::Alsa {
-                device,
-                sample_rate,
-                channels,
-            } => {
-                let options = vec![
-                    ("sample_rate", sample_rate.to_string()),
-                    ("channels", channels.to_string()),
-                ];
-                (
-                    device.clone(),
-                    Some("alsa"),
-                    options,
-                    ClockMode::Wallclock,
-                    true,
-                    false,
-                )
-            }
-            SourceSpec::TestPatternVideo { .. } | SourceSpec::TestPatternAudio { .. } => (
-                spec.lavfi_graph().expect("test patterns have a graph"),
-                Some("lavfi"),
-                Vec::new(),
-                ClockMode::Paced,
-                false,
-                false,
-            ),
-            SourceSpec::File { path, looped } => (
-                path.to_string_lossy().into_owned(),
-                None,
-                Vec::new(),
-                ClockMode::Paced,
-                false,
-                *looped,
-            ),
-        };
-        let req = InputRequest {
-            format,
-            url: &request_url,
-            options,
-            nonblocking: is_device,
-            probe_streams: format.is_none(),
-            what: &what,
-        };
-        let input = input::open(&req, &signal).map_err(|e| refine_open_error(spec, e))?;
-
-        let mut streams = Vec::new();
-        let mut info = SourceInfo {
-            description: what.clone(),
-            video: None,
-            audio: None,
-        };
-        for (track, kind, wanted) in [
-            (Track::Video, media::Type::Video, outputs.video.is_some()),
-            (Track::Audio, media::Type::Audio, outputs.audio.is_some()),
-        ] {
-            if !wanted {
-                continue;
-            }
-            let stream = input
-                .ctx
-                .streams()
-                .best(kind)
-                .ok_or_else(|| CaptureError::NoStream {
-                    what: what.clone(),
-                    track,
-                })?;
-            let ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
-                .map_err(|source| CaptureError::Decoder {
-                    what: what.clone(),
-                    source,
-                })?;
-            let mut decoder = ctx.decoder();
-            decoder.set_packet_time_base(stream.time_base());
-            let decoder = match track {
-                Track::Video => decoder.video().map(|d| {
-                    info.video = Some((d.width(), d.height()));
-                    d.0
-                }),
-                Track::Audio => decoder.audio().map(|d| {
-                    info.audio = Some((d.rate(), d.channels()));
-                    d.0
-                }),
-            }
-            .map_err(|source| CaptureError::Decoder {
-                what: what.clone(),
-                source,
-            })?;
-            let rate = stream.avg_frame_rate();
-            let default_duration_us = if rate.numerator() > 0 && rate.denominator() > 0 {
-                1_000_000 * i64::from(rate.denominator()) / i64::from(rate.numerator())
-            } else {
-                40_000
-            };
-            streams.push(StreamState {
-                index: stream.index(),
-                track,
-                time_base: stream.time_base(),
-                decoder,
-                default_duration_us,
-                last_end_us: None,
-            });
-        }
+        let plan = plan(&spec, true)?;
+        let wants = (outputs.video.is_some(), outputs.audio.is_some());
+        let (source, info) = open_source(&spec, &plan, wants, &signal)?;
         Ok((
             Self {
                 what,
-                input,
-                streams,
+                spec,
                 outputs,
-                mapper: TimestampMapper::new(mode),
+                mapper: TimestampMapper::new(plan.mode),
                 signal,
-                looped,
-                is_device,
+                looped: plan.looped,
+                is_device: plan.is_device,
+                live,
+                fault,
                 loop_offset_us: 0,
                 file_start_us: None,
                 max_end_us: 0,
@@ -216,86 +153,303 @@ impl Worker {
                 last_resync_log: None,
                 last_drop_log: None,
             },
+            source,
             info,
         ))
     }
 
     /// The read loop. Returns `Ok` on stop, on the encoders going away, or at the end of a
-    /// file that is not looped.
-    pub(super) fn run(mut self, clock: CaptureClock) -> Result<(), CaptureError> {
+    /// file that is not looped. A live device that fails is reopened until it comes back.
+    pub(super) fn run(mut self, source: Source, clock: CaptureClock) -> Result<(), CaptureError> {
         let mut packet = ffmpeg::Packet::empty();
-        let mut last_data = Instant::now();
+        let mut device = Device::Live(source);
         loop {
             if self.signal.is_set() {
+                if let Device::Live(src) | Device::Reopened(src, _) = device {
+                    self.close(src);
+                }
                 return Ok(());
             }
-            match packet.read(&mut self.input.ctx) {
-                Ok(()) => {
-                    last_data = Instant::now();
-                    let index = packet.stream();
-                    let flow = match self.streams.iter().position(|s| s.index == index) {
-                        Some(si) => self.decode_packet(si, Some(&packet), &clock)?,
-                        None => Flow::Continue,
-                    };
-                    // SAFETY: the packet is ours; unref releases its buffer before the next read.
-                    unsafe { ffmpeg::ffi::av_packet_unref(packet.as_mut_ptr()) };
-                    if let Flow::Stop = flow {
+            device = match device {
+                Device::Live(mut src) => match self.step(&mut src, &mut packet, &clock) {
+                    Ok(Flow::Continue) => Device::Live(src),
+                    Ok(Flow::Stop) => {
+                        self.close(src);
                         return Ok(());
                     }
-                }
-                Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
-                    if last_data.elapsed() > STALL_TIMEOUT {
-                        return Err(CaptureError::Stalled {
-                            what: self.what.clone(),
-                            seconds: STALL_TIMEOUT.as_secs(),
-                        });
+                    Err(e) => {
+                        let delivered = src.delivered;
+                        self.close(src);
+                        // A device that never delivered is a start-up problem: report it.
+                        if !self.live || delivered == 0 {
+                            return Err(e);
+                        }
+                        Device::Down(self.lose(&e))
                     }
-                    std::thread::sleep(EAGAIN_RETRY);
-                }
-                Err(ffmpeg::Error::Exit) => return Ok(()),
-                Err(ffmpeg::Error::InvalidData) => {
-                    tracing::debug!(source = %self.what, "skipping a corrupt packet");
-                }
-                Err(ffmpeg::Error::Eof) => {
-                    for si in 0..self.streams.len() {
-                        if let Flow::Stop = self.decode_packet(si, None, &clock)? {
+                },
+                Device::Reopened(mut src, outage) => {
+                    match self.step(&mut src, &mut packet, &clock) {
+                        Ok(Flow::Continue) if src.delivered > 0 => {
+                            self.back(&outage);
+                            Device::Live(src)
+                        }
+                        Ok(Flow::Continue) => Device::Reopened(src, outage),
+                        Ok(Flow::Stop) => {
+                            self.close(src);
                             return Ok(());
                         }
+                        Err(e) => {
+                            self.close(src);
+                            Device::Down(self.retry_later(outage, &e))
+                        }
                     }
-                    if self.is_device {
-                        return Err(CaptureError::Ended {
-                            what: self.what.clone(),
-                        });
-                    }
-                    if !self.looped {
-                        tracing::info!(source = %self.what, "end of input");
-                        return Ok(());
-                    }
-                    self.rewind()?;
                 }
-                Err(source) => {
-                    return Err(CaptureError::Read {
-                        what: self.what.clone(),
-                        source,
-                    })
-                }
+                Device::Down(outage) => match self.reopen_when_due(outage) {
+                    Some(device) => device,
+                    None => return Ok(()),
+                },
+            };
+        }
+    }
+
+    /// Reads one packet and delivers the frames it decodes to.
+    fn step(
+        &mut self,
+        src: &mut Source,
+        packet: &mut ffmpeg::Packet,
+        clock: &CaptureClock,
+    ) -> Result<Flow, CaptureError> {
+        let read = match self
+            .fault
+            .as_mut()
+            .and_then(|f| f.on_read(clock.now_us(), Instant::now()))
+        {
+            Some(injected) => Err(injected),
+            None => packet.read(&mut src.input.ctx),
+        };
+        match read {
+            Ok(()) => {
+                src.last_data = Instant::now();
+                let index = packet.stream();
+                let flow = match src.streams.iter().position(|s| s.index == index) {
+                    Some(si) => self.decode_packet(src, si, Some(packet), clock),
+                    None => Ok(Flow::Continue),
+                };
+                // SAFETY: the packet is ours; unref releases its buffer (which may be a
+                // device buffer) before the next read, whatever the decoder said.
+                unsafe { ffmpeg::ffi::av_packet_unref(packet.as_mut_ptr()) };
+                flow
             }
+            Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
+                let limit = if self.live && src.delivered > 0 {
+                    LIVE_STALL
+                } else {
+                    STALL_TIMEOUT
+                };
+                if src.last_data.elapsed() > limit {
+                    return Err(CaptureError::Stalled {
+                        what: self.what.clone(),
+                        seconds: limit.as_secs(),
+                    });
+                }
+                std::thread::sleep(EAGAIN_RETRY);
+                Ok(Flow::Continue)
+            }
+            Err(ffmpeg::Error::Exit) => Ok(Flow::Stop),
+            Err(ffmpeg::Error::InvalidData) => {
+                tracing::debug!(source = %self.what, "skipping a corrupt packet");
+                Ok(Flow::Continue)
+            }
+            Err(ffmpeg::Error::Eof) => {
+                for si in 0..src.streams.len() {
+                    if let Flow::Stop = self.decode_packet(src, si, None, clock)? {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                if self.is_device {
+                    return Err(CaptureError::Ended {
+                        what: self.what.clone(),
+                    });
+                }
+                if !self.looped {
+                    tracing::info!(source = %self.what, "end of input");
+                    return Ok(Flow::Stop);
+                }
+                self.rewind(src)?;
+                Ok(Flow::Continue)
+            }
+            Err(source) => Err(CaptureError::Read {
+                what: self.what.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The counters of the tracks this thread feeds.
+    fn counters(&self) -> impl Iterator<Item = &CaptureCounters> {
+        let video = self.outputs.video.as_ref().map(|s| s.counters());
+        let audio = self.outputs.audio.as_ref().map(|s| s.counters());
+        video.into_iter().chain(audio)
+    }
+
+    /// `camera` or `microphone`, for the operator.
+    fn noun(&self) -> &'static str {
+        if self.outputs.video.is_some() {
+            "camera"
+        } else {
+            "microphone"
+        }
+    }
+
+    /// A live device just failed: mark its tracks as reconnecting and schedule the first
+    /// reopen attempt.
+    fn lose(&self, error: &CaptureError) -> Outage {
+        let now = Instant::now();
+        for c in self.counters() {
+            c.device_losses.fetch_add(1, Ordering::Relaxed);
+            c.set_state(TrackState::Reconnecting { since: now });
+        }
+        let filler = if self.outputs.video.is_some() {
+            "the last picture, darkened"
+        } else {
+            "silence"
+        };
+        tracing::warn!(
+            source = %self.what,
+            error = %error,
+            "{} lost; reopening it, the broadcast goes on with {filler} meanwhile",
+            self.noun()
+        );
+        Outage {
+            since: now,
+            attempts: 0,
+            next_attempt: now + reopen_delay(0),
+            last_reminder: now,
+        }
+    }
+
+    /// A reopen attempt failed (or the reopened device failed before delivering a frame).
+    fn retry_later(&self, mut outage: Outage, error: &CaptureError) -> Outage {
+        let now = Instant::now();
+        outage.next_attempt = now + reopen_delay(outage.attempts);
+        tracing::debug!(
+            source = %self.what,
+            attempt = outage.attempts,
+            error = %error,
+            "reopen failed"
+        );
+        if now.duration_since(outage.last_reminder) >= STILL_AWAY_REMINDER {
+            outage.last_reminder = now;
+            tracing::warn!(
+                source = %self.what,
+                attempts = outage.attempts,
+                error = %error,
+                "{} still away after {} s; check that it is plugged in (`polypush devices`)",
+                self.noun(),
+                now.duration_since(outage.since).as_secs()
+            );
+        }
+        outage
+    }
+
+    /// The reopened device delivered: the track is live again.
+    fn back(&self, outage: &Outage) {
+        for c in self.counters() {
+            c.set_state(TrackState::Live);
+        }
+        tracing::info!(
+            source = %self.what,
+            attempts = outage.attempts,
+            "{} back after {:.1} s",
+            self.noun(),
+            outage.since.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Sleeps until the next attempt is due, then tries; `None` if stopped meanwhile.
+    fn reopen_when_due(&mut self, mut outage: Outage) -> Option<Device> {
+        loop {
+            if self.signal.is_set() {
+                return None;
+            }
+            let now = Instant::now();
+            if now >= outage.next_attempt {
+                break;
+            }
+            std::thread::sleep((outage.next_attempt - now).min(PACE_SLICE));
+        }
+        outage.attempts += 1;
+        for c in self.counters() {
+            c.reopen_attempts.fetch_add(1, Ordering::Relaxed);
+        }
+        let opened = match self.fault.as_mut().and_then(|f| f.on_open(Instant::now())) {
+            Some(source) => Err(CaptureError::Open {
+                what: self.what.clone(),
+                source,
+            }),
+            None => plan(&self.spec, false).and_then(|plan| {
+                let wants = (self.outputs.video.is_some(), self.outputs.audio.is_some());
+                open_source(&self.spec, &plan, wants, &self.signal)
+            }),
+        };
+        match opened {
+            Ok((src, info)) => {
+                tracing::debug!(
+                    source = %self.what,
+                    video = ?info.video,
+                    audio = ?info.audio,
+                    "reopened; waiting for the first frame"
+                );
+                self.mapper.restart_input();
+                Some(Device::Reopened(src, outage))
+            }
+            Err(e) => Some(Device::Down(self.retry_later(outage, &e))),
+        }
+    }
+
+    /// Closes an input. A live device's frames may still be queued or in the encoder, pointing
+    /// into the device's buffers (V4L2 hands out its mmap buffers without copying), so wait
+    /// for the encoder to give them back first; should it not (it is stuck), the input is
+    /// leaked rather than unmapped under it.
+    fn close(&self, src: Source) {
+        if !self.live {
+            return;
+        }
+        let returned = [
+            self.outputs
+                .video
+                .as_ref()
+                .map(|s| s.wait_returned(RETURN_TIMEOUT)),
+            self.outputs
+                .audio
+                .as_ref()
+                .map(|s| s.wait_returned(RETURN_TIMEOUT)),
+        ]
+        .into_iter()
+        .all(|r| r.unwrap_or(true));
+        if !returned && matches!(self.spec, SourceSpec::V4l2 { .. }) {
+            tracing::warn!(
+                source = %self.what,
+                "the encoder did not give back the camera's frames within {} s; leaving the device open rather than unmapping buffers in use",
+                RETURN_TIMEOUT.as_secs()
+            );
+            std::mem::forget(src.input);
         }
     }
 
     /// Seeks a looped file back to its start; timestamps continue after the longest track.
-    fn rewind(&mut self) -> Result<(), CaptureError> {
+    fn rewind(&mut self, src: &mut Source) -> Result<(), CaptureError> {
         if self.frames_this_pass == 0 {
             return Err(CaptureError::Ended {
                 what: self.what.clone(),
             });
         }
         self.frames_this_pass = 0;
-        for s in &mut self.streams {
+        for s in &mut src.streams {
             s.decoder.flush();
         }
         self.loop_offset_us = self.max_end_us - self.file_start_us.unwrap_or(0);
-        self.input
+        src.input
             .ctx
             .seek(0, ..)
             .map_err(|source| CaptureError::Read {
@@ -309,13 +463,14 @@ impl Worker {
     /// Sends a packet (or end of stream) to stream `si`'s decoder and delivers every frame.
     fn decode_packet(
         &mut self,
+        src: &mut Source,
         si: usize,
         packet: Option<&ffmpeg::Packet>,
         clock: &CaptureClock,
     ) -> Result<Flow, CaptureError> {
         let sent = match packet {
-            Some(p) => self.streams[si].decoder.send_packet(p),
-            None => self.streams[si].decoder.send_eof(),
+            Some(p) => src.streams[si].decoder.send_packet(p),
+            None => src.streams[si].decoder.send_eof(),
         };
         match sent {
             Ok(()) => {}
@@ -328,14 +483,14 @@ impl Worker {
                 })
             }
         }
-        match self.streams[si].track {
+        match src.streams[si].track {
             Track::Video => {
                 let mut sender = self
                     .outputs
                     .video
                     .take()
                     .expect("video stream implies a video output");
-                let flow = self.drain(si, &mut sender, ffmpeg::frame::Video::empty, clock);
+                let flow = self.drain(src, si, &mut sender, ffmpeg::frame::Video::empty, clock);
                 self.outputs.video = Some(sender);
                 flow
             }
@@ -345,7 +500,7 @@ impl Worker {
                     .audio
                     .take()
                     .expect("audio stream implies an audio output");
-                let flow = self.drain(si, &mut sender, ffmpeg::frame::Audio::empty, clock);
+                let flow = self.drain(src, si, &mut sender, ffmpeg::frame::Audio::empty, clock);
                 self.outputs.audio = Some(sender);
                 flow
             }
@@ -354,6 +509,7 @@ impl Worker {
 
     fn drain<F>(
         &mut self,
+        src: &mut Source,
         si: usize,
         sender: &mut FrameSender<F>,
         new: fn() -> F,
@@ -364,7 +520,7 @@ impl Worker {
     {
         loop {
             let mut frame = sender.empty_frame(new);
-            match self.streams[si].decoder.receive_frame(&mut frame) {
+            match src.streams[si].decoder.receive_frame(&mut frame) {
                 Ok(()) => {}
                 Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
                     sender.discard_shell(frame);
@@ -375,13 +531,17 @@ impl Worker {
                     return Ok(Flow::Continue);
                 }
                 Err(source) => {
+                    // A failed receive leaves the frame blank: keep the shell.
+                    sender.discard_shell(frame);
                     return Err(CaptureError::Decode {
                         what: self.what.clone(),
                         source,
-                    })
+                    });
                 }
             }
-            let Some(pts_us) = self.timestamp(si, &frame, clock) else {
+            let Some(pts_us) =
+                self.timestamp(&mut src.streams[si], sender.counters(), &frame, clock)
+            else {
                 sender.discard(frame);
                 continue;
             };
@@ -390,13 +550,14 @@ impl Worker {
                 return Ok(Flow::Stop);
             }
             match sender.offer(Captured { frame, pts_us }) {
-                Offer::Queued => {}
+                Offer::Queued => src.delivered += 1,
                 Offer::Dropped => {
+                    src.delivered += 1;
                     if rate_limited(&mut self.last_drop_log) {
                         let dropped = sender.counters().dropped.load(Ordering::Relaxed);
                         tracing::warn!(
                             source = %self.what,
-                            track = %self.streams[si].track,
+                            track = %src.streams[si].track,
                             dropped_total = dropped,
                             "encoder is not keeping up: dropping captured frames"
                         );
@@ -409,8 +570,13 @@ impl Worker {
 
     /// The frame's pipeline time, or `None` for a frame to drop (stamped before the pipeline
     /// started: a device's buffered frames).
-    fn timestamp(&mut self, si: usize, frame: &ffmpeg::Frame, clock: &CaptureClock) -> Option<i64> {
-        let s = &mut self.streams[si];
+    fn timestamp(
+        &mut self,
+        s: &mut StreamState,
+        counters: &CaptureCounters,
+        frame: &ffmpeg::Frame,
+        clock: &CaptureClock,
+    ) -> Option<i64> {
         // SAFETY: reading plain fields of a decoded frame.
         let (nb_samples, sample_rate, pkt_duration) = unsafe {
             let f = &*frame.as_ptr();
@@ -452,15 +618,9 @@ impl Worker {
         if self.mapper.mode() == ClockMode::Wallclock && source_on_clock < 0 {
             return None;
         }
-        let mapped = self.mapper.map(track, source_on_clock, now_us);
+        let mapped = self.mapper.map(track, source_on_clock, duration_us, now_us);
         if mapped.resynced {
-            let counters = match track {
-                Track::Video => self.outputs.video.as_ref().map(|s| s.counters()),
-                Track::Audio => self.outputs.audio.as_ref().map(|s| s.counters()),
-            };
-            if let Some(c) = counters {
-                c.resyncs.fetch_add(1, Ordering::Relaxed);
-            }
+            counters.resyncs.fetch_add(1, Ordering::Relaxed);
             if rate_limited(&mut self.last_resync_log) {
                 tracing::warn!(
                     source = %self.what,
@@ -486,6 +646,160 @@ impl Worker {
             std::thread::sleep(Duration::from_micros(remaining as u64).min(PACE_SLICE));
         }
     }
+}
+
+/// How to open `spec` (not the test seam's wrapper). `first` checks a camera against what it
+/// offers, for a start-up error that names the alternatives; a reopen skips that and lets the
+/// driver negotiate (a replugged camera may be another model; the encoder scales).
+fn plan(spec: &SourceSpec, first: bool) -> Result<Plan, CaptureError> {
+    Ok(match spec {
+        SourceSpec::V4l2 {
+            device,
+            input_format,
+            width,
+            height,
+            fps,
+        } => {
+            if first {
+                precheck_camera(device, input_format.as_deref(), *width, *height)?;
+            }
+            let mut options = vec![
+                ("video_size", format!("{width}x{height}")),
+                ("framerate", fps.to_string()),
+                ("timestamps", "mono2abs".to_string()),
+            ];
+            if let Some(f) = input_format {
+                options.push(("input_format", f.clone()));
+            }
+            Plan {
+                url: device.to_string_lossy().into_owned(),
+                format: Some("v4l2"),
+                options,
+                mode: ClockMode::Wallclock,
+                is_device: true,
+                looped: false,
+            }
+        }
+        SourceSpec::Alsa {
+            device,
+            sample_rate,
+            channels,
+        } => Plan {
+            url: device.clone(),
+            format: Some("alsa"),
+            options: vec![
+                ("sample_rate", sample_rate.to_string()),
+                ("channels", channels.to_string()),
+            ],
+            mode: ClockMode::Wallclock,
+            is_device: true,
+            looped: false,
+        },
+        SourceSpec::TestPatternVideo { .. } | SourceSpec::TestPatternAudio { .. } => Plan {
+            url: spec.lavfi_graph().expect("test patterns have a graph"),
+            format: Some("lavfi"),
+            options: Vec::new(),
+            mode: ClockMode::Paced,
+            is_device: false,
+            looped: false,
+        },
+        SourceSpec::File { path, looped } => Plan {
+            url: path.to_string_lossy().into_owned(),
+            format: None,
+            options: Vec::new(),
+            mode: ClockMode::Paced,
+            is_device: false,
+            looped: *looped,
+        },
+        SourceSpec::Faulty { inner, .. } => return plan(inner, first),
+    })
+}
+
+/// Opens the input of `plan` and a decoder for each wanted track (`(video, audio)`).
+fn open_source(
+    spec: &SourceSpec,
+    plan: &Plan,
+    wants: (bool, bool),
+    signal: &StopSignal,
+) -> Result<(Source, SourceInfo), CaptureError> {
+    let what = spec.describe();
+    let req = InputRequest {
+        format: plan.format,
+        url: &plan.url,
+        options: plan.options.clone(),
+        nonblocking: plan.is_device,
+        probe_streams: plan.format.is_none(),
+        what: &what,
+    };
+    let input = input::open(&req, signal).map_err(|e| refine_open_error(spec, e))?;
+
+    let mut streams = Vec::new();
+    let mut info = SourceInfo {
+        description: what.clone(),
+        video: None,
+        audio: None,
+    };
+    for (track, kind, wanted) in [
+        (Track::Video, media::Type::Video, wants.0),
+        (Track::Audio, media::Type::Audio, wants.1),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let stream = input
+            .ctx
+            .streams()
+            .best(kind)
+            .ok_or_else(|| CaptureError::NoStream {
+                what: what.clone(),
+                track,
+            })?;
+        let ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(
+            |source| CaptureError::Decoder {
+                what: what.clone(),
+                source,
+            },
+        )?;
+        let mut decoder = ctx.decoder();
+        decoder.set_packet_time_base(stream.time_base());
+        let decoder = match track {
+            Track::Video => decoder.video().map(|d| {
+                info.video = Some((d.width(), d.height()));
+                d.0
+            }),
+            Track::Audio => decoder.audio().map(|d| {
+                info.audio = Some((d.rate(), d.channels()));
+                d.0
+            }),
+        }
+        .map_err(|source| CaptureError::Decoder {
+            what: what.clone(),
+            source,
+        })?;
+        let rate = stream.avg_frame_rate();
+        let default_duration_us = if rate.numerator() > 0 && rate.denominator() > 0 {
+            1_000_000 * i64::from(rate.denominator()) / i64::from(rate.numerator())
+        } else {
+            40_000
+        };
+        streams.push(StreamState {
+            index: stream.index(),
+            track,
+            time_base: stream.time_base(),
+            decoder,
+            default_duration_us,
+            last_end_us: None,
+        });
+    }
+    Ok((
+        Source {
+            input,
+            streams,
+            delivered: 0,
+            last_data: Instant::now(),
+        },
+        info,
+    ))
 }
 
 /// True at most once a second per `last`.

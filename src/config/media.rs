@@ -20,6 +20,16 @@ pub struct TargetConfig {
     pub max_queue_delay_ms: u64,
     /// Bytes the send queue may hold before video is dropped (64 KiB..=256 MiB).
     pub max_queue_bytes: usize,
+    /// Longest wait between reconnect attempts, seconds (1..=600). Attempts never stop.
+    pub reconnect_max_delay_s: u64,
+    /// A connection that accepts no bytes for this long while media is queued is dropped and
+    /// reconnected, seconds (2..=10).
+    pub stall_timeout_s: u64,
+    /// When Polyv rejects the channel credentials, log in again this often, seconds (30..=3600).
+    pub credentials_retry_s: u64,
+    /// Added to every timestamp sent, milliseconds (0..=4294967295). 0 for a normal broadcast;
+    /// for testing the extended-timestamp range (start near 16777215) and the 2^32 wrap.
+    pub timestamp_offset_ms: u64,
 }
 
 impl Default for TargetConfig {
@@ -30,6 +40,10 @@ impl Default for TargetConfig {
             handshake_timeout_s: 10,
             max_queue_delay_ms: 3000,
             max_queue_bytes: 8 << 20,
+            reconnect_max_delay_s: 30,
+            stall_timeout_s: 10,
+            credentials_retry_s: 300,
+            timestamp_offset_ms: 0,
         }
     }
 }
@@ -185,6 +199,41 @@ impl super::Config {
             256 << 20,
         )?;
 
+        range(
+            src,
+            "target.reconnect_max_delay_s",
+            t.reconnect_max_delay_s,
+            1,
+            600,
+        )?;
+        range(src, "target.stall_timeout_s", t.stall_timeout_s, 2, 10)?;
+        range(
+            src,
+            "target.credentials_retry_s",
+            t.credentials_retry_s,
+            30,
+            3600,
+        )?;
+        range(
+            src,
+            "target.timestamp_offset_ms",
+            t.timestamp_offset_ms,
+            0,
+            u64::from(u32::MAX),
+        )?;
+        let r = &self.record;
+        if r.enabled {
+            if !r.dir.is_absolute() {
+                return Err(src.invalid(
+                    "record.dir",
+                    format!("{} is not an absolute path: use a directory such as /var/lib/polypush/recordings", r.dir.display()),
+                ));
+            }
+            range(src, "record.segment_s", r.segment_s, 10, 24 * 3600)?;
+            range(src, "record.max_total_mb", r.max_total_mb, 64, 16 << 20)?;
+            range(src, "record.min_free_mb", r.min_free_mb, 0, 1 << 20)?;
+        }
+
         let v = &self.video;
         range(src, "video.width", v.width as u64, 160, 3840)?;
         range(src, "video.height", v.height as u64, 120, 2160)?;
@@ -295,5 +344,34 @@ fn range(
         Ok(())
     } else {
         Err(src.invalid(key, format!("{v} is out of range: use {lo} to {hi}")))
+    }
+}
+
+/// `[record]`: the safety recording, written from the same encoded packets as the broadcast,
+/// also while the uplink is down.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    /// Keep a local recording of everything encoded.
+    pub enabled: bool,
+    /// Where segments go (absolute; systemd's StateDirectory is /var/lib/polypush).
+    pub dir: PathBuf,
+    /// Segment length, seconds (10..=86400); segments are cut at keyframes.
+    pub segment_s: u64,
+    /// Disk quota for all segments, MiB (64..); the oldest segments are deleted first.
+    pub max_total_mb: u64,
+    /// Keep at least this much free on the filesystem, MiB; the oldest segments go first.
+    pub min_free_mb: u64,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/polypush/recordings"),
+            segment_s: 600,
+            max_total_mb: 4096,
+            min_free_mb: 512,
+        }
     }
 }

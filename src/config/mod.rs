@@ -10,7 +10,7 @@
 mod media;
 mod secret;
 
-pub use media::{AudioConfig, AudioSource, TargetConfig, VideoConfig, VideoSource};
+pub use media::{AudioConfig, AudioSource, RecordConfig, TargetConfig, VideoConfig, VideoSource};
 pub use secret::Secret;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,8 @@ pub struct Config {
     pub video: VideoConfig,
     /// Microphone and AAC encoder.
     pub audio: AudioConfig,
+    /// The local safety recording.
+    pub record: RecordConfig,
 }
 
 /// `[polyv]`: which channel to broadcast on and how to reach the platform.
@@ -539,6 +541,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains(":4:1: polyv.endpoints.login"), "{msg}");
+    }
+
+    #[test]
+    fn media_and_resilience_ranges_are_checked() {
+        let base = "[polyv]\nchannel_id = \"1\"\n";
+        for (extra, key) in [
+            ("[target]\nstall_timeout_s = 30\n", "target.stall_timeout_s"),
+            (
+                "[target]\ncredentials_retry_s = 5\n",
+                "target.credentials_retry_s",
+            ),
+            ("[video]\nwidth = 641\n", "video.width"),
+            ("[audio]\nsample_rate = 22050\n", "audio.sample_rate"),
+            ("[record]\nenabled = true\ndir = \"rec\"\n", "record.dir"),
+        ] {
+            let msg = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(msg.contains(key), "{extra}: {msg}");
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@
 //! spacing from it. Nothing is clamped or dropped, timestamps never go negative, and audio
 //! starts with video; the cost is that the sound a player hears is 21.3 ms late, well inside
 //! lip-sync tolerance.
+//!
+//! While a microphone is reconnecting, [`AudioEncoder::fill_silence`] continues the counted
+//! timeline with silence up to the capture clock, in whole 1024-sample frames; when the
+//! microphone is back its frames are checked against the timeline like any other. Silence is
+//! pushed and encoded one frame at a time, so a long gap never grows the FIFO.
 
 use bytes::Bytes;
 use ffmpeg::format::{sample::Type as SampleType, Sample};
@@ -138,6 +143,17 @@ impl AudioTimeline {
 
     pub(crate) fn advance(&mut self, samples: usize) {
         self.samples += samples as i64;
+    }
+
+    /// Samples missing between the end of the timeline and `until_us`; 0 if it reaches that
+    /// far. A timeline without an anchor (no input yet) is anchored at `until_us`.
+    pub(crate) fn missing_until(&mut self, until_us: i64) -> usize {
+        let Some(anchor) = self.anchor_us else {
+            self.anchor_us = Some(until_us);
+            return 0;
+        };
+        let end_us = anchor + self.samples * 1_000_000 / self.rate;
+        usize::try_from((until_us - end_us) * self.rate / 1_000_000).unwrap_or(0)
     }
 
     /// Pipeline milliseconds of encoder sample position `sample_pts` (already shifted by the
@@ -382,8 +398,7 @@ impl AudioEncoder {
             Adjust::Pad(n) => {
                 self.corrections += 1;
                 tracing::debug!(samples = n, "audio gap: inserting silence");
-                self.fifo.push_silence(n);
-                self.timeline.advance(n);
+                self.push_silence(n, on_packet)?;
             }
             Adjust::Skip => {
                 self.corrections += 1;
@@ -418,6 +433,42 @@ impl AudioEncoder {
             self.send_frame(self.frame_size, on_packet)?;
         }
         Ok(())
+    }
+
+    /// Continues the timeline with silence up to `until_us` on the pipeline clock, in whole
+    /// frames (the rest waits for the next call), while the source is away. Returns the number
+    /// of frames encoded.
+    pub fn fill_silence(
+        &mut self,
+        until_us: i64,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<u64, EncodeError> {
+        let missing = self.timeline.missing_until(until_us);
+        let whole = (self.fifo.len() + missing) / self.frame_size * self.frame_size;
+        let silence = whole.saturating_sub(self.fifo.len());
+        self.push_silence(silence, on_packet)
+    }
+
+    /// Appends `n` samples of silence to the timeline, encoding every frame it completes as it
+    /// goes (the FIFO stays under a frame whatever `n`). Returns the frames encoded.
+    fn push_silence(
+        &mut self,
+        mut n: usize,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<u64, EncodeError> {
+        let mut frames = 0;
+        while n > 0 {
+            let room = self.frame_size.saturating_sub(self.fifo.len()).max(1);
+            let chunk = n.min(room);
+            self.fifo.push_silence(chunk);
+            self.timeline.advance(chunk);
+            n -= chunk;
+            while self.fifo.len() >= self.frame_size {
+                self.send_frame(self.frame_size, on_packet)?;
+                frames += 1;
+            }
+        }
+        Ok(frames)
     }
 
     /// Encodes what is left (a short last frame) and drains the encoder; the encoder cannot be
@@ -518,6 +569,55 @@ mod tests {
         t.advance(48_000);
         assert_eq!(t.check(900_000), Adjust::Skip);
         assert_eq!(t.check(970_000), Adjust::Keep);
+    }
+
+    #[test]
+    fn timeline_counts_what_is_missing_up_to_a_time() {
+        let mut t = AudioTimeline::new(48_000);
+        // No input yet: anchored at the time asked for.
+        assert_eq!(t.missing_until(2_000_000), 0);
+        assert_eq!(t.missing_until(2_100_000), 4_800);
+        t.advance(4_800);
+        assert_eq!(t.missing_until(2_100_000), 0);
+        assert_eq!(t.missing_until(2_000_000), 0, "ahead of the time asked for");
+    }
+
+    #[test]
+    fn silence_fills_whole_frames_up_to_the_clock() {
+        let mut enc = AudioEncoder::open(&AudioEncoderSettings::default()).unwrap();
+        let mut out = Vec::new();
+        // 500 samples of a real frame at 1 s, then the microphone is gone.
+        let mut frame =
+            ffmpeg::frame::Audio::new(Sample::F32(SampleType::Planar), 500, ChannelLayout::STEREO);
+        frame.set_rate(48_000);
+        for plane in 0..2 {
+            frame.plane_mut::<f32>(plane).fill(0.0);
+        }
+        let captured = crate::capture::Captured {
+            frame,
+            pts_us: 1_000_000,
+        };
+        enc.encode(&captured, &mut |p| out.push(p)).unwrap();
+        // 100 ms later: 4800 samples are due, 500 + 4300 of silence is 4 whole frames (4096).
+        let filled = enc.fill_silence(1_100_000, &mut |p| out.push(p)).unwrap();
+        assert_eq!(filled, 4);
+        assert_eq!(enc.fifo.len(), 0);
+        // Nothing more is due until another frame's worth of time has passed.
+        assert_eq!(
+            enc.fill_silence(1_100_000, &mut |p| out.push(p)).unwrap(),
+            0
+        );
+        assert_eq!(
+            enc.fill_silence(1_107_000, &mut |p| out.push(p)).unwrap(),
+            1
+        );
+        // A long gap (a minute) is encoded frame by frame, never buffered whole.
+        let filled = enc.fill_silence(61_107_000, &mut |p| out.push(p)).unwrap();
+        assert_eq!(filled, 60 * 48_000 / 1024);
+        assert!(enc.fifo.len() < 1024);
+        enc.flush(&mut |p| out.push(p)).unwrap();
+        let dts: Vec<i64> = out.iter().map(|p| p.dts_ms).collect();
+        assert!(dts.windows(2).all(|w| (21..=22).contains(&(w[1] - w[0]))));
     }
 
     #[test]

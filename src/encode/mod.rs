@@ -10,6 +10,10 @@
 //! [`EncodedPacket`] (Annex B H.264 access units, raw AAC frames) and [`pipeline::StreamParams`]
 //! (what the packetizer needs for sequence headers).
 //!
+//! When a live camera or microphone is lost, the encode threads keep its track going (a
+//! darkened still picture, or silence) on the pipeline clock until it is back; see
+//! [`pipeline`].
+//!
 //! The encoders reuse one `AVPacket` and their conversion frames; the only per-packet
 //! allocation is the `Bytes` the payload is copied into (the packetizer rewrites start codes
 //! anyway, so a zero-copy hand-over would buy nothing).
@@ -21,7 +25,7 @@ pub mod video;
 use bytes::Bytes;
 use ffmpeg_next as ffmpeg;
 
-pub use crate::capture::Track;
+pub use crate::capture::{Track, TrackState};
 pub use audio::{AudioEncoder, AudioEncoderSettings};
 pub use pipeline::{
     spawn_pipeline, AudioParams, PipelineConfig, PipelineControl, PipelineError, PipelineHandle,

@@ -15,11 +15,22 @@
 //! threads; each encode thread then drains its queue, flushes the encoder into the sink and
 //! exits. A thread that fails, or a source that ends, halts the whole pipeline: the supervisor
 //! sees [`PipelineHandle::is_finished`] and collects the error from `stop_and_join`.
+//!
+//! Device loss is not a failure: a live camera or microphone that goes away mid-broadcast is
+//! reopened by its capture thread ([`crate::capture::reconnect`]) and the pipeline goes on. Its
+//! track reads [`TrackState::Reconnecting`] ([`PipelineControl::track_state`], [`TrackStats`])
+//! and its encode thread keeps it alive on the pipeline clock: video repeats the last picture,
+//! darkened, at the configured frame rate on the last frame's grid ([`StillSchedule`]; the GOP
+//! goes on), audio continues its sample timeline with silence in 1024-sample frames. The other
+//! track is not touched. Real frames take over as soon as the device delivers again, whatever
+//! size or format it comes back with (the encoder scales; it is not reopened). The encode
+//! threads therefore never block on their queue for longer than [`IDLE_POLL`].
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -29,13 +40,23 @@ use super::{
 };
 use crate::capture::{
     frame_queue, init_ffmpeg, CaptureClock, CaptureCounters, CaptureError, CaptureOutputs,
-    CaptureThread, SourceSpec, StopSignal, Track,
+    CaptureThread, Received, SourceSpec, StopSignal, Track, TrackState,
 };
 
 /// Frames queued between video capture and encoder (~250 ms at 30 fps).
 const VIDEO_QUEUE: usize = 8;
 /// Audio frames queued (a few hundred ms whatever the device's period size).
 const AUDIO_QUEUE: usize = 32;
+/// An encode thread without input looks this often whether its device was lost.
+pub const IDLE_POLL: Duration = Duration::from_millis(50);
+/// While filling, the audio encode thread tops up the silence this often (about a frame).
+const SILENCE_TICK: Duration = Duration::from_millis(20);
+/// Silence is filled up to this far behind the clock: a microphone's frames are stamped with
+/// the time of their first sample, a period or so before they are read, so a returning
+/// microphone lands just after the silence rather than before it.
+const SILENCE_LAG_US: i64 = 10_000;
+/// A still schedule further behind the clock than this skips ahead instead of catching up.
+pub const MAX_STILL_CATCHUP_US: i64 = 3_000_000;
 
 /// What to capture and how to encode it. A track whose source is `None` is absent.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,11 +101,22 @@ pub struct AudioParams {
 /// One track's counters, as a snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TrackStats {
+    /// Live, or reconnecting a lost device since when (for the status line and health).
+    pub state: TrackState,
     pub frames_captured: u64,
-    /// Captured frames dropped because the encoder fell behind (or stamped before start).
+    /// Captured frames dropped because the encoder fell behind (or stamped before start, or,
+    /// from a returning camera, older than the still already sent for their time).
     pub frames_dropped: u64,
     /// Source timestamps re-anchored to the pipeline clock.
     pub resyncs: u64,
+    /// Times the live device went away mid-broadcast.
+    pub device_losses: u64,
+    /// Attempts to reopen a lost device, successful or not.
+    pub reopen_attempts: u64,
+    /// Frames encoded while the device was away: repeated stills (video) or 1024-sample
+    /// frames of silence (audio).
+    pub frames_filled: u64,
+    /// Frames handed to the encoder: captured ones and filled ones.
     pub frames_encoded: u64,
     pub packets: u64,
     pub bytes: u64,
@@ -124,6 +156,7 @@ pub enum PipelineError {
 #[derive(Debug, Default)]
 struct EncodeCounters {
     frames: AtomicU64,
+    filled: AtomicU64,
     packets: AtomicU64,
     bytes: AtomicU64,
     keyframes: AtomicU64,
@@ -137,6 +170,8 @@ struct Shared {
     video_encode: EncodeCounters,
     audio_encode: EncodeCounters,
     errors: AtomicU64,
+    /// The pipeline clock, set when capture starts (the encoders fill on it).
+    clock: OnceLock<CaptureClock>,
     keyframe_requested: AtomicBool,
     /// A pending bitrate change in kbit/s; 0 = none.
     bitrate_requested: AtomicU32,
@@ -148,6 +183,36 @@ impl Shared {
             Track::Video => &self.video_encode,
             Track::Audio => &self.audio_encode,
         }
+    }
+
+    fn capture_counters(&self, track: Track) -> &CaptureCounters {
+        match track {
+            Track::Video => &self.video_capture,
+            Track::Audio => &self.audio_capture,
+        }
+    }
+
+    /// Counts a frame encoded; `filled` when the device was away.
+    fn count_frame(&self, track: Track, filled: bool) {
+        let c = self.encode_counters(track);
+        c.frames.fetch_add(1, Ordering::Relaxed);
+        if filled {
+            c.filled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a pending keyframe request and applies a pending bitrate change.
+    fn take_video_requests(&self, encoder: &mut VideoEncoder, warned_bitrate: &mut bool) -> bool {
+        let kbps = self.bitrate_requested.swap(0, Ordering::Relaxed);
+        if kbps != 0 {
+            if let Err(e) = encoder.set_bitrate(kbps) {
+                if !*warned_bitrate {
+                    tracing::warn!(error = %e, "bitrate change ignored");
+                    *warned_bitrate = true;
+                }
+            }
+        }
+        self.keyframe_requested.swap(false, Ordering::Relaxed)
     }
 
     fn count_packet(&self, track: Track, packet: &EncodedPacket) {
@@ -162,9 +227,13 @@ impl Shared {
 
     fn snapshot(&self) -> PipelineStats {
         let track = |cap: &CaptureCounters, enc: &EncodeCounters| TrackStats {
+            state: cap.state(),
             frames_captured: cap.captured.load(Ordering::Relaxed),
             frames_dropped: cap.dropped.load(Ordering::Relaxed),
             resyncs: cap.resyncs.load(Ordering::Relaxed),
+            device_losses: cap.device_losses.load(Ordering::Relaxed),
+            reopen_attempts: cap.reopen_attempts.load(Ordering::Relaxed),
+            frames_filled: enc.filled.load(Ordering::Relaxed),
             frames_encoded: enc.frames.load(Ordering::Relaxed),
             packets: enc.packets.load(Ordering::Relaxed),
             bytes: enc.bytes.load(Ordering::Relaxed),
@@ -205,6 +274,12 @@ impl PipelineControl {
     pub fn stats(&self) -> PipelineStats {
         self.shared.snapshot()
     }
+
+    /// Whether `track`'s device is delivering or being reconnected (and since when), for a
+    /// "reconnecting camera" status. A track the pipeline does not have reads `Live`.
+    pub fn track_state(&self, track: Track) -> TrackState {
+        self.shared.capture_counters(track).state()
+    }
 }
 
 /// A running pipeline. Dropping it stops and joins it.
@@ -227,6 +302,11 @@ impl PipelineHandle {
 
     pub fn stats(&self) -> PipelineStats {
         self.control.stats()
+    }
+
+    /// See [`PipelineControl::track_state`].
+    pub fn track_state(&self, track: Track) -> TrackState {
+        self.control.track_state(track)
     }
 
     pub fn request_keyframe(&self) {
@@ -326,12 +406,16 @@ where
             let (ready_tx, ready_rx) = mpsc::sync_channel(1);
             video_ready = Some(ready_rx);
             let settings = config.video_encoder.clone();
+            let live = config
+                .video_source
+                .as_ref()
+                .is_some_and(SourceSpec::is_live_device);
             let (shared, signal, mut sink) = (shared.clone(), signal.clone(), sink.clone());
             let name = "polypush-encode-video".to_string();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
-                    let encoder = match VideoEncoder::open(&settings) {
+                    let mut encoder = match VideoEncoder::open(&settings) {
                         Ok(e) => e,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -347,6 +431,8 @@ where
                         extradata: encoder.extradata().cloned(),
                         parameter_sets_inline: encoder.parameter_sets_inline(),
                     }));
+                    // A camera can be lost: keep its last picture for the still.
+                    encoder.keep_last_picture(live);
                     let result = run_video(encoder, rx, &shared, &mut sink);
                     finish_thread(&shared, &signal, Track::Video, result)
                 })
@@ -462,6 +548,7 @@ where
         Ok(params) => {
             on_ready(&params);
             let clock = CaptureClock::start_now();
+            let _ = shared.clock.set(clock);
             for c in &mut captures {
                 c.start(clock);
             }
@@ -501,6 +588,8 @@ fn finish_thread(
     result
 }
 
+/// The video encode loop: captured frames as they come; while the camera is reconnecting, the
+/// still picture on the last frame's grid.
 fn run_video<S>(
     mut encoder: VideoEncoder,
     rx: crate::capture::FrameReceiver<ffmpeg_next::frame::Video>,
@@ -514,26 +603,68 @@ where
         shared.count_packet(Track::Video, &packet);
         sink(Track::Video, packet);
     };
+    let fps = encoder.settings().fps;
     let mut warned_bitrate = false;
-    while let Some(mut frame) = rx.recv() {
-        let force = shared.keyframe_requested.swap(false, Ordering::Relaxed);
-        let kbps = shared.bitrate_requested.swap(0, Ordering::Relaxed);
-        if kbps != 0 {
-            if let Err(e) = encoder.set_bitrate(kbps) {
-                if !warned_bitrate {
-                    tracing::warn!(error = %e, "bitrate change ignored");
-                    warned_bitrate = true;
+    let mut last_pts_us: Option<i64> = None;
+    let mut stills: Option<StillSchedule> = None;
+    // The time of the last still while no real frame has followed it yet.
+    let mut last_still_us: Option<i64> = None;
+    loop {
+        let timeout = match (&stills, shared.clock.get()) {
+            (Some(s), Some(clock)) => s
+                .wait(clock.now_us())
+                .clamp(Duration::from_millis(1), IDLE_POLL),
+            _ => IDLE_POLL,
+        };
+        match rx.recv_timeout(timeout) {
+            Received::Frame(mut frame) => {
+                if last_still_us.is_some_and(|still| frame.pts_us <= still) {
+                    // Captured before a still already sent for its time (a returning camera's
+                    // buffered frames): too late to show.
+                    rx.recycle(frame.frame);
+                    shared.video_capture.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
+                last_still_us = None;
+                if stills.take().is_some() {
+                    tracing::debug!("video: captured frames again, stills end");
+                }
+                let force = shared.take_video_requests(&mut encoder, &mut warned_bitrate);
+                let result = encoder.encode(&mut frame, force, &mut on_packet);
+                last_pts_us = Some(frame.pts_us);
+                rx.recycle(frame.frame);
+                result?;
+                shared.count_frame(Track::Video, false);
+                continue;
+            }
+            Received::Timeout => {}
+            Received::Closed => break,
+        }
+        let Some(clock) = shared.clock.get() else {
+            continue;
+        };
+        if stills.is_none() && shared.video_capture.state().is_reconnecting() {
+            encoder.prepare_still()?;
+            stills = Some(StillSchedule::new(
+                last_pts_us.unwrap_or_else(|| clock.now_us()),
+                fps,
+            ));
+        }
+        if let Some(schedule) = stills.as_mut() {
+            while let Some(pts_us) = schedule.due(clock.now_us()) {
+                let force = shared.take_video_requests(&mut encoder, &mut warned_bitrate);
+                encoder.encode_still(pts_us, force, &mut on_packet)?;
+                last_pts_us = Some(pts_us);
+                last_still_us = Some(pts_us);
+                shared.count_frame(Track::Video, true);
             }
         }
-        let result = encoder.encode(&mut frame, force, &mut on_packet);
-        rx.recycle(frame.frame);
-        result?;
-        shared.video_encode.frames.fetch_add(1, Ordering::Relaxed);
     }
     encoder.flush(&mut on_packet)
 }
 
+/// The audio encode loop: captured frames as they come; while the microphone is reconnecting,
+/// silence up to the clock.
 fn run_audio<S>(
     mut encoder: AudioEncoder,
     rx: crate::capture::FrameReceiver<ffmpeg_next::frame::Audio>,
@@ -547,15 +678,144 @@ where
         shared.count_packet(Track::Audio, &packet);
         sink(Track::Audio, packet);
     };
-    while let Some(frame) = rx.recv() {
-        let result = encoder.encode(&frame, &mut on_packet);
-        rx.recycle(frame.frame);
-        result?;
-        shared.audio_encode.frames.fetch_add(1, Ordering::Relaxed);
-        shared
-            .audio_encode
-            .corrections
-            .store(encoder.corrections(), Ordering::Relaxed);
+    let mut filling = false;
+    loop {
+        let timeout = if filling { SILENCE_TICK } else { IDLE_POLL };
+        match rx.recv_timeout(timeout) {
+            Received::Frame(frame) => {
+                if std::mem::take(&mut filling) {
+                    tracing::debug!("audio: captured frames again, silence ends");
+                }
+                let result = encoder.encode(&frame, &mut on_packet);
+                rx.recycle(frame.frame);
+                result?;
+                shared.count_frame(Track::Audio, false);
+                shared
+                    .audio_encode
+                    .corrections
+                    .store(encoder.corrections(), Ordering::Relaxed);
+                continue;
+            }
+            Received::Timeout => {}
+            Received::Closed => break,
+        }
+        let Some(clock) = shared.clock.get() else {
+            continue;
+        };
+        if !filling && shared.audio_capture.state().is_reconnecting() {
+            filling = true;
+        }
+        if filling {
+            let frames = encoder.fill_silence(clock.now_us() - SILENCE_LAG_US, &mut on_packet)?;
+            for _ in 0..frames {
+                shared.count_frame(Track::Audio, true);
+            }
+        }
     }
     encoder.flush(&mut on_packet)
+}
+
+/// When to encode the still picture while a camera is away. Pure: `now_us` is an argument.
+///
+/// Stills continue the last frame's grid (`last + k / fps`), so the video timeline goes on
+/// without a gap or a phase jump and a reopened paced source lands on the same grid (see
+/// [`crate::capture::clock`]). Each still is encoded half a frame after its time, so that a
+/// real frame for the same slot wins. Further behind than [`MAX_STILL_CATCHUP_US`] (the loss
+/// was noticed late: a device that stalled), the grid skips ahead rather than bursting.
+#[derive(Debug, Clone)]
+pub struct StillSchedule {
+    base_us: i64,
+    fps: i64,
+    /// Index of the next still on the grid (the last frame is 0).
+    next: i64,
+}
+
+impl StillSchedule {
+    pub fn new(last_pts_us: i64, fps: u32) -> Self {
+        Self {
+            base_us: last_pts_us,
+            fps: i64::from(fps.max(1)),
+            next: 1,
+        }
+    }
+
+    fn slot(&self, k: i64) -> i64 {
+        self.base_us + k * 1_000_000 / self.fps
+    }
+
+    fn half_frame_us(&self) -> i64 {
+        500_000 / self.fps
+    }
+
+    /// The time of the next still if it is due at `now_us` (call until `None`).
+    pub fn due(&mut self, now_us: i64) -> Option<i64> {
+        let slot = self.slot(self.next);
+        if now_us < slot + self.half_frame_us() {
+            return None;
+        }
+        if now_us - slot > MAX_STILL_CATCHUP_US {
+            // The latest grid point not after now.
+            self.next = ((now_us - self.base_us) * self.fps / 1_000_000).max(self.next);
+        }
+        let slot = self.slot(self.next);
+        self.next += 1;
+        Some(slot)
+    }
+
+    /// How long until the next still is due.
+    pub fn wait(&self, now_us: i64) -> Duration {
+        let until = self.slot(self.next) + self.half_frame_us() - now_us;
+        Duration::from_micros(u64::try_from(until).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stills_continue_the_frame_grid_half_a_frame_late() {
+        let mut s = StillSchedule::new(1_000_000, 25);
+        // The next slot is 1.04 s, encoded from 1.06 s on.
+        assert_eq!(s.due(1_050_000), None);
+        assert_eq!(s.wait(1_050_000), Duration::from_millis(10));
+        assert_eq!(s.due(1_060_000), Some(1_040_000));
+        assert_eq!(s.due(1_060_000), None);
+        // Woken late: every overdue slot, in order.
+        let mut slots = Vec::new();
+        while let Some(t) = s.due(1_200_000) {
+            slots.push(t);
+        }
+        assert_eq!(slots, [1_080_000, 1_120_000, 1_160_000]);
+        // 1.2 s is next, at 1.22 s.
+        assert_eq!(s.wait(1_200_000), Duration::from_millis(20));
+        assert_eq!(s.wait(1_300_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn stills_at_30_fps_do_not_drift() {
+        let mut s = StillSchedule::new(0, 30);
+        let mut last = 0;
+        for k in 1..=3000i64 {
+            let t = s.due(k * 1_000_000 / 30 + 20_000).unwrap();
+            assert_eq!(t, k * 1_000_000 / 30);
+            assert!((33_333..=33_334).contains(&(t - last)));
+            last = t;
+        }
+        assert_eq!(last, 100_000_000, "100 s later, exactly");
+    }
+
+    #[test]
+    fn stills_skip_ahead_when_far_behind() {
+        let mut s = StillSchedule::new(0, 25);
+        // Noticed 10 s late: no burst of 250 frames, the grid resumes near now.
+        let t = s.due(10_000_000).unwrap();
+        assert_eq!(t, 10_000_000);
+        assert_eq!(s.due(10_000_000), None);
+        assert_eq!(s.due(10_060_000), Some(10_040_000));
+        // A moderate delay is caught up (no gap).
+        let mut s = StillSchedule::new(0, 25);
+        let n = std::iter::from_fn(|| s.due(2_000_000)).count();
+        assert_eq!(n, 49);
+    }
 }

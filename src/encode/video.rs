@@ -18,6 +18,15 @@
 //! Decoded camera frames often carry `pict_type = I` (every MJPEG frame is an intra picture);
 //! libx264 honours a frame's picture type and would make every frame an IDR. The picture type
 //! is therefore reset before every frame and set to `I` only for a requested keyframe.
+//!
+//! While a camera is reconnecting the encoder repeats a still picture
+//! ([`VideoEncoder::encode_still`]): the last picture it encoded with the luma lowered to a
+//! third and the colour halved, so viewers see that the camera is gone rather than a frozen
+//! picture (a dark frame when there is no last picture). It goes through the same encoder, so
+//! the GOP and the rate control carry on, and a repeated picture costs a few bytes a frame. The
+//! last picture is kept in the conversion frame; frames that need no conversion are copied
+//! there only when [`VideoEncoder::keep_last_picture`] asks for it (live cameras): a copy per
+//! frame, and the encoder never holds on to a captured frame (which may be a device buffer).
 
 use bytes::Bytes;
 use ffmpeg::format::Pixel;
@@ -280,6 +289,12 @@ pub struct VideoEncoder {
     extradata: Option<Bytes>,
     keyframe_requested: bool,
     last_pts_ms: Option<i64>,
+    /// Copy pictures that need no conversion into `converted`, so a still can be made of them.
+    keep_last: bool,
+    /// `converted` holds the last picture encoded.
+    has_last: bool,
+    /// The picture repeated while the camera is away; allocated at the first loss.
+    still: Option<ffmpeg::frame::Video>,
     bitrate_kbps: u32,
     /// A lowered VBV waiting for the frame that carries the lowered bitrate to go in first.
     vbv_after_next_frame: Option<u32>,
@@ -404,6 +419,9 @@ impl VideoEncoder {
             extradata,
             keyframe_requested: false,
             last_pts_ms: None,
+            keep_last: false,
+            has_last: false,
+            still: None,
             bitrate_kbps: settings.bitrate_kbps,
             vbv_after_next_frame: None,
             vbv_pending: None,
@@ -490,6 +508,12 @@ impl VideoEncoder {
         }
     }
 
+    /// Keeps the last picture for [`prepare_still`](Self::prepare_still) even when frames
+    /// need no conversion (one copy per frame then). For live cameras, which can be lost.
+    pub fn keep_last_picture(&mut self, keep: bool) {
+        self.keep_last = keep;
+    }
+
     /// Encodes one frame (converted first if its format or size differs from the encoder's)
     /// and passes every packet that comes out to `on_packet`.
     ///
@@ -502,7 +526,70 @@ impl VideoEncoder {
         force_keyframe: bool,
         on_packet: &mut dyn FnMut(EncodedPacket),
     ) -> Result<(), EncodeError> {
-        let mut pts_ms = frame.pts_us.div_euclid(1000);
+        self.submit(
+            Picture::Captured(&mut frame.frame),
+            frame.pts_us,
+            force_keyframe,
+            on_packet,
+        )
+    }
+
+    /// Makes the still picture [`encode_still`](Self::encode_still) repeats from the last
+    /// picture encoded (darkened), or a dark frame if there is none. Call when the camera is
+    /// lost; the buffer is reused from one loss to the next.
+    pub fn prepare_still(&mut self) -> Result<(), EncodeError> {
+        let (pix_fmt, width, height) = (self.pix_fmt, self.settings.width, self.settings.height);
+        let still = self.still.get_or_insert_with(|| {
+            let mut f = ffmpeg::frame::Video::new(pix_fmt, width, height);
+            f.set_color_range(ffmpeg::color::Range::MPEG);
+            f
+        });
+        let encode_error = |source| EncodeError::Encode {
+            encoder: self.settings.encoder.clone(),
+            source,
+        };
+        // SAFETY: both frames are ours and of the encoder's format and size; make_writable
+        // copies the still's buffer only if the encoder still references it.
+        unsafe {
+            let ret = ffmpeg::ffi::av_frame_make_writable(still.as_mut_ptr());
+            if ret < 0 {
+                return Err(encode_error(ffmpeg::Error::from(ret)));
+            }
+            if self.has_last {
+                let ret = ffmpeg::ffi::av_frame_copy(still.as_mut_ptr(), self.converted.as_ptr());
+                if ret < 0 {
+                    return Err(encode_error(ffmpeg::Error::from(ret)));
+                }
+            } else {
+                fill_black(still, pix_fmt).map_err(encode_error)?;
+            }
+        }
+        darken(still, pix_fmt);
+        Ok(())
+    }
+
+    /// Encodes the still picture at `pts_us` (pipeline clock) while the camera is away; the
+    /// GOP and the bitrate behave as for any frame. Prepares the still if needed.
+    pub fn encode_still(
+        &mut self,
+        pts_us: i64,
+        force_keyframe: bool,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<(), EncodeError> {
+        if self.still.is_none() {
+            self.prepare_still()?;
+        }
+        self.submit(Picture::Still, pts_us, force_keyframe, on_packet)
+    }
+
+    fn submit(
+        &mut self,
+        picture: Picture<'_>,
+        pts_us: i64,
+        force_keyframe: bool,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<(), EncodeError> {
+        let mut pts_ms = pts_us.div_euclid(1000);
         if let Some(last) = self.last_pts_ms {
             if pts_ms <= last {
                 pts_ms = last + 1;
@@ -515,34 +602,58 @@ impl VideoEncoder {
             self.write_rate_control(None, Some(kbps));
         }
 
-        let src = &mut frame.frame;
-        let full_range = src.color_range() == ffmpeg::color::Range::JPEG;
-        let needs_conversion = src.format() != self.pix_fmt
-            || src.width() != self.settings.width
-            || src.height() != self.settings.height
-            || full_range;
-        let target: &mut ffmpeg::frame::Video = if needs_conversion {
-            let from = (src.format(), src.width(), src.height(), full_range);
-            if self.scaler.as_ref().map(|s| s.from) != Some(from) {
-                let to = (self.pix_fmt, self.settings.width, self.settings.height);
-                let scaler =
-                    Scaler::new(from, to).map_err(|source| self.convert_error(from, source))?;
-                tracing::debug!(from = ?from, to = ?self.pix_fmt, "video conversion set up");
-                self.scaler = Some(scaler);
+        let target: &mut ffmpeg::frame::Video = match picture {
+            Picture::Still => self.still.as_mut().expect("prepared by encode_still"),
+            Picture::Captured(src) => {
+                let full_range = src.color_range() == ffmpeg::color::Range::JPEG;
+                let needs_conversion = src.format() != self.pix_fmt
+                    || src.width() != self.settings.width
+                    || src.height() != self.settings.height
+                    || full_range;
+                if needs_conversion {
+                    let from = (src.format(), src.width(), src.height(), full_range);
+                    if self.scaler.as_ref().map(|s| s.from) != Some(from) {
+                        let to = (self.pix_fmt, self.settings.width, self.settings.height);
+                        let scaler = Scaler::new(from, to)
+                            .map_err(|source| self.convert_error(from, source))?;
+                        tracing::debug!(from = ?from, to = ?self.pix_fmt, "video conversion set up");
+                        self.scaler = Some(scaler);
+                    }
+                    // SAFETY: the conversion frame is ours; make_writable copies its buffer
+                    // only if the encoder still holds a reference to it.
+                    let ret =
+                        unsafe { ffmpeg::ffi::av_frame_make_writable(self.converted.as_mut_ptr()) };
+                    if ret < 0 {
+                        return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
+                    }
+                    let scaler = self.scaler.as_mut().expect("scaler set up above");
+                    if let Err(source) = scaler.run(src, &mut self.converted) {
+                        return Err(self.convert_error(from, source));
+                    }
+                    self.has_last = true;
+                    &mut self.converted
+                } else if self.keep_last {
+                    let from = (src.format(), src.width(), src.height(), false);
+                    // SAFETY: both frames have the encoder's format and size (checked above);
+                    // make_writable copies only if the encoder still references the buffer.
+                    let ret = unsafe {
+                        let ret = ffmpeg::ffi::av_frame_make_writable(self.converted.as_mut_ptr());
+                        if ret < 0 {
+                            ret
+                        } else {
+                            ffmpeg::ffi::av_frame_copy(self.converted.as_mut_ptr(), src.as_ptr())
+                        }
+                    };
+                    if ret < 0 {
+                        return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
+                    }
+                    self.has_last = true;
+                    &mut self.converted
+                } else {
+                    self.has_last = false;
+                    src
+                }
             }
-            // SAFETY: the conversion frame is ours; make_writable copies its buffer only if the
-            // encoder still holds a reference to it.
-            let ret = unsafe { ffmpeg::ffi::av_frame_make_writable(self.converted.as_mut_ptr()) };
-            if ret < 0 {
-                return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
-            }
-            let scaler = self.scaler.as_mut().expect("scaler set up above");
-            if let Err(source) = scaler.run(src, &mut self.converted) {
-                return Err(self.convert_error(from, source));
-            }
-            &mut self.converted
-        } else {
-            src
         };
         target.set_pts(Some(pts_ms));
         target.set_kind(if keyframe {
@@ -619,6 +730,65 @@ impl VideoEncoder {
     }
 }
 
+/// What [`VideoEncoder::submit`] encodes.
+enum Picture<'a> {
+    Captured(&'a mut ffmpeg::frame::Video),
+    Still,
+}
+
+/// Luma of the "camera away" still: a third of the way from black (limited range).
+fn dim_luma(y: u8) -> u8 {
+    16 + y.saturating_sub(16) / 3
+}
+
+/// Chroma of the still: halfway to grey.
+fn dim_chroma(c: u8) -> u8 {
+    (128 + (i16::from(c) - 128) / 2) as u8
+}
+
+/// Darkens an 8-bit limited-range picture in place (the encoder formats polypush picks); other
+/// formats are left as they are (the still is then the last picture, repeated).
+fn darken(frame: &mut ffmpeg::frame::Video, format: Pixel) {
+    let chroma_planes = match format {
+        Pixel::YUV420P => 1..3,
+        Pixel::NV12 => 1..2,
+        _ => return,
+    };
+    for y in frame.data_mut(0) {
+        *y = dim_luma(*y);
+    }
+    for plane in chroma_planes {
+        for c in frame.data_mut(plane) {
+            *c = dim_chroma(*c);
+        }
+    }
+}
+
+/// Fills a picture with black (limited range).
+///
+/// # Safety
+/// `frame` must be writable and allocated for `format` and its size.
+unsafe fn fill_black(frame: &mut ffmpeg::frame::Video, format: Pixel) -> Result<(), ffmpeg::Error> {
+    let raw = frame.as_mut_ptr();
+    let mut linesizes = [0isize; 4];
+    for (l, &s) in linesizes.iter_mut().zip((*raw).linesize.iter()) {
+        *l = s as isize;
+    }
+    let ret = ffmpeg::ffi::av_image_fill_black(
+        (*raw).data.as_mut_ptr(),
+        linesizes.as_ptr(),
+        format.into(),
+        ffmpeg::ffi::AVColorRange::AVCOL_RANGE_MPEG,
+        (*raw).width,
+        (*raw).height,
+    );
+    if ret < 0 {
+        Err(ffmpeg::Error::from(ret))
+    } else {
+        Ok(())
+    }
+}
+
 fn vbv_bits(kbps: u32, seconds: f64) -> i32 {
     (f64::from(kbps) * 1000.0 * seconds)
         .round()
@@ -661,6 +831,71 @@ mod tests {
             ..Default::default()
         };
         assert!(s.validate().unwrap_err().to_string().contains("even"));
+    }
+
+    #[test]
+    fn the_still_is_darker_and_greyer() {
+        assert_eq!(dim_luma(235), 89);
+        assert_eq!(dim_luma(16), 16);
+        assert_eq!(dim_luma(0), 16, "below black stays black");
+        assert_eq!(dim_chroma(128), 128);
+        assert_eq!(dim_chroma(240), 184);
+        assert_eq!(dim_chroma(16), 72);
+    }
+
+    #[test]
+    fn stills_repeat_the_last_picture_darkened_and_keep_the_gop() {
+        let settings = VideoEncoderSettings {
+            width: 64,
+            height: 48,
+            fps: 25,
+            keyframe_interval_s: 0.4, // GOP of 10
+            bitrate_kbps: 200,
+            threads: 1,
+            ..Default::default()
+        };
+        let mut encoder = VideoEncoder::open(&settings).unwrap();
+        encoder.keep_last_picture(true);
+        let mut out = Vec::new();
+        // A still before any picture is a dark frame.
+        encoder
+            .encode_still(0, false, &mut |p| out.push(p))
+            .unwrap();
+        let mut frame = crate::capture::Captured {
+            frame: ffmpeg::frame::Video::new(Pixel::YUV420P, 64, 48),
+            pts_us: 40_000,
+        };
+        for b in frame.frame.data_mut(0) {
+            *b = 200;
+        }
+        for plane in 1..3 {
+            for b in frame.frame.data_mut(plane) {
+                *b = 128;
+            }
+        }
+        encoder
+            .encode(&mut frame, false, &mut |p| out.push(p))
+            .unwrap();
+        encoder.prepare_still().unwrap();
+        let still = encoder.still.as_ref().unwrap();
+        assert_eq!(still.data(0)[0], dim_luma(200));
+        assert_eq!(still.data(1)[0], 128);
+        for i in 2..25 {
+            encoder
+                .encode_still(i * 40_000, false, &mut |p| out.push(p))
+                .unwrap();
+        }
+        let keyframes: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.keyframe)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(keyframes, [0, 10, 20]);
+        let dts: Vec<i64> = out.iter().map(|p| p.dts_ms).collect();
+        assert!(dts.windows(2).all(|w| w[1] - w[0] == 40), "{dts:?}");
+        // Repeated pictures cost next to nothing.
+        assert!(out[5..9].iter().all(|p| p.data.len() < 100));
     }
 
     #[test]

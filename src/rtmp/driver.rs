@@ -8,9 +8,11 @@
 //!
 //! The loop that takes packets from the ring belongs to the caller: either call
 //! [`Publisher::send`] per packet and [`Publisher::service`] while idle (both cancel-safe, so
-//! they fit in a `select!`), or hand a packet source to [`pump`]. Reconnecting with backoff is
-//! the caller's too: [`connect`] starts from nothing each time and [`RtmpError::is_transient`]
-//! says whether retrying the same address makes sense.
+//! they fit in a `select!`), or hand a packet source to [`pump`]. A long-running sender
+//! ([`super::reconnect`]) instead uses [`Publisher::queue`], which never waits, and watches
+//! [`Publisher::backlog_bytes`], [`Publisher::written_bytes`] and [`Publisher::delivered_bytes`]
+//! to keep media in the ring while the socket is full and to notice a dead link. [`connect`]
+//! starts from nothing each time; reconnecting is the caller's.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -77,6 +79,10 @@ pub struct Publisher {
     /// Bytes for the ingest, in order; the front one is written from `out_offset`.
     out: VecDeque<Vec<u8>>,
     out_offset: usize,
+    /// Bytes in `out` not yet written.
+    out_bytes: usize,
+    /// Bytes the kernel accepted from us on this connection.
+    written: u64,
     read_buf: Box<[u8]>,
     send_timeout: Duration,
     close_timeout: Duration,
@@ -91,6 +97,8 @@ pub async fn connect(url: &RtmpUrl, opts: &ConnectOptions) -> Result<Publisher, 
         session: Session::new(url, &opts.session)?,
         out: VecDeque::new(),
         out_offset: 0,
+        out_bytes: 0,
+        written: 0,
         read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
         send_timeout: opts.send_timeout,
         close_timeout: opts.close_timeout,
@@ -160,6 +168,34 @@ impl Publisher {
                 after: self.send_timeout,
             }),
         }
+    }
+
+    /// Serializes `pkt` and writes as much as the socket takes now; never waits. What the
+    /// socket does not take stays queued here ([`Publisher::backlog_bytes`]) and goes out from
+    /// [`Publisher::service`]. A caller that pops from a ring should stop popping while the
+    /// backlog is large, so media waits in the ring, where the drop policy is.
+    pub fn queue(&mut self, pkt: &MediaPacket) -> Result<(), RtmpError> {
+        self.session.send(pkt)?;
+        self.collect();
+        self.write_ready()
+    }
+
+    /// Serialized bytes waiting for socket space (not yet in the kernel).
+    pub fn backlog_bytes(&self) -> usize {
+        self.out_bytes
+    }
+
+    /// Bytes the kernel accepted on this connection (handshake included).
+    pub fn written_bytes(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes the ingest's TCP stack acknowledged: [`Publisher::written_bytes`] minus what the
+    /// kernel still holds ([`Publisher::unsent_bytes`]). `None` where `SIOCOUTQ` is missing.
+    /// This moves only while the peer really receives, so it is what stall detection watches.
+    pub fn delivered_bytes(&self) -> Option<u64> {
+        self.unsent_bytes()
+            .map(|queued| self.written.saturating_sub(u64::from(queued)))
     }
 
     /// Waits for the socket and handles one batch of inbound bytes (and writes queued answers).
@@ -272,6 +308,7 @@ impl Publisher {
     /// Moves the session's output into our queue (moving the buffers, not copying them).
     fn collect(&mut self) {
         while let Some(bytes) = self.session.poll_transmit() {
+            self.out_bytes += bytes.len();
             self.out.push_back(bytes);
         }
     }
@@ -323,6 +360,8 @@ impl Publisher {
     }
 
     fn advance(&mut self, mut written: usize) {
+        self.written += written as u64;
+        self.out_bytes -= written;
         while written > 0 {
             let Some(front) = self.out.front() else {
                 return;

@@ -1,9 +1,10 @@
 //! The one error type of the RTMP layer, shared by the sans-IO session and the tokio driver.
 //!
 //! Every message names the ingest (or the masked stream) and says what to do, because these
-//! errors end up in the journal of an unattended box. [`RtmpError::is_transient`] is the split
-//! the reconnect loop needs: transient errors are retried with backoff on the same push address;
-//! the others need a different address (log in again) or a fixed configuration.
+//! errors end up in the journal of an unattended box. Two classifications serve two readers:
+//! [`RtmpError::recovery`] tells the reconnect loop ([`super::reconnect`]) what to do next (retry
+//! the same address, ask for a fresh one, or stop), and [`RtmpError::is_transient`] tells the CLI
+//! which exit code family an error that ended the run belongs to (network vs. rejected).
 
 use std::io;
 use std::time::Duration;
@@ -145,6 +146,31 @@ pub enum RtmpError {
         "could not encode an RTMP message ({detail}): this is a bug in polypush, please report it"
     )]
     Encode { detail: String },
+
+    /// The push address source (Polyv login, or configuration) failed in a way retrying cannot
+    /// fix. `message` is the source's own, already actionable, message.
+    #[error("cannot get a push address: {message}")]
+    Address { message: String },
+
+    /// `backoff.max_attempts` consecutive attempts failed; `last` is the last failure.
+    #[error("gave up after {attempts} failed attempts to publish (the configured maximum); the last one: {last}")]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        last: Box<RtmpError>,
+    },
+}
+
+/// What the reconnect loop does after an error; see [`RtmpError::recovery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recovery {
+    /// Try the same address again after a backoff: the network or the ingest had trouble.
+    Retry,
+    /// The ingest refused this address (key, application): ask the address source for a fresh
+    /// one (Polyv: log in again), then retry after a backoff.
+    FreshAddress,
+    /// Retrying cannot help; the run ends with this error.
+    Fatal,
 }
 
 impl RtmpError {
@@ -158,13 +184,39 @@ impl RtmpError {
             | RtmpError::Stalled { .. }
             | RtmpError::Closed { .. }
             | RtmpError::Io { .. }
-            | RtmpError::Protocol { .. } => true,
+            | RtmpError::Protocol { .. }
+            | RtmpError::GaveUp { .. } => true,
             RtmpError::BadUrl { .. }
+            | RtmpError::Address { .. }
             | RtmpError::PublishDropped { .. }
             | RtmpError::ConnectRejected { .. }
             | RtmpError::PublishRejected { .. }
             | RtmpError::InvalidState { .. }
             | RtmpError::Encode { .. } => false,
+        }
+    }
+
+    /// What a long-running sender does about this error. Unlike [`RtmpError::is_transient`],
+    /// a bug that broke one session (`InvalidState`, `Encode`) is retried: a fresh session
+    /// starts from a clean state, and an unattended box is better off streaming again than
+    /// exiting. Rejections ask for a fresh address because Polyv may have moved the stream.
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            RtmpError::Resolve { .. }
+            | RtmpError::Refused { .. }
+            | RtmpError::Timeout { .. }
+            | RtmpError::Stalled { .. }
+            | RtmpError::Closed { .. }
+            | RtmpError::Io { .. }
+            | RtmpError::Protocol { .. }
+            | RtmpError::InvalidState { .. }
+            | RtmpError::Encode { .. } => Recovery::Retry,
+            RtmpError::PublishDropped { .. }
+            | RtmpError::ConnectRejected { .. }
+            | RtmpError::PublishRejected { .. } => Recovery::FreshAddress,
+            RtmpError::BadUrl { .. } | RtmpError::Address { .. } | RtmpError::GaveUp { .. } => {
+                Recovery::Fatal
+            }
         }
     }
 }
@@ -201,5 +253,40 @@ mod tests {
             phase: Phase::Connect,
         };
         assert!(e.to_string().contains("application part"), "{e}");
+    }
+
+    #[test]
+    fn recovery_classes() {
+        let stalled = RtmpError::Stalled {
+            addr: "h:1".into(),
+            after: Duration::from_secs(10),
+        };
+        assert_eq!(stalled.recovery(), Recovery::Retry);
+        let dropped = RtmpError::PublishDropped {
+            addr: "h:1".into(),
+            stream: "k***".into(),
+        };
+        assert_eq!(dropped.recovery(), Recovery::FreshAddress);
+        let bug = RtmpError::Encode {
+            detail: "too long".into(),
+        };
+        assert_eq!(bug.recovery(), Recovery::Retry);
+        assert!(!bug.is_transient());
+        let address = RtmpError::Address {
+            message: "no password".into(),
+        };
+        assert_eq!(address.recovery(), Recovery::Fatal);
+        assert!(!address.is_transient());
+        let gave_up = RtmpError::GaveUp {
+            attempts: 3,
+            last: Box::new(stalled),
+        };
+        assert_eq!(gave_up.recovery(), Recovery::Fatal);
+        // Exit code family "network": the operator limited the attempts.
+        assert!(gave_up.is_transient());
+        assert!(
+            gave_up.to_string().contains("accepted no data"),
+            "{gave_up}"
+        );
     }
 }

@@ -237,10 +237,29 @@ impl Session {
 
     /// Feeds bytes received from the ingest. Answers (handshake, acks, pongs, the next command)
     /// are queued for [`Session::poll_transmit`]. Any error closes the session.
+    ///
+    /// The bytes come from the network, and `rml_rtmp` parses them; a panic in there on hostile
+    /// input is caught and reported as a protocol error, so a misbehaving ingest costs one
+    /// session, not the daemon (the session is closed afterwards, so no state it left half
+    /// updated is used again).
     pub fn handle_input(&mut self, bytes: &[u8]) -> Result<Vec<Event>, RtmpError> {
         self.stats.bytes_received += bytes.len() as u64;
         let mut events = Vec::new();
-        let result = self.handle_input_inner(bytes, &mut events);
+        let phase = self.phase();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.handle_input_inner(bytes, &mut events)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(protocol(
+                phase,
+                format!("rml_rtmp panicked on this input: {what}"),
+            ))
+        });
         if result.is_err() {
             self.state = State::Closed;
         }
@@ -944,6 +963,127 @@ mod tests {
         assert_eq!(stats.video_messages_sent, 3);
         assert_eq!(stats.audio_messages_sent, 2);
         assert_eq!(stats.metadata_messages_sent, 1);
+    }
+
+    /// The timestamps rml_rtmp's server session reports for what we sent.
+    fn received_timestamps(server: &Server) -> Vec<(bool, u32)> {
+        server
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ServerSessionEvent::VideoDataReceived { timestamp, .. } => {
+                    Some((true, timestamp.value))
+                }
+                ServerSessionEvent::AudioDataReceived { timestamp, .. } => {
+                    Some((false, timestamp.value))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Interleaved audio (every 21 ms, 200 bytes: one chunk) and video (every 40 ms, 9000
+    /// bytes: three chunks, so type-3 continuation chunks carry the extended timestamp too)
+    /// from `start` for `span` ms, as (is_video, pipeline dts) in send order.
+    fn av_from(start: u64, span: u64) -> Vec<(bool, u64)> {
+        let mut out: Vec<(bool, u64)> = (0..span / 21)
+            .map(|i| (false, start + i * 21))
+            .chain((0..span / 40).map(|i| (true, start + i * 40)))
+            .collect();
+        out.sort_by_key(|&(v, t)| (t, v));
+        out
+    }
+
+    fn send_av(client: &mut Session, server: &mut Server, packets: &[(bool, u64)]) {
+        for (i, &(video, dts)) in packets.iter().enumerate() {
+            let pkt = if video {
+                let body = Bytes::from(vec![if i == 0 { 0x17 } else { 0x27 }; 9000]);
+                MediaPacket::new(PacketKind::Video { keyframe: i == 0 }, dts, body)
+            } else {
+                MediaPacket::new(PacketKind::Audio, dts, Bytes::from(vec![0xaf; 200]))
+            };
+            client.send(&pkt).unwrap();
+            // Small exchanges, so the server parses chunk by chunk as it would off a socket.
+            if i % 7 == 0 {
+                exchange(client, server).unwrap();
+            }
+        }
+        exchange(client, server).unwrap();
+    }
+
+    /// Timestamps from 0xFFFFFF - 500 ms to past 0xFFFFFF: the first message on each chunk
+    /// stream has a type-0 header with an extended timestamp, later ones type-1/2 deltas;
+    /// rml_rtmp's server sees exactly the timestamps we sent.
+    #[test]
+    fn timestamps_across_the_24_bit_limit_use_extended_timestamps() {
+        let mut server = Server::new();
+        let config = SessionConfig {
+            chunk_size: 4096,
+            ..SessionConfig::default()
+        };
+        let mut client = publishing(&mut server, &config);
+        server.events.clear();
+        // Starts just below 0xFFFFFF, so the first (type 0) chunks of each stream have no
+        // extended field and the deltas carry the stream across; then a fresh session that
+        // starts past the limit, so type 0 headers and their continuation chunks carry one.
+        let packets = av_from(0xFF_FFFF - 500, 1000);
+        send_av(&mut client, &mut server, &packets);
+        let expected: Vec<(bool, u32)> = packets.iter().map(|&(v, t)| (v, t as u32)).collect();
+        assert_eq!(received_timestamps(&server), expected);
+
+        // On the wire: a type-0 header whose 24-bit field is 0xFFFFFF, then the 32-bit
+        // timestamp; each type-3 continuation chunk of the message repeats the 32-bit field
+        // (as FFmpeg and nginx-rtmp expect).
+        let mut server = Server::new();
+        let mut client = publishing(&mut server, &config);
+        let ts: u32 = 0xFF_FFFF + 5;
+        let body = Bytes::from(vec![0x17; 9000]);
+        client
+            .send(&MediaPacket::new(
+                PacketKind::Video { keyframe: true },
+                u64::from(ts),
+                body,
+            ))
+            .unwrap();
+        let mut wire = Vec::new();
+        while let Some(b) = client.poll_transmit() {
+            wire.extend(b);
+        }
+        assert_eq!(wire[0], 0x04, "type 0 header on the video chunk stream");
+        assert_eq!(&wire[1..4], &[0xff, 0xff, 0xff]);
+        assert_eq!(&wire[4..7], &[0x00, 0x23, 0x28], "message length 9000");
+        assert_eq!(wire[7], 9, "video message");
+        assert_eq!(&wire[12..16], &ts.to_be_bytes());
+        let second = 16 + 4096;
+        assert_eq!(wire[second], 0xc4, "type 3 continuation");
+        assert_eq!(&wire[second + 1..second + 5], &ts.to_be_bytes());
+        assert_eq!(wire.len(), 16 + 9000 + 2 * 5);
+        server.input(&wire);
+        assert_eq!(received_timestamps(&server), [(true, ts)]);
+        server.events.clear();
+        let packets = av_from(u64::from(ts) + 40, 500);
+        send_av(&mut client, &mut server, &packets);
+        let expected: Vec<(bool, u32)> = packets.iter().map(|&(v, t)| (v, t as u32)).collect();
+        assert_eq!(received_timestamps(&server), expected);
+    }
+
+    /// Around 2^32 ms (49.7 days) RTMP timestamps wrap; the deltas are computed with wrapping
+    /// arithmetic on both sides, so the server sees the pipeline time modulo 2^32, in order.
+    #[test]
+    fn timestamps_wrap_at_2_pow_32() {
+        let mut server = Server::new();
+        let mut client = publishing(&mut server, &SessionConfig::default());
+        server.events.clear();
+        let packets = av_from((1 << 32) - 500, 1000);
+        send_av(&mut client, &mut server, &packets);
+        let expected: Vec<(bool, u32)> = packets
+            .iter()
+            .map(|&(v, t)| (v, (t & 0xFFFF_FFFF) as u32))
+            .collect();
+        let got = received_timestamps(&server);
+        assert_eq!(got, expected);
+        assert!(got.iter().any(|&(_, t)| t > 0xFFFF_FF00));
+        assert!(got.iter().any(|&(_, t)| t < 500));
     }
 
     #[test]

@@ -18,6 +18,12 @@
 //!   module runs before the access check) and then drops the connection, so the publisher sees
 //!   an accepted publish followed by a hang-up.
 //! - Any other application: nginx drops the connection in answer to `connect`.
+//!
+//! [`Nginx::start_with`] takes [`NginxOptions`] for the reconnect tests: keep one recording per
+//! session (`record_unique on`: `STREAM-<unix seconds>.flv`, so sessions must start at least a
+//! second apart), drop a publisher that sent nothing for a while (`drop_idle_publisher`, how an
+//! ingest forgets a publisher whose link died), and run inside a network namespace on an address
+//! there (`ip netns exec NS nginx …`; `ip netns exec` execs nginx, so the child PID is nginx's).
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -29,17 +35,36 @@ const MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How to run nginx; the default is what [`Nginx::start`] does.
+#[derive(Debug, Clone, Default)]
+pub struct NginxOptions {
+    /// `record_unique on`: every session gets its own recording ([`Nginx::recordings`]).
+    pub record_unique: bool,
+    /// `drop_idle_publisher` for the `live` application.
+    pub drop_idle_publisher: Option<Duration>,
+    /// Run inside this network namespace (the caller created it).
+    pub netns: Option<String>,
+    /// Listen here instead of 127.0.0.1 (an address inside `netns`).
+    pub listen: Option<Ipv4Addr>,
+}
+
 /// A running nginx-rtmp; killed by its PID when dropped.
 pub struct Nginx {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    opts: NginxOptions,
 }
 
 impl Nginx {
     /// Starts nginx on a free loopback port and waits until it accepts connections. Retries
     /// with another port if the one picked was taken in the meantime.
     pub fn start() -> Nginx {
+        Self::start_with(NginxOptions::default())
+    }
+
+    /// Like [`Nginx::start`], with options.
+    pub fn start_with(opts: NginxOptions) -> Nginx {
         assert!(
             Path::new(MODULE).exists(),
             "{MODULE} is missing: install nginx and libnginx-mod-rtmp (scripts/install-deps.sh)"
@@ -54,6 +79,7 @@ impl Nginx {
             child: None,
             dir,
             port: 0,
+            opts,
         };
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -70,8 +96,18 @@ impl Nginx {
         self.port
     }
 
+    /// The listening address (loopback unless [`NginxOptions::listen`] says otherwise).
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip(), self.port))
+    }
+
+    fn ip(&self) -> Ipv4Addr {
+        self.opts.listen.unwrap_or(Ipv4Addr::LOCALHOST)
+    }
+
+    /// The PID of the running nginx, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `rtmp://127.0.0.1:PORT/live/STREAM`: published streams are recorded.
@@ -91,7 +127,7 @@ impl Nginx {
 
     /// Any application, including ones that do not exist (nginx drops the connection then too).
     pub fn url_in(&self, app: &str, stream: &str) -> String {
-        format!("rtmp://127.0.0.1:{}/{app}/{stream}", self.port)
+        format!("rtmp://{}:{}/{app}/{stream}", self.ip(), self.port)
     }
 
     /// Where nginx records `stream` (`record_unique off`, so the name is fixed). The file grows
@@ -99,6 +135,32 @@ impl Nginx {
     /// connection.
     pub fn recording(&self, stream: &str) -> PathBuf {
         self.dir.path().join("rec").join(format!("{stream}.flv"))
+    }
+
+    /// With `record_unique`: the recordings of `stream`, oldest first (one per session).
+    pub fn recordings(&self, stream: &str) -> Vec<PathBuf> {
+        let prefix = format!("{stream}-");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("rec"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".flv"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // STREAM-<unix seconds>.flv: same number of digits, so the names sort by time.
+        files.sort();
+        files
+    }
+
+    /// How many times nginx logged a publish of `stream` (one per accepted session).
+    pub fn publish_count(&self, stream: &str) -> usize {
+        let needle = format!("publish: name='{stream}'");
+        self.error_log().matches(&needle).count()
     }
 
     pub fn dir(&self) -> &Path {
@@ -170,12 +232,20 @@ impl Nginx {
     fn spawn(&mut self) -> Result<(), String> {
         let dir = self.dir.path();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(dir, self.port)).unwrap();
+        std::fs::write(&conf, config(dir, self.ip(), self.port, &self.opts)).unwrap();
         let log = dir.join("logs/error.log");
         // A file, not a pipe: nobody drains a pipe while the tests run.
         let stderr_path = dir.join("logs/stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new("nginx")
+        let mut command = match &self.opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nginx"]);
+                c
+            }
+            None => Command::new("nginx"),
+        };
+        let mut child = command
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -223,8 +293,13 @@ impl Drop for Nginx {
     }
 }
 
-fn config(dir: &Path, port: u16) -> String {
+fn config(dir: &Path, ip: Ipv4Addr, port: u16, opts: &NginxOptions) -> String {
     let dir = dir.display();
+    let unique = if opts.record_unique { "on" } else { "off" };
+    let idle = opts
+        .drop_idle_publisher
+        .map(|d| format!("drop_idle_publisher {}ms;", d.as_millis()))
+        .unwrap_or_default();
     format!(
         r#"load_module {MODULE};
 daemon off;
@@ -236,13 +311,14 @@ events {{
 }}
 rtmp {{
     server {{
-        listen 127.0.0.1:{port};
+        listen {ip}:{port};
         chunk_size 4096;
         application live {{
             live on;
             record all;
             record_path {dir}/rec;
-            record_unique off;
+            record_unique {unique};
+            {idle}
         }}
         application deny {{
             live on;

@@ -1,0 +1,184 @@
+//! Resilience end to end through the real `polypush run`: the safety recording keeps every
+//! frame through an uplink outage, timestamps past 0xFFFFFF ms decode cleanly, and rejected
+//! channel credentials are retried slowly with one ERROR, not in a busy loop.
+
+mod common;
+
+use common::nginx::{decode_errors, ffprobe_json, Nginx};
+use common::*;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn segments(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "flv"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Upstream down for 30 s in the middle of a 60 s run: the local recording holds every frame
+/// the encoder produced.
+#[test]
+fn safety_recording_keeps_every_frame_through_an_outage() {
+    let mut nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let cfg = write_run_config(
+        dir.path(),
+        None,
+        &format!("[record]\nenabled = true\ndir = {rec:?}\nsegment_s = 20\n"),
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("width = 640", "width = 320")
+        .replace("height = 360", "height = 240");
+    std::fs::write(&cfg, text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_polypush"))
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "--json",
+            "--log-level",
+            "info",
+            "run",
+            "--url",
+            &nginx.url("outage"),
+            "--duration",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let at = |s: u64| {
+        let t = Duration::from_secs(s);
+        if let Some(rest) = t.checked_sub(start.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    };
+    at(15);
+    nginx.stop();
+    at(45);
+    nginx.start_again();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let encoded = summary["video_frames_encoded"].as_u64().unwrap();
+    assert!(encoded >= 1450, "{summary}");
+
+    let segs = segments(&rec);
+    assert!(segs.len() >= 3, "expected 20 s segments, got {segs:?}");
+    let mut frames = 0u64;
+    for seg in &segs {
+        let errors = decode_errors(seg);
+        assert!(errors.is_empty(), "{}: {errors}", seg.display());
+        let tags = flv_tags(seg);
+        let first_video = tags.iter().find(|t| t.kind == 9 && t.is_media()).unwrap();
+        assert!(
+            first_video.is_video_keyframe(),
+            "{} starts without a keyframe",
+            seg.display()
+        );
+        frames += tags.iter().filter(|t| t.kind == 9 && t.is_media()).count() as u64;
+    }
+    assert_eq!(
+        frames, encoded,
+        "the safety recording lost frames: {frames} of {encoded}"
+    );
+    // And the ingest got the broadcast back after the outage.
+    assert!(summary["reconnects"].as_u64().unwrap() >= 1, "{summary}");
+    let probe = ffprobe_json(&nginx.recording("outage"));
+    assert!(probe["streams"].as_array().unwrap().len() == 2, "{probe}");
+}
+
+/// A broadcast whose timestamps start 3 s before 0xFFFFFF ms (4 h 40 min) crosses into the
+/// extended-timestamp range and the recording still decodes cleanly.
+#[test]
+fn extended_timestamps_decode_cleanly() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_run_config(
+        dir.path(),
+        None,
+        &format!("[target]\ntimestamp_offset_ms = {}\n", 0xFF_FFFF - 3000),
+    );
+    let r = polypush(
+        &cfg,
+        &["run", "--url", &nginx.url("ext"), "--duration", "7"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let path = nginx.recording("ext");
+    let errors = decode_errors(&path);
+    assert!(errors.is_empty(), "{errors}");
+    let tags = flv_tags(&path);
+    let media: Vec<&FlvTag> = tags.iter().filter(|t| t.is_media()).collect();
+    // nginx-rtmp rebases what it records to the session's first timestamp, so the file shows
+    // 0..7 s; what crossed the wire (0xFFFFFF - 3000 up to 0xFFFFFF + 4000, in extended
+    // timestamps) is checked against rml_rtmp's server session in src/rtmp/ unit tests.
+    let span = media.last().unwrap().ts_ms - media.first().unwrap().ts_ms;
+    assert!(
+        (6500..=7500).contains(&span),
+        "the ingest got {span} ms of media"
+    );
+    for kind in [8u8, 9] {
+        let ts: Vec<u32> = media
+            .iter()
+            .filter(|t| t.kind == kind)
+            .map(|t| t.ts_ms)
+            .collect();
+        assert!(
+            ts.windows(2).all(|w| w[0] <= w[1]),
+            "track {kind} goes backwards"
+        );
+    }
+}
+
+/// Polyv rejects the channel password: no busy loop, one ERROR, a clear exit when the run ends.
+#[test]
+fn rejected_credentials_are_retried_slowly_with_one_error() {
+    let nginx = Nginx::start();
+    let base = format!("rtmp://127.0.0.1:{}/live/", nginx.port());
+    let sim = Sim::start_with(&["--rtmp-base", &base]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_run_config(
+        dir.path(),
+        Some(&sim.base),
+        "[target]\ncredentials_retry_s = 30\n",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(PASSWORD, "wrong-pw");
+    std::fs::write(&cfg, text).unwrap();
+    let r = polypush(
+        &cfg,
+        &[
+            "--log-level",
+            "info",
+            "run",
+            "--test-pattern",
+            "--duration",
+            "6",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let errors = r.stderr.lines().filter(|l| l.contains("ERROR")).count();
+    assert_eq!(errors, 1, "one ERROR per change of state:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("channel id or password error"),
+        "{}",
+        r.stderr
+    );
+    let logins = sim
+        .requests()
+        .iter()
+        .filter(|q| q["path"] == "/api/v2/teacher_login.json")
+        .count();
+    assert!(logins <= 2, "{logins} logins in 6 s: a busy loop");
+    assert!(!r.stderr.contains("wrong-pw"));
+}
