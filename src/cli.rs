@@ -41,6 +41,10 @@ pub enum Command {
         /// Stop after this many seconds.
         #[arg(long, value_name = "SECONDS")]
         duration: Option<f64>,
+        /// Append one JSON line per second of live numbers (state, target and delivered
+        /// bitrate, queue delay, drops by reason) to this file.
+        #[arg(long, value_name = "FILE")]
+        stats_file: Option<std::path::PathBuf>,
     },
     /// List cameras (with their formats and sizes) and ALSA capture devices.
     Devices,

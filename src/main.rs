@@ -156,6 +156,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             url,
             test_pattern,
             duration,
+            stats_file,
         } => {
             let mut cfg = Config::load(&cli.config)?;
             if test_pattern {
@@ -176,6 +177,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     url,
                     duration,
                     status_line: !j,
+                    stats_file,
                 },
             )
             .await?;

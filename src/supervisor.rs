@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Show the live status line (on a TTY).
     pub status_line: bool,
+    /// Append one JSON line of live numbers per second here (tests, benchmarks, field logs).
+    pub stats_file: Option<std::path::PathBuf>,
 }
 
 /// Why a broadcast ended badly. The CLI maps these to exit codes.
@@ -537,6 +539,12 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
     ));
 
     let mut status = StatusLine::new(opts.status_line && std::io::stderr().is_terminal());
+    let mut stats_file = match &opts.stats_file {
+        Some(p) => Some(StatsFile::create(p)?),
+        None => None,
+    };
+    let target_kbps = info.video_bitrate_kbps;
+    let mut ticks: u64 = 0;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let shutdown = shutdown_signal();
@@ -556,6 +564,30 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
                     break Ok(()); // stop_and_join below returns the pipeline's error
                 }
                 status.update(started, pipeline.stats(), ring.stats(), &control);
+                ticks += 1;
+                if let (Some(f), true) = (stats_file.as_mut(), ticks % 2 == 0) {
+                    let (p, r, snd) = (pipeline.stats(), ring.stats(), control.stats());
+                    let drops: serde_json::Map<String, serde_json::Value> = r
+                        .dropped
+                        .iter()
+                        .map(|(reason, c)| (reason.as_str().to_string(), c.packets.into()))
+                        .collect();
+                    let delivered_kbps = f.delivered_kbps(snd.bytes_delivered);
+                    f.write(&serde_json::json!({
+                        "t": started.elapsed().as_secs_f64(),
+                        "state": control.state().name(),
+                        "target_kbps": target_kbps,
+                        "delivered_kbps": delivered_kbps,
+                        "ring_delay_ms": r.queued_delay_ms,
+                        "ring_bytes": r.queued_bytes,
+                        "socket_unsent_bytes": snd.socket_unsent_bytes,
+                        "backlog_bytes": snd.backlog_bytes,
+                        "dropped": drops,
+                        "video_frames": p.video.frames_encoded,
+                        "audio_frames": p.audio.frames_encoded,
+                        "reconnects": snd.reconnects,
+                    }));
+                }
             }
         }
     };
@@ -667,5 +699,48 @@ impl StatusLine {
         if self.enabled && self.last.is_some() {
             eprintln!();
         }
+    }
+}
+
+/// One JSON line per second of what the broadcast is doing: the numbers the status line,
+/// tests and benchmarks read (`polypush run --stats-file FILE`).
+struct StatsFile {
+    out: std::io::BufWriter<std::fs::File>,
+    last: Option<(Instant, u64)>,
+}
+
+impl StatsFile {
+    fn create(path: &std::path::Path) -> Result<Self, RunError> {
+        let f = std::fs::File::create(path).map_err(|e| {
+            RunError::Internal(format!(
+                "--stats-file {}: cannot create: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Self {
+            out: std::io::BufWriter::new(f),
+            last: None,
+        })
+    }
+
+    fn write(&mut self, line: &serde_json::Value) {
+        let _ = serde_json::to_writer(&mut self.out, line);
+        let _ = self.out.write_all(b"\n");
+        let _ = self.out.flush();
+    }
+
+    /// The rate the ingest's TCP acknowledged since the last line, kbit/s.
+    fn delivered_kbps(&mut self, delivered: u64) -> f64 {
+        let now = Instant::now();
+        let kbps = match self.last {
+            Some((t, b)) => {
+                delivered.saturating_sub(b) as f64 * 8.0
+                    / now.duration_since(t).as_secs_f64().max(1e-3)
+                    / 1000.0
+            }
+            None => 0.0,
+        };
+        self.last = Some((now, delivered));
+        kbps
     }
 }

@@ -182,3 +182,41 @@ fn rejected_credentials_are_retried_slowly_with_one_error() {
     assert!(logins <= 2, "{logins} logins in 6 s: a busy loop");
     assert!(!r.stderr.contains("wrong-pw"));
 }
+
+/// SIGUSR1 ("reconnect now") makes a publishing daemon reconnect at once.
+#[test]
+fn sigusr1_reconnects_at_once() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_run_config(dir.path(), None, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_polypush"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--url", &nginx.url("usr1"), "--duration", "12"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |n: usize, within: Duration| {
+        let deadline = Instant::now() + within;
+        while nginx.publish_count("usr1") < n {
+            assert!(
+                Instant::now() < deadline,
+                "no publish #{n} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Instant::now()
+    };
+    wait_for(1, Duration::from_secs(10));
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's PID with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
+    let again = wait_for(2, Duration::from_secs(5));
+    eprintln!(
+        "republished {} ms after SIGUSR1",
+        (again - sent).as_millis()
+    );
+    assert!(again - sent < Duration::from_secs(2));
+    assert!(child.wait().unwrap().success());
+}
