@@ -154,11 +154,10 @@ fn last_error(r: &Run) -> String {
     lines[0].to_string()
 }
 
-#[test]
-fn missing_camera_is_one_clear_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("cam.toml");
-    std::fs::write(&cfg, "[polyv]\nchannel_id = \"1\"\n[video]\nsource = \"v4l2\"\ndevice = \"/dev/video99\"\n[audio]\nsource = \"none\"\n").unwrap();
+/// Runs with `media` as the [video]/[audio] config; expects exit 5 and returns the error line.
+fn media_error(dir: &Path, media: &str) -> String {
+    let cfg = dir.join("media.toml");
+    std::fs::write(&cfg, format!("[polyv]\nchannel_id = \"1\"\n{media}")).unwrap();
     let r = polypush(
         &cfg,
         &[
@@ -170,7 +169,16 @@ fn missing_camera_is_one_clear_line() {
         ],
     );
     assert_eq!(r.code, 5, "{}", r.stderr);
-    let line = last_error(&r);
+    last_error(&r)
+}
+
+#[test]
+fn missing_camera_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = media_error(
+        dir.path(),
+        "[video]\nsource = \"v4l2\"\ndevice = \"/dev/video99\"\n[audio]\nsource = \"none\"\n",
+    );
     assert!(
         line.contains("/dev/video99") && line.contains("[video] device"),
         "{line}"
@@ -182,40 +190,20 @@ fn unsupported_input_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("lesson.mp4");
     std::fs::write(&junk, "this is not a media file").unwrap();
-    let cfg = dir.path().join("file.toml");
-    std::fs::write(&cfg, format!("[polyv]\nchannel_id = \"1\"\n[video]\nsource = \"file\"\nfile = {junk:?}\n[audio]\nsource = \"file\"\n")).unwrap();
-    let r = polypush(
-        &cfg,
-        &[
-            "run",
-            "--url",
-            "rtmp://127.0.0.1:9/live/x",
-            "--duration",
-            "5",
-        ],
+    let line = media_error(
+        dir.path(),
+        &format!("[video]\nsource = \"file\"\nfile = {junk:?}\n[audio]\nsource = \"file\"\n"),
     );
-    assert_eq!(r.code, 5, "{}", r.stderr);
-    let line = last_error(&r);
     assert!(line.contains("lesson.mp4"), "{line}");
 }
 
 #[test]
 fn unavailable_encoder_names_what_is_available() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("enc.toml");
-    std::fs::write(&cfg, "[polyv]\nchannel_id = \"1\"\n[video]\nsource = \"test\"\nwidth = 320\nheight = 240\nencoder = \"h264_nvenc_nope\"\n[audio]\nsource = \"none\"\n").unwrap();
-    let r = polypush(
-        &cfg,
-        &[
-            "run",
-            "--url",
-            "rtmp://127.0.0.1:9/live/x",
-            "--duration",
-            "5",
-        ],
+    let line = media_error(
+        dir.path(),
+        "[video]\nsource = \"test\"\nwidth = 320\nheight = 240\nencoder = \"h264_nvenc_nope\"\n[audio]\nsource = \"none\"\n",
     );
-    assert_eq!(r.code, 5, "{}", r.stderr);
-    let line = last_error(&r);
     assert!(
         line.contains("h264_nvenc_nope") && line.contains("libx264"),
         "{line}"
