@@ -15,6 +15,7 @@
 //! The simulator binary (`polyv-sim`, `src/bin/polyv-sim/`) serves the Polyv endpoints on
 //! loopback so everything here is tested against a faithful stand-in for Polyv.
 
+pub mod adapt;
 pub mod capture;
 pub mod config;
 pub mod encode;

@@ -4,6 +4,7 @@
 //! SIGINT/SIGTERM or after `--duration`: stop capture, flush the encoders, drain the ring,
 //! `deleteStream`, close.
 
+use crate::adapt::{Controller, DelayController, LinkStats};
 use crate::capture::SourceSpec;
 use crate::config::{AudioSource, Config, ConfigError, VideoSource};
 use crate::encode::{
@@ -474,7 +475,8 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
     let (source, polyv) = resolve_target(&mut cfg, &opts).await?;
     let ring = Ring::new(RingConfig {
         max_bytes: cfg.target.max_queue_bytes,
-        max_delay_ms: cfg.target.max_queue_delay_ms,
+        // Dropping is the last resort, well behind the controller's cuts.
+        max_delay_ms: cfg.adapt.hard_delay_ms,
     });
     let stop = Arc::new(AtomicBool::new(false));
     let recorder = if cfg.record.enabled {
@@ -543,7 +545,15 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
         Some(p) => Some(StatsFile::create(p)?),
         None => None,
     };
-    let target_kbps = info.video_bitrate_kbps;
+    let audio_kbps = cfg.audio.bitrate_kbps * u32::from(cfg.audio.source != AudioSource::None);
+    let mut adapt = cfg
+        .adapt
+        .enabled
+        .then(|| DelayController::new(cfg.adapt.clone(), info.video_bitrate_kbps));
+    let mut target_kbps = info.video_bitrate_kbps;
+    let mut adapt_tick = tokio::time::interval(Duration::from_millis(100));
+    adapt_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let bitrate = pipeline.control();
     let mut ticks: u64 = 0;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -558,6 +568,24 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
             r = &mut sender => {
                 sender_result = Some(r);
                 break Ok(());
+            }
+            _ = adapt_tick.tick(), if adapt.is_some() => {
+                if let Some(ctl) = adapt.as_mut() {
+                    let link = LinkStats::from_stats(
+                        &ring.stats(),
+                        &control.stats(),
+                        control.state().is_publishing(),
+                        target_kbps,
+                        audio_kbps,
+                    );
+                    if let Some(t) = ctl.on_tick(started.elapsed(), &link) {
+                        if t.video_kbps != target_kbps {
+                            tracing::debug!(from = target_kbps, to = t.video_kbps, "video bitrate");
+                            bitrate.set_video_bitrate(t.video_kbps);
+                            target_kbps = t.video_kbps;
+                        }
+                    }
+                }
             }
             _ = tick.tick() => {
                 if pipeline.is_finished() {
@@ -577,6 +605,9 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
                         "t": started.elapsed().as_secs_f64(),
                         "state": control.state().name(),
                         "target_kbps": target_kbps,
+                        "queue_delay_ms": adapt.as_ref().map(|c| c.stats().queue_delay_ms),
+                        "send_rate_kbps": adapt.as_ref().and_then(|c| c.stats().send_rate_kbps),
+                        "adapt_state": adapt.as_ref().map(|c| c.stats().state.as_str()),
                         "delivered_kbps": delivered_kbps,
                         "ring_delay_ms": r.queued_delay_ms,
                         "ring_bytes": r.queued_bytes,

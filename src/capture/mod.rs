@@ -1,6 +1,6 @@
-//! Capture: libavdevice inputs (V4L2 camera, ALSA microphone, lavfi test pattern, looped
-//! media file) decoded on their own OS threads and handed to the encoders as raw frames
-//! stamped on one pipeline clock.
+//! Capture: libavdevice inputs (V4L2 camera, ALSA microphone, looped media file) decoded on
+//! their own OS threads, and test patterns read straight from a libavfilter graph ([`graph`]),
+//! handed to the encoders as raw frames stamped on one pipeline clock.
 //!
 //! This module owns everything between a device and a decoded frame: opening inputs with an
 //! explicit input format and checked options ([`input`]), device discovery for
@@ -33,6 +33,7 @@
 
 pub mod clock;
 pub mod devices;
+mod graph;
 pub mod input;
 pub mod queue;
 pub mod reconnect;

@@ -14,9 +14,14 @@
 //! therefore counts the frames it handed on that have not come back yet
 //! ([`FrameSender::wait_returned`]), so a capture thread can wait for the encoder to let go of
 //! them before it closes a device (on stop, and when a device is lost and reopened).
+//!
+//! The encoder may keep the last frame it received instead of recycling it at once (the
+//! picture a still is made of when a camera is lost; see [`crate::encode::pipeline`]). Such a
+//! frame stays counted in flight, and while the capture side waits for its frames
+//! ([`FrameReceiver::return_requested`] is then true) the encoder must give it back.
 
 use std::ops::DerefMut;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -98,6 +103,8 @@ pub struct FrameSender<F> {
     counters: Arc<CaptureCounters>,
     /// Frames queued or held by the encoder, not yet recycled.
     in_flight: Arc<AtomicUsize>,
+    /// Set while [`FrameSender::wait_returned`] waits.
+    return_requested: Arc<AtomicBool>,
 }
 
 /// The encode thread's end. Dropping it releases the frames still queued.
@@ -108,6 +115,7 @@ where
     rx: Receiver<Captured<F>>,
     spare_tx: SyncSender<F>,
     in_flight: Arc<AtomicUsize>,
+    return_requested: Arc<AtomicBool>,
 }
 
 /// A bounded frame queue of `bound` frames with its own counters.
@@ -121,6 +129,7 @@ where
     let (tx, rx) = mpsc::sync_channel(bound);
     let (spare_tx, spare_rx) = mpsc::sync_channel(bound + 2);
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let return_requested = Arc::new(AtomicBool::new(false));
     (
         FrameSender {
             tx,
@@ -128,11 +137,13 @@ where
             kept: None,
             counters,
             in_flight: in_flight.clone(),
+            return_requested: return_requested.clone(),
         },
         FrameReceiver {
             rx,
             spare_tx,
             in_flight,
+            return_requested,
         },
     )
 }
@@ -176,20 +187,23 @@ where
     }
 
     /// Waits (sleeping, at most `timeout`) until the encoder has given back every frame handed
-    /// to it; `false` on timeout. Call before closing an input whose frames may reference its
-    /// buffers.
+    /// to it, including one it keeps (it is asked to: [`FrameReceiver::return_requested`]);
+    /// `false` on timeout. Call before closing an input whose frames may reference its buffers.
     pub fn wait_returned(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        loop {
+        self.return_requested.store(true, Ordering::Release);
+        let returned = loop {
             if self.in_flight() == 0 {
-                return true;
+                break true;
             }
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                break false;
             }
             std::thread::sleep(RETURN_POLL.min(deadline - now));
-        }
+        };
+        self.return_requested.store(false, Ordering::Release);
+        returned
     }
 
     /// Gives back a frame that was decoded but will not be offered.
@@ -228,6 +242,12 @@ where
             Err(RecvTimeoutError::Timeout) => Received::Timeout,
             Err(RecvTimeoutError::Disconnected) => Received::Closed,
         }
+    }
+
+    /// True while the capture side waits for its frames (it is about to close its input): a
+    /// frame the encoder keeps must be recycled now.
+    pub fn return_requested(&self) -> bool {
+        self.return_requested.load(Ordering::Acquire)
     }
 
     /// Returns a frame's shell to the capture side once the encoder is done with it (its
@@ -309,6 +329,23 @@ mod tests {
         // Dropping the receiver releases what is still queued.
         drop(rx);
         assert!(tx.wait_returned(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_kept_frame_is_asked_back_while_the_capture_side_waits() {
+        let counters = Arc::new(CaptureCounters::default());
+        let (mut tx, rx) = frame_queue::<ffmpeg::frame::Video>(2, counters);
+        let frame = tx.empty_frame(ffmpeg::frame::Video::empty);
+        assert_eq!(tx.offer(Captured { frame, pts_us: 0 }), Offer::Queued);
+        let kept = rx.recv().unwrap().frame;
+        assert!(!rx.return_requested());
+        let waiter = std::thread::spawn(move || tx.wait_returned(Duration::from_secs(10)));
+        while !rx.return_requested() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rx.recycle(kept);
+        assert!(waiter.join().unwrap());
+        assert!(!rx.return_requested(), "cleared once the wait is over");
     }
 
     #[test]

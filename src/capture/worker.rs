@@ -1,6 +1,7 @@
 //! The capture thread: open the source, then read packets, decode, timestamp, pace and hand
-//! frames to the encode threads until stopped. A live device that fails is closed and reopened
-//! here ([`super::reconnect`] has the schedule and the state the encoders see).
+//! frames to the encode threads until stopped (test patterns skip the packets: their frames
+//! come straight from a filter graph, see [`super::graph`]). A live device that fails is closed
+//! and reopened here ([`super::reconnect`] has the schedule and the state the encoders see).
 
 use std::ops::DerefMut;
 use std::path::Path;
@@ -13,6 +14,7 @@ use ffmpeg_next as ffmpeg;
 
 use super::clock::{ClockMode, TimestampMapper};
 use super::devices::{list_devices, list_microphones};
+use super::graph::SinkGraph;
 use super::input::{self, InputRequest, OpenedInput, StopSignal};
 use super::queue::{CaptureCounters, Captured, FrameSender, Offer};
 use super::reconnect::{reopen_delay, Fault, TrackState, LIVE_STALL};
@@ -32,22 +34,57 @@ const STILL_AWAY_REMINDER: Duration = Duration::from_secs(60);
 
 const MICROS: Rational = Rational(1, 1_000_000);
 
-struct StreamState {
-    index: usize,
+/// How a track's frames are timed.
+struct Timing {
     track: Track,
     time_base: Rational,
-    decoder: ffmpeg::decoder::Opened,
     /// Used when a video frame carries no duration.
     default_duration_us: i64,
     /// Source end time (timestamp + duration) of the last frame, including the loop offset.
     last_end_us: Option<i64>,
+    /// Pipeline time at which the next frame is expected (the last one's time + duration).
+    next_due_us: Option<i64>,
 }
 
-/// An open input and its decoders: what exists while the device is there. The decoders are
-/// declared first so they are closed before the input whose packets they may reference.
+impl Timing {
+    fn new(track: Track, time_base: Rational, frame_rate: Rational) -> Self {
+        let default_duration_us = if frame_rate.numerator() > 0 && frame_rate.denominator() > 0 {
+            1_000_000 * i64::from(frame_rate.denominator()) / i64::from(frame_rate.numerator())
+        } else {
+            40_000
+        };
+        Self {
+            track,
+            time_base,
+            default_duration_us,
+            last_end_us: None,
+            next_due_us: None,
+        }
+    }
+}
+
+/// A demuxed stream and its decoder.
+struct StreamState {
+    index: usize,
+    timing: Timing,
+    decoder: ffmpeg::decoder::Opened,
+}
+
+/// Where an open source's frames come from.
+enum Feed {
+    /// A device or file: packets from the demuxer, decoded. The decoders are declared first so
+    /// they are closed before the input whose packets they may reference.
+    Demuxer {
+        streams: Vec<StreamState>,
+        input: OpenedInput,
+    },
+    /// A test pattern: frames straight from the filter graph's sink.
+    Graph { graph: SinkGraph, timing: Timing },
+}
+
+/// An open input: what exists while the device is there.
 pub(super) struct Source {
-    streams: Vec<StreamState>,
-    input: OpenedInput,
+    feed: Feed,
     /// Frames handed on since this input was opened.
     delivered: u64,
     /// When the input last returned a packet (or was opened).
@@ -82,6 +119,8 @@ struct Plan {
     /// Non-blocking device: `EAGAIN` is polled and end of stream is an error.
     is_device: bool,
     looped: bool,
+    /// `url` is a filter graph read at its sink (test patterns; see [`super::graph`]).
+    filter_graph: bool,
 }
 
 pub(super) struct Worker {
@@ -212,26 +251,32 @@ impl Worker {
         }
     }
 
-    /// Reads one packet and delivers the frames it decodes to.
+    /// Reads one packet and delivers the frames it decodes to (a test pattern: one frame).
     fn step(
         &mut self,
         src: &mut Source,
         packet: &mut ffmpeg::Packet,
         clock: &CaptureClock,
     ) -> Result<Flow, CaptureError> {
-        let read = match self
+        let injected = self
             .fault
             .as_mut()
-            .and_then(|f| f.on_read(clock.now_us(), Instant::now()))
-        {
-            Some(injected) => Err(injected),
-            None => packet.read(&mut src.input.ctx),
+            .and_then(|f| f.on_read(clock.now_us(), Instant::now()));
+        let input = match (&mut src.feed, injected) {
+            (_, Some(source)) => {
+                return Err(CaptureError::Read {
+                    what: self.what.clone(),
+                    source,
+                })
+            }
+            (Feed::Graph { .. }, None) => return self.pull_graph(src, clock),
+            (Feed::Demuxer { input, .. }, None) => input,
         };
-        match read {
+        match packet.read(&mut input.ctx) {
             Ok(()) => {
                 src.last_data = Instant::now();
                 let index = packet.stream();
-                let flow = match src.streams.iter().position(|s| s.index == index) {
+                let flow = match streams(src).iter().position(|s| s.index == index) {
                     Some(si) => self.decode_packet(src, si, Some(packet), clock),
                     None => Ok(Flow::Continue),
                 };
@@ -261,7 +306,7 @@ impl Worker {
                 Ok(Flow::Continue)
             }
             Err(ffmpeg::Error::Eof) => {
-                for si in 0..src.streams.len() {
+                for si in 0..streams(src).len() {
                     if let Flow::Stop = self.decode_packet(src, si, None, clock)? {
                         return Ok(Flow::Stop);
                     }
@@ -433,7 +478,10 @@ impl Worker {
                 "the encoder did not give back the camera's frames within {} s; leaving the device open rather than unmapping buffers in use",
                 RETURN_TIMEOUT.as_secs()
             );
-            std::mem::forget(src.input);
+            if let Feed::Demuxer { streams, input } = src.feed {
+                drop(streams);
+                std::mem::forget(input);
+            }
         }
     }
 
@@ -445,17 +493,19 @@ impl Worker {
             });
         }
         self.frames_this_pass = 0;
-        for s in &mut src.streams {
+        let Feed::Demuxer { streams, input } = &mut src.feed else {
+            return Err(CaptureError::Ended {
+                what: self.what.clone(),
+            });
+        };
+        for s in streams.iter_mut() {
             s.decoder.flush();
         }
         self.loop_offset_us = self.max_end_us - self.file_start_us.unwrap_or(0);
-        src.input
-            .ctx
-            .seek(0, ..)
-            .map_err(|source| CaptureError::Read {
-                what: format!("{} (seeking back to the start to loop)", self.what),
-                source,
-            })?;
+        input.ctx.seek(0, ..).map_err(|source| CaptureError::Read {
+            what: format!("{} (seeking back to the start to loop)", self.what),
+            source,
+        })?;
         tracing::debug!(source = %self.what, offset_us = self.loop_offset_us, "looping");
         Ok(())
     }
@@ -468,9 +518,10 @@ impl Worker {
         packet: Option<&ffmpeg::Packet>,
         clock: &CaptureClock,
     ) -> Result<Flow, CaptureError> {
+        let stream = &mut streams(src)[si];
         let sent = match packet {
-            Some(p) => src.streams[si].decoder.send_packet(p),
-            None => src.streams[si].decoder.send_eof(),
+            Some(p) => stream.decoder.send_packet(p),
+            None => stream.decoder.send_eof(),
         };
         match sent {
             Ok(()) => {}
@@ -483,7 +534,7 @@ impl Worker {
                 })
             }
         }
-        match src.streams[si].track {
+        match streams(src)[si].timing.track {
             Track::Video => {
                 let mut sender = self
                     .outputs
@@ -520,7 +571,7 @@ impl Worker {
     {
         loop {
             let mut frame = sender.empty_frame(new);
-            match src.streams[si].decoder.receive_frame(&mut frame) {
+            match streams(src)[si].decoder.receive_frame(&mut frame) {
                 Ok(()) => {}
                 Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
                     sender.discard_shell(frame);
@@ -539,40 +590,138 @@ impl Worker {
                     });
                 }
             }
-            let Some(pts_us) =
-                self.timestamp(&mut src.streams[si], sender.counters(), &frame, clock)
-            else {
-                sender.discard(frame);
-                continue;
-            };
-            if self.mapper.mode() == ClockMode::Paced && !self.sleep_until(pts_us, clock) {
-                sender.discard_shell(frame);
+            if let Flow::Stop = self.deliver(src, si, sender, frame, clock) {
                 return Ok(Flow::Stop);
             }
-            match sender.offer(Captured { frame, pts_us }) {
-                Offer::Queued => src.delivered += 1,
-                Offer::Dropped => {
-                    src.delivered += 1;
-                    if rate_limited(&mut self.last_drop_log) {
-                        let dropped = sender.counters().dropped.load(Ordering::Relaxed);
-                        tracing::warn!(
-                            source = %self.what,
-                            track = %src.streams[si].track,
-                            dropped_total = dropped,
-                            "encoder is not keeping up: dropping captured frames"
-                        );
-                    }
-                }
-                Offer::Disconnected => return Ok(Flow::Stop),
+        }
+    }
+
+    /// A test pattern: takes the next frame from the graph and delivers it.
+    fn pull_graph(&mut self, src: &mut Source, clock: &CaptureClock) -> Result<Flow, CaptureError> {
+        let Feed::Graph { timing, .. } = &src.feed else {
+            unreachable!("called for graph sources only");
+        };
+        match timing.track {
+            Track::Video => {
+                let mut sender = self
+                    .outputs
+                    .video
+                    .take()
+                    .expect("a video graph implies a video output");
+                let flow = self.pull(src, &mut sender, ffmpeg::frame::Video::empty, clock);
+                self.outputs.video = Some(sender);
+                flow
+            }
+            Track::Audio => {
+                let mut sender = self
+                    .outputs
+                    .audio
+                    .take()
+                    .expect("an audio graph implies an audio output");
+                let flow = self.pull(src, &mut sender, ffmpeg::frame::Audio::empty, clock);
+                self.outputs.audio = Some(sender);
+                flow
             }
         }
+    }
+
+    fn pull<F>(
+        &mut self,
+        src: &mut Source,
+        sender: &mut FrameSender<F>,
+        new: fn() -> F,
+        clock: &CaptureClock,
+    ) -> Result<Flow, CaptureError>
+    where
+        F: DerefMut<Target = ffmpeg::Frame>,
+    {
+        let Feed::Graph { graph, timing } = &mut src.feed else {
+            unreachable!("called for graph sources only");
+        };
+        // Paced: wait for the next frame's time before drawing it, not after, so no drawn
+        // picture sits here while the encoder holds the previous one (one buffer fewer).
+        if let Some(due) = timing.next_due_us {
+            if self.mapper.mode() == ClockMode::Paced && !self.sleep_until(due, clock) {
+                return Ok(Flow::Stop);
+            }
+        }
+        let mut frame = sender.empty_frame(new);
+        match graph.receive(&mut frame) {
+            Ok(()) => {
+                src.last_data = Instant::now();
+                Ok(self.deliver(src, 0, sender, frame, clock))
+            }
+            Err(ffmpeg::Error::Eof) => {
+                sender.discard_shell(frame);
+                tracing::info!(source = %self.what, "end of input");
+                Ok(Flow::Stop)
+            }
+            Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
+                // Sources always have a frame; should one not, ask again shortly.
+                sender.discard_shell(frame);
+                std::thread::sleep(EAGAIN_RETRY);
+                Ok(Flow::Continue)
+            }
+            Err(source) => {
+                sender.discard_shell(frame);
+                Err(CaptureError::Read {
+                    what: self.what.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Stamps a frame of stream `si` (a graph has one), waits for its time (paced sources) and
+    /// offers it to the encoder.
+    fn deliver<F>(
+        &mut self,
+        src: &mut Source,
+        si: usize,
+        sender: &mut FrameSender<F>,
+        frame: F,
+        clock: &CaptureClock,
+    ) -> Flow
+    where
+        F: DerefMut<Target = ffmpeg::Frame>,
+    {
+        let timing = match &mut src.feed {
+            Feed::Graph { timing, .. } => timing,
+            Feed::Demuxer { streams, .. } => &mut streams[si].timing,
+        };
+        let track = timing.track;
+        let Some(pts_us) = self.timestamp(timing, sender.counters(), &frame, clock) else {
+            sender.discard(frame);
+            return Flow::Continue;
+        };
+        if self.mapper.mode() == ClockMode::Paced && !self.sleep_until(pts_us, clock) {
+            sender.discard_shell(frame);
+            return Flow::Stop;
+        }
+        match sender.offer(Captured { frame, pts_us }) {
+            Offer::Queued => src.delivered += 1,
+            Offer::Dropped => {
+                src.delivered += 1;
+                if rate_limited(&mut self.last_drop_log) {
+                    let dropped = sender.counters().dropped.load(Ordering::Relaxed);
+                    tracing::warn!(
+                        source = %self.what,
+                        %track,
+                        dropped_total = dropped,
+                        "encoder is not keeping up: dropping captured frames"
+                    );
+                }
+            }
+            Offer::Disconnected => return Flow::Stop,
+        }
+        Flow::Continue
     }
 
     /// The frame's pipeline time, or `None` for a frame to drop (stamped before the pipeline
     /// started: a device's buffered frames).
     fn timestamp(
         &mut self,
-        s: &mut StreamState,
+        s: &mut Timing,
         counters: &CaptureCounters,
         frame: &ffmpeg::Frame,
         clock: &CaptureClock,
@@ -630,6 +779,7 @@ impl Worker {
                 );
             }
         }
+        s.next_due_us = Some(mapped.pts_us + duration_us);
         Some(mapped.pts_us)
     }
 
@@ -678,6 +828,7 @@ fn plan(spec: &SourceSpec, first: bool) -> Result<Plan, CaptureError> {
                 mode: ClockMode::Wallclock,
                 is_device: true,
                 looped: false,
+                filter_graph: false,
             }
         }
         SourceSpec::Alsa {
@@ -694,6 +845,7 @@ fn plan(spec: &SourceSpec, first: bool) -> Result<Plan, CaptureError> {
             mode: ClockMode::Wallclock,
             is_device: true,
             looped: false,
+            filter_graph: false,
         },
         SourceSpec::TestPatternVideo { .. } | SourceSpec::TestPatternAudio { .. } => Plan {
             url: spec.lavfi_graph().expect("test patterns have a graph"),
@@ -702,6 +854,7 @@ fn plan(spec: &SourceSpec, first: bool) -> Result<Plan, CaptureError> {
             mode: ClockMode::Paced,
             is_device: false,
             looped: false,
+            filter_graph: true,
         },
         SourceSpec::File { path, looped } => Plan {
             url: path.to_string_lossy().into_owned(),
@@ -710,6 +863,7 @@ fn plan(spec: &SourceSpec, first: bool) -> Result<Plan, CaptureError> {
             mode: ClockMode::Paced,
             is_device: false,
             looped: *looped,
+            filter_graph: false,
         },
         SourceSpec::Faulty { inner, .. } => return plan(inner, first),
     })
@@ -723,6 +877,13 @@ fn open_source(
     signal: &StopSignal,
 ) -> Result<(Source, SourceInfo), CaptureError> {
     let what = spec.describe();
+    if plan.filter_graph {
+        match wants {
+            (true, false) => return open_graph(&plan.url, Track::Video, what),
+            (false, true) => return open_graph(&plan.url, Track::Audio, what),
+            _ => {}
+        }
+    }
     let req = InputRequest {
         format: plan.format,
         url: &plan.url,
@@ -776,30 +937,61 @@ fn open_source(
             what: what.clone(),
             source,
         })?;
-        let rate = stream.avg_frame_rate();
-        let default_duration_us = if rate.numerator() > 0 && rate.denominator() > 0 {
-            1_000_000 * i64::from(rate.denominator()) / i64::from(rate.numerator())
-        } else {
-            40_000
-        };
         streams.push(StreamState {
             index: stream.index(),
-            track,
-            time_base: stream.time_base(),
+            timing: Timing::new(track, stream.time_base(), stream.avg_frame_rate()),
             decoder,
-            default_duration_us,
-            last_end_us: None,
         });
     }
     Ok((
         Source {
-            input,
-            streams,
+            feed: Feed::Demuxer { streams, input },
             delivered: 0,
             last_data: Instant::now(),
         },
         info,
     ))
+}
+
+/// Opens a test pattern's filter graph for its one track.
+fn open_graph(
+    graph: &str,
+    track: Track,
+    what: String,
+) -> Result<(Source, SourceInfo), CaptureError> {
+    let graph = SinkGraph::open(graph, track, &what)?;
+    let mut info = SourceInfo {
+        description: what,
+        video: None,
+        audio: None,
+    };
+    let frame_rate = match track {
+        Track::Video => {
+            info.video = Some(graph.video_size());
+            graph.frame_rate()
+        }
+        Track::Audio => {
+            info.audio = Some(graph.audio_format());
+            Rational(0, 1)
+        }
+    };
+    let timing = Timing::new(track, graph.time_base(), frame_rate);
+    Ok((
+        Source {
+            feed: Feed::Graph { graph, timing },
+            delivered: 0,
+            last_data: Instant::now(),
+        },
+        info,
+    ))
+}
+
+/// The demuxed streams of a source (none for a filter graph).
+fn streams(src: &mut Source) -> &mut [StreamState] {
+    match &mut src.feed {
+        Feed::Demuxer { streams, .. } => streams,
+        Feed::Graph { .. } => &mut [],
+    }
 }
 
 /// True at most once a second per `last`.

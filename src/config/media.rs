@@ -15,9 +15,6 @@ pub struct TargetConfig {
     pub connect_timeout_s: u64,
     /// RTMP handshake + connect + publish timeout, seconds (1..=120).
     pub handshake_timeout_s: u64,
-    /// Media the send queue may hold before video is dropped GOP-aware, milliseconds
-    /// (200..=30000). Audio and headers are never dropped.
-    pub max_queue_delay_ms: u64,
     /// Bytes the send queue may hold before video is dropped (64 KiB..=256 MiB).
     pub max_queue_bytes: usize,
     /// Longest wait between reconnect attempts, seconds (1..=600). Attempts never stop.
@@ -38,7 +35,6 @@ impl Default for TargetConfig {
             url: String::new(),
             connect_timeout_s: 5,
             handshake_timeout_s: 10,
-            max_queue_delay_ms: 3000,
             max_queue_bytes: 8 << 20,
             reconnect_max_delay_s: 30,
             stall_timeout_s: 10,
@@ -183,13 +179,6 @@ impl super::Config {
             t.handshake_timeout_s,
             1,
             120,
-        )?;
-        range(
-            src,
-            "target.max_queue_delay_ms",
-            t.max_queue_delay_ms,
-            200,
-            30_000,
         )?;
         range(
             src,

@@ -37,6 +37,8 @@ pub struct Config {
     pub audio: AudioConfig,
     /// The local safety recording.
     pub record: RecordConfig,
+    /// Bitrate adaptation to the uplink.
+    pub adapt: crate::adapt::AdaptConfig,
 }
 
 /// `[polyv]`: which channel to broadcast on and how to reach the platform.
@@ -320,6 +322,9 @@ impl Config {
             }
         }
         self.validate_media(src)?;
+        if let Err(e) = self.adapt.validate_with_video(self.video.bitrate_kbps) {
+            return Err(src.invalid(e.key, e.message.clone()));
+        }
         if let Some(app_id) = &p.app_id {
             if app_id.trim().is_empty() || app_id.chars().any(char::is_whitespace) {
                 return Err(src.invalid(

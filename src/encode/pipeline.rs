@@ -43,8 +43,11 @@ use crate::capture::{
     CaptureThread, Received, SourceSpec, StopSignal, Track, TrackState,
 };
 
-/// Frames queued between video capture and encoder (~250 ms at 30 fps).
-const VIDEO_QUEUE: usize = 8;
+/// Frames queued between video capture and encoder (100 ms at 30 fps). Sources are paced or
+/// live, so the queue only absorbs an encoder's hiccup (a keyframe, a busy moment): an encoder
+/// slower than the source drops frames whatever the bound. Each queued 720p frame is 1.4 MB
+/// (and, from a camera, one of the driver's buffers), so a longer queue only costs memory.
+const VIDEO_QUEUE: usize = 3;
 /// Audio frames queued (a few hundred ms whatever the device's period size).
 const AUDIO_QUEUE: usize = 32;
 /// An encode thread without input looks this often whether its device was lost.
@@ -415,7 +418,7 @@ where
             let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
-                    let mut encoder = match VideoEncoder::open(&settings) {
+                    let encoder = match VideoEncoder::open(&settings) {
                         Ok(e) => e,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -432,8 +435,7 @@ where
                         parameter_sets_inline: encoder.parameter_sets_inline(),
                     }));
                     // A camera can be lost: keep its last picture for the still.
-                    encoder.keep_last_picture(live);
-                    let result = run_video(encoder, rx, &shared, &mut sink);
+                    let result = run_video(encoder, rx, live, &shared, &mut sink);
                     finish_thread(&shared, &signal, Track::Video, result)
                 })
                 .map_err(|source| PipelineError::Spawn {
@@ -590,9 +592,38 @@ fn finish_thread(
 
 /// The video encode loop: captured frames as they come; while the camera is reconnecting, the
 /// still picture on the last frame's grid.
+///
+/// With `keep_last` (a camera, which can be lost) the last picture is kept for the still: a
+/// converted one is in the encoder already; one encoded as is is kept here by reference (not
+/// recycled, so still counted in flight) rather than copied every frame, and copied once into
+/// the encoder when it must be given back (the capture side is closing the device: lost or
+/// stopping) or when the stills begin.
 fn run_video<S>(
     mut encoder: VideoEncoder,
     rx: crate::capture::FrameReceiver<ffmpeg_next::frame::Video>,
+    keep_last: bool,
+    shared: &Shared,
+    sink: &mut S,
+) -> Result<(), EncodeError>
+where
+    S: FnMut(Track, EncodedPacket),
+{
+    // The last frame encoded as is, kept for the still (`keep_last`).
+    let mut kept: Option<ffmpeg_next::frame::Video> = None;
+    let result = video_loop(&mut encoder, &rx, keep_last, &mut kept, shared, sink);
+    // Whatever happened, a kept frame goes back (it may be a device buffer).
+    if let Some(frame) = kept.take() {
+        rx.recycle(frame);
+    }
+    result
+}
+
+/// The loop of [`run_video`], flush included.
+fn video_loop<S>(
+    encoder: &mut VideoEncoder,
+    rx: &crate::capture::FrameReceiver<ffmpeg_next::frame::Video>,
+    keep_last: bool,
+    kept: &mut Option<ffmpeg_next::frame::Video>,
     shared: &Shared,
     sink: &mut S,
 ) -> Result<(), EncodeError>
@@ -609,7 +640,23 @@ where
     let mut stills: Option<StillSchedule> = None;
     // The time of the last still while no real frame has followed it yet.
     let mut last_still_us: Option<i64> = None;
+    // Copies the kept frame into the encoder and gives it back.
+    let give_back = |kept: &mut Option<ffmpeg_next::frame::Video>,
+                     encoder: &mut VideoEncoder|
+     -> Result<(), EncodeError> {
+        match kept.take() {
+            Some(frame) => {
+                let result = encoder.remember_picture(&frame);
+                rx.recycle(frame);
+                result
+            }
+            None => Ok(()),
+        }
+    };
     loop {
+        if rx.return_requested() {
+            give_back(kept, encoder)?;
+        }
         let timeout = match (&stills, shared.clock.get()) {
             (Some(s), Some(clock)) => s
                 .wait(clock.now_us())
@@ -629,10 +676,18 @@ where
                 if stills.take().is_some() {
                     tracing::debug!("video: captured frames again, stills end");
                 }
-                let force = shared.take_video_requests(&mut encoder, &mut warned_bitrate);
+                let force = shared.take_video_requests(encoder, &mut warned_bitrate);
                 let result = encoder.encode(&mut frame, force, &mut on_packet);
                 last_pts_us = Some(frame.pts_us);
-                rx.recycle(frame.frame);
+                let stale = if keep_last && result.is_ok() && encoder.encoded_as_is() {
+                    kept.replace(frame.frame)
+                } else {
+                    rx.recycle(frame.frame);
+                    kept.take()
+                };
+                if let Some(stale) = stale {
+                    rx.recycle(stale);
+                }
                 result?;
                 shared.count_frame(Track::Video, false);
                 continue;
@@ -644,6 +699,7 @@ where
             continue;
         };
         if stills.is_none() && shared.video_capture.state().is_reconnecting() {
+            give_back(kept, encoder)?;
             encoder.prepare_still()?;
             stills = Some(StillSchedule::new(
                 last_pts_us.unwrap_or_else(|| clock.now_us()),
@@ -652,7 +708,7 @@ where
         }
         if let Some(schedule) = stills.as_mut() {
             while let Some(pts_us) = schedule.due(clock.now_us()) {
-                let force = shared.take_video_requests(&mut encoder, &mut warned_bitrate);
+                let force = shared.take_video_requests(encoder, &mut warned_bitrate);
                 encoder.encode_still(pts_us, force, &mut on_packet)?;
                 last_pts_us = Some(pts_us);
                 last_still_us = Some(pts_us);

@@ -24,9 +24,10 @@
 //! third and the colour halved, so viewers see that the camera is gone rather than a frozen
 //! picture (a dark frame when there is no last picture). It goes through the same encoder, so
 //! the GOP and the rate control carry on, and a repeated picture costs a few bytes a frame. The
-//! last picture is kept in the conversion frame; frames that need no conversion are copied
-//! there only when [`VideoEncoder::keep_last_picture`] asks for it (live cameras): a copy per
-//! frame, and the encoder never holds on to a captured frame (which may be a device buffer).
+//! last picture is in the conversion frame when it was converted; a frame that needed no
+//! conversion ([`VideoEncoder::encoded_as_is`]) is not copied: the encode loop keeps a reference
+//! to it (a camera's frame may be a device buffer, which it gives back when the capture side
+//! asks) and hands it to [`VideoEncoder::remember_picture`] once, when the camera is lost.
 
 use bytes::Bytes;
 use ffmpeg::format::Pixel;
@@ -289,10 +290,10 @@ pub struct VideoEncoder {
     extradata: Option<Bytes>,
     keyframe_requested: bool,
     last_pts_ms: Option<i64>,
-    /// Copy pictures that need no conversion into `converted`, so a still can be made of them.
-    keep_last: bool,
     /// `converted` holds the last picture encoded.
     has_last: bool,
+    /// The last captured picture went to the encoder as it was (no conversion).
+    as_is: bool,
     /// The picture repeated while the camera is away; allocated at the first loss.
     still: Option<ffmpeg::frame::Video>,
     bitrate_kbps: u32,
@@ -419,8 +420,8 @@ impl VideoEncoder {
             extradata,
             keyframe_requested: false,
             last_pts_ms: None,
-            keep_last: false,
             has_last: false,
+            as_is: false,
             still: None,
             bitrate_kbps: settings.bitrate_kbps,
             vbv_after_next_frame: None,
@@ -508,10 +509,35 @@ impl VideoEncoder {
         }
     }
 
-    /// Keeps the last picture for [`prepare_still`](Self::prepare_still) even when frames
-    /// need no conversion (one copy per frame then). For live cameras, which can be lost.
-    pub fn keep_last_picture(&mut self, keep: bool) {
-        self.keep_last = keep;
+    /// Whether the last captured frame was encoded as it was, without conversion: the still
+    /// can then only be made of it through [`remember_picture`](Self::remember_picture).
+    pub fn encoded_as_is(&self) -> bool {
+        self.as_is
+    }
+
+    /// Copies `picture`, the last frame encoded as is, for [`prepare_still`](Self::prepare_still)
+    /// (once, when the camera is lost or the frame must be given back, instead of every frame).
+    pub fn remember_picture(&mut self, picture: &ffmpeg::frame::Video) -> Result<(), EncodeError> {
+        let from = (picture.format(), picture.width(), picture.height(), false);
+        if (from.0, from.1, from.2) != (self.pix_fmt, self.settings.width, self.settings.height) {
+            // Not a picture of the encoder's format (cannot happen for one encoded as is).
+            return Ok(());
+        }
+        // SAFETY: both frames have the encoder's format and size (checked above);
+        // make_writable copies only if the encoder still references the buffer.
+        let ret = unsafe {
+            let ret = ffmpeg::ffi::av_frame_make_writable(self.converted.as_mut_ptr());
+            if ret < 0 {
+                ret
+            } else {
+                ffmpeg::ffi::av_frame_copy(self.converted.as_mut_ptr(), picture.as_ptr())
+            }
+        };
+        if ret < 0 {
+            return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
+        }
+        self.has_last = true;
+        Ok(())
     }
 
     /// Encodes one frame (converted first if its format or size differs from the encoder's)
@@ -631,26 +657,11 @@ impl VideoEncoder {
                         return Err(self.convert_error(from, source));
                     }
                     self.has_last = true;
-                    &mut self.converted
-                } else if self.keep_last {
-                    let from = (src.format(), src.width(), src.height(), false);
-                    // SAFETY: both frames have the encoder's format and size (checked above);
-                    // make_writable copies only if the encoder still references the buffer.
-                    let ret = unsafe {
-                        let ret = ffmpeg::ffi::av_frame_make_writable(self.converted.as_mut_ptr());
-                        if ret < 0 {
-                            ret
-                        } else {
-                            ffmpeg::ffi::av_frame_copy(self.converted.as_mut_ptr(), src.as_ptr())
-                        }
-                    };
-                    if ret < 0 {
-                        return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
-                    }
-                    self.has_last = true;
+                    self.as_is = false;
                     &mut self.converted
                 } else {
                     self.has_last = false;
+                    self.as_is = true;
                     src
                 }
             }
@@ -855,7 +866,6 @@ mod tests {
             ..Default::default()
         };
         let mut encoder = VideoEncoder::open(&settings).unwrap();
-        encoder.keep_last_picture(true);
         let mut out = Vec::new();
         // A still before any picture is a dark frame.
         encoder
@@ -876,6 +886,9 @@ mod tests {
         encoder
             .encode(&mut frame, false, &mut |p| out.push(p))
             .unwrap();
+        // Encoded as is: the loop keeps the frame and hands it over when the camera is lost.
+        assert!(encoder.encoded_as_is());
+        encoder.remember_picture(&frame.frame).unwrap();
         encoder.prepare_still().unwrap();
         let still = encoder.still.as_ref().unwrap();
         assert_eq!(still.data(0)[0], dim_luma(200));

@@ -465,7 +465,7 @@ impl Session {
             PacketKind::AudioHeader | PacketKind::Audio => &mut self.stats.audio_messages_sent,
         };
         *counter += 1;
-        self.apply_results(vec![result], &mut None)
+        self.apply_results([result], &mut None)
     }
 
     /// Ends publishing: `deleteStream` is queued if a stream was open, and the session closes.
@@ -483,7 +483,7 @@ impl Session {
 
     fn apply_results(
         &mut self,
-        results: Vec<ClientSessionResult>,
+        results: impl IntoIterator<Item = ClientSessionResult>,
         statuses: &mut Option<Vec<Status>>,
     ) -> Result<(), RtmpError> {
         let mut ignored = Vec::new();

@@ -1,0 +1,835 @@
+//! The default controller: cut to the measured link rate when the queue delay passes a
+//! threshold, remember the rate at which congestion appeared, raise multiplicatively far below
+//! it and probe additively near it. The module docs of [`crate::adapt`] say why.
+
+use super::measure::{Measure, Measurement};
+use super::{AdaptConfig, AdaptState, AdaptStats, Controller, LinkStats, Target};
+use std::time::Duration;
+
+/// Where the controller is. Each variant owns the timers that only mean something in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// At the configured rate; nothing to do until congestion.
+    Steady,
+    /// Congested. `last_cut` and `delay_at_cut` gate the next cut: at least `cut_interval`
+    /// later (unless the measured rate asks for far less) and only if the delay grew
+    /// meanwhile. `cut` says whether this episode has cut at all (the ceiling is noted at its
+    /// first cut).
+    Cutting {
+        last_cut: Duration,
+        delay_at_cut: u64,
+        cut: bool,
+    },
+    /// Below the configured rate, raising while the queue stays clear.
+    Raising(Raising),
+    /// Disconnected or stalled since `since`.
+    Holding { since: Duration },
+}
+
+/// The timers of [`Phase::Raising`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Raising {
+    /// When the queue last became clear: raises need a full `raise_interval` of it.
+    clear_since: Option<Duration>,
+    /// The last raise (or the start of the phase): spaces raises.
+    last_raise: Option<Duration>,
+    /// Probes since the last cut: the first one waits longer when the ceiling is confirmed.
+    probes: u32,
+}
+
+impl Raising {
+    fn starting(now: Duration, clear: bool) -> Self {
+        Self {
+            clear_since: clear.then_some(now),
+            last_raise: Some(now),
+            ..Self::default()
+        }
+    }
+}
+
+/// The rate at which congestion last appeared, and how often it has appeared near there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ceiling {
+    kbps: u32,
+    /// Congestion episodes that started within `near_pct` of this ceiling, in a row.
+    confirmations: u32,
+    /// The link has carried clearly more than the ceiling (a burst's peak delivery rate) and
+    /// the target went past it: raises are free again, but congestion near it still counts as
+    /// a confirmation.
+    passed: bool,
+}
+
+/// One raise: where to, how long after the previous raise, and what kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Raise {
+    to: u32,
+    wait: Duration,
+    /// An additive probe (near the ceiling, or without evidence of room).
+    probe: bool,
+    /// The link has shown room above the ceiling: this raise goes past it.
+    pass_ceiling: bool,
+}
+
+/// Frame-rate and resolution step-downs at the floor, and their timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Steps {
+    /// 0: none, 1: frame rate halved, 2: and resolution halved.
+    level: u8,
+    /// Congested at the floor since, and the queue delay then: a step down also needs the
+    /// queue not to be draining.
+    floor_congested_since: Option<(Duration, u64)>,
+    /// Clear and well above the floor since.
+    recovered_since: Option<Duration>,
+}
+
+/// See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct DelayController {
+    cfg: AdaptConfig,
+    max_kbps: u32,
+    measure: Measure,
+    target: Target,
+    phase: Phase,
+    ceiling: Option<Ceiling>,
+    last_congestion: Option<Duration>,
+    steps: Steps,
+    last: Measurement,
+    cuts: u64,
+    raises: u64,
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn pct(v: u32, p: u32) -> u32 {
+    (u64::from(v) * u64::from(p) / 100) as u32
+}
+
+impl DelayController {
+    /// A controller for a stream configured at `max_kbps` of video, starting there.
+    /// `cfg` should have passed [`AdaptConfig::validate`]; a floor above `max_kbps` is
+    /// lowered to it.
+    pub fn new(cfg: AdaptConfig, max_kbps: u32) -> Self {
+        let max_kbps = max_kbps.max(1);
+        let measure = Measure::new(&cfg);
+        Self {
+            cfg,
+            max_kbps,
+            measure,
+            target: Target::kbps(max_kbps),
+            phase: Phase::Steady,
+            ceiling: None,
+            last_congestion: None,
+            steps: Steps::default(),
+            last: Measurement::default(),
+            cuts: 0,
+            raises: 0,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &AdaptConfig {
+        &self.cfg
+    }
+
+    /// The floor in force: `min_kbps`, divided by the step-downs in force.
+    fn floor(&self) -> u32 {
+        (self.cfg.min_kbps.min(self.max_kbps) >> self.steps.level).max(1)
+    }
+
+    fn clamp(&self, kbps: u32) -> u32 {
+        kbps.clamp(self.floor(), self.max_kbps)
+    }
+
+    /// The cut the measured rate asks for: `(rate − audio) × safety`, less what it takes to
+    /// drain the queue above the clear threshold within `drain_ms`. `None` without a rate.
+    fn rate_target(&self, stats: &LinkStats, m: &Measurement) -> Option<u32> {
+        let bps = m.link_bps.or(m.delivery_bps)?;
+        let video_bps = bps.saturating_sub(u64::from(stats.audio_kbps) * 1000);
+        let excess_ms = m.queue_delay_ms.saturating_sub(self.cfg.clear_delay_ms);
+        // The bits queued above the clear level, spread over the drain time; never more than
+        // half of what the link carries, so a huge queue does not zero the target.
+        let drain_bps = (u128::from(bps) * u128::from(excess_ms) / u128::from(self.cfg.drain_ms))
+            .min(u128::from(bps / 2)) as u64;
+        let want = (video_bps * u64::from(self.cfg.safety_pct) / 100).saturating_sub(drain_bps);
+        Some(self.clamp((want / 1000).min(u64::from(u32::MAX)) as u32))
+    }
+
+    /// The video rate the measured link carries, kbit/s, if the link has been measured.
+    fn link_video_kbps(stats: &LinkStats, m: &Measurement) -> Option<u32> {
+        m.link_bps.map(|bps| {
+            ((bps / 1000).min(u64::from(u32::MAX)) as u32).saturating_sub(stats.audio_kbps)
+        })
+    }
+
+    /// A link measured well above the ceiling (while a queue drains after a brief dip, say)
+    /// replaces it: the rate at which congestion appeared is no longer what the link carries.
+    /// (Measured below it during congestion, it lowers it: see `on_congestion`.)
+    fn follow_link(&mut self, stats: &LinkStats, m: &Measurement) {
+        let (Some(c), Some(link)) = (&mut self.ceiling, Self::link_video_kbps(stats, m)) else {
+            return;
+        };
+        if link > c.kbps.saturating_add(pct(c.kbps, self.cfg.near_pct)) {
+            tracing::debug!(
+                ceiling_kbps = c.kbps,
+                link_kbps = link,
+                "link measured above the ceiling"
+            );
+            *c = Ceiling {
+                kbps: link,
+                confirmations: 0,
+                passed: false,
+            };
+        }
+    }
+
+    /// Notes the rate at which an episode's congestion appeared.
+    fn note_ceiling(&mut self, kbps: u32) {
+        let near = |c: u32| {
+            let band = pct(c, self.cfg.near_pct);
+            kbps >= c.saturating_sub(band) && kbps <= c.saturating_add(band)
+        };
+        self.ceiling = Some(match self.ceiling {
+            Some(c) if near(c.kbps) => Ceiling {
+                kbps,
+                confirmations: c.confirmations.saturating_add(1),
+                passed: false,
+            },
+            _ => Ceiling {
+                kbps,
+                confirmations: 0,
+                passed: false,
+            },
+        });
+    }
+
+    fn set_kbps(&mut self, kbps: u32) {
+        self.target.video_kbps = kbps;
+    }
+
+    fn on_congestion(&mut self, now: Duration, stats: &LinkStats, m: &Measurement) {
+        self.last_congestion = Some(now);
+        // While media waits the delivery rate is the link's: what congestion appeared at is at
+        // most what the link carries.
+        if let (Some(c), Some(link), Phase::Cutting { cut: true, .. }) = (
+            &mut self.ceiling,
+            Self::link_video_kbps(stats, m),
+            self.phase,
+        ) {
+            c.kbps = c.kbps.min(link.max(1));
+        }
+        let delay = m.queue_delay_ms;
+        let cur = self.target.video_kbps;
+        let backoff = self.clamp(pct(cur, self.cfg.safety_pct));
+        let want = self.rate_target(stats, m);
+        // The measured rate asks for much less than the target: not estimate noise but a link
+        // that just fell. Such a cut does not wait for `cut_interval`.
+        let deep = want.is_some_and(|w| w < backoff);
+        let (prev_cut, cut_before) = match self.phase {
+            Phase::Cutting {
+                last_cut,
+                delay_at_cut,
+                cut,
+            } => {
+                if !deep && now.saturating_sub(last_cut) < ms(self.cfg.cut_interval_ms) {
+                    return;
+                }
+                (Some(delay_at_cut), cut)
+            }
+            _ => (None, false),
+        };
+        // Growing by more than noise and the encoder's lag after the last cut explain.
+        let growing = prev_cut.is_some_and(|d| delay > d + (d / 4).max(50));
+        let new = match want {
+            // The first cut of an episode is at least the backoff: the rate estimate may still
+            // remember the link before it fell.
+            Some(w) if prev_cut.is_none() => w.min(backoff),
+            // Later, only a clear difference is worth a change (hysteresis against noise).
+            Some(w) if w < cur.saturating_sub(pct(cur, 3)) => w,
+            // The estimate lags (or is missing) but the queue keeps growing: back off.
+            _ if growing || prev_cut.is_none() => backoff,
+            _ => cur,
+        };
+        if new < cur {
+            if !cut_before {
+                let at = Self::link_video_kbps(stats, m).map_or(cur, |l| l.clamp(1, cur));
+                self.note_ceiling(at);
+                tracing::info!(
+                    from_kbps = cur,
+                    to_kbps = new,
+                    queue_delay_ms = delay,
+                    link_kbps = m.link_bps.map(|b| b / 1000),
+                    "uplink congested: cutting the video bitrate"
+                );
+            } else {
+                tracing::debug!(
+                    from_kbps = cur,
+                    to_kbps = new,
+                    queue_delay_ms = delay,
+                    "cut"
+                );
+            }
+            self.set_kbps(new);
+            self.cuts += 1;
+            self.phase = Phase::Cutting {
+                last_cut: now,
+                delay_at_cut: delay,
+                cut: true,
+            };
+        } else if prev_cut.is_none() {
+            // Congested but the rate says the target fits: watch whether the queue grows.
+            self.phase = Phase::Cutting {
+                last_cut: now,
+                delay_at_cut: delay,
+                cut: false,
+            };
+        } else if let Phase::Cutting {
+            last_cut,
+            delay_at_cut,
+            ..
+        } = &mut self.phase
+        {
+            // Re-arm the growth check from here, so a slowly draining queue is not cut again.
+            *last_cut = now;
+            *delay_at_cut = delay;
+        }
+    }
+
+    /// The next raise from `cur`, or `None` to stay (at the configured rate, or at a ceiling
+    /// the link has shown no room above).
+    fn next_raise(
+        &self,
+        cur: u32,
+        m: &Measurement,
+        stats: &LinkStats,
+        r: &Raising,
+    ) -> Option<Raise> {
+        if cur >= self.max_kbps {
+            return None;
+        }
+        let fast_wait = ms(self.cfg.raise_interval_ms);
+        let probe_wait = ms(self.cfg.probe_interval_ms);
+        let audio = u64::from(stats.audio_kbps);
+        // The target is being exercised: the link delivered most of what it asks for. (A still
+        // scene that encodes small tests nothing.)
+        let exercised = m.delivery_bps.is_some_and(|bps| {
+            bps * 100 >= (u64::from(cur) + audio) * 1000 * u64::from(self.cfg.headroom_fill_pct)
+        });
+        // What the link has been seen to carry in a burst, as video: evidence of room above
+        // the target. (Only while the target is exercised: otherwise bursts are small.)
+        let peak = m.peak_bps.filter(|_| exercised).map_or(0, |bps| {
+            ((bps / 1000).saturating_sub(audio)).min(u64::from(u32::MAX)) as u32
+        });
+        let fast_step = pct(cur, self.cfg.fast_raise_pct).max(1);
+        // A multiplicative step when the link has carried at least that much: to the peak
+        // less the safety margin, at least one step, at most a doubling.
+        let fast = |limit: u32| {
+            (peak >= cur.saturating_add(fast_step)).then(|| Raise {
+                to: pct(peak, self.cfg.safety_pct)
+                    .max(cur.saturating_add(fast_step))
+                    .min(cur.saturating_mul(2))
+                    .min(limit),
+                wait: fast_wait,
+                probe: false,
+                pass_ceiling: false,
+            })
+        };
+        let probe = |of: u32, limit: u32, wait: Duration| Raise {
+            to: cur.saturating_add(self.probe_step(of)).min(limit),
+            wait,
+            probe: true,
+            pass_ceiling: false,
+        };
+        let Some(c) = self.ceiling.filter(|c| !c.passed) else {
+            return Some(
+                fast(self.max_kbps)
+                    .unwrap_or_else(|| probe(self.max_kbps, self.max_kbps, probe_wait)),
+            );
+        };
+        let band = pct(c.kbps, self.cfg.near_pct);
+        let knee = c.kbps.saturating_sub(band);
+        // Probes stop half the band short of the ceiling: at exactly the rate where the queue
+        // appeared, every keyframe would make one.
+        let top = c.kbps.saturating_sub(band / 2);
+        if cur >= knee && peak >= c.kbps.saturating_add(band) {
+            // The link carried clearly more than the old congestion point: it has improved.
+            return Some(Raise {
+                pass_ceiling: true,
+                ..fast(self.max_kbps)
+                    .unwrap_or_else(|| probe(self.max_kbps, self.max_kbps, fast_wait))
+            });
+        }
+        if cur < knee {
+            // Far below a rate the link carried: close at least half the gap at once, further
+            // if the evidence says so.
+            let half = cur
+                .saturating_add((knee - cur) / 2)
+                .max(cur.saturating_add(self.probe_step(c.kbps)));
+            let to = fast(knee).map_or(half, |f| f.to.max(half)).min(knee);
+            if exercised {
+                return Some(Raise {
+                    to,
+                    wait: fast_wait,
+                    probe: false,
+                    pass_ceiling: false,
+                });
+            }
+        }
+        if cur >= top {
+            // At the top of the band without evidence of more: stay. A link that is exactly
+            // this full is left alone (no oscillation); the ceiling is forgotten after
+            // `ceiling_forget_s` without congestion anyway.
+            return None;
+        }
+        // Near a ceiling that congestion keeps coming back to, the first probe after a cut
+        // waits longer each time.
+        let first_wait = probe_wait
+            .saturating_mul(1 << c.confirmations.min(16))
+            .min(ms(self.cfg.probe_interval_max_ms));
+        Some(probe(
+            c.kbps,
+            top,
+            if r.probes == 0 {
+                first_wait
+            } else {
+                probe_wait
+            },
+        ))
+    }
+
+    fn probe_step(&self, of: u32) -> u32 {
+        pct(of, self.cfg.probe_pct).max(1)
+    }
+
+    fn on_clear(&mut self, now: Duration, stats: &LinkStats, m: &Measurement) {
+        let cur = self.target.video_kbps;
+        let mut r = match self.phase {
+            Phase::Raising(r) => r,
+            Phase::Steady if cur >= self.max_kbps => return,
+            // The queue drained after a cut (or the target starts below the configured rate).
+            _ => Raising {
+                last_raise: None,
+                ..Raising::starting(now, true)
+            },
+        };
+        let clear_since = *r.clear_since.get_or_insert(now);
+        self.phase = Phase::Raising(r);
+        if now.saturating_sub(clear_since) < ms(self.cfg.raise_interval_ms) {
+            return;
+        }
+        if cur >= self.max_kbps {
+            self.phase = Phase::Steady;
+            return;
+        }
+        let Some(raise) = self.next_raise(cur, m, stats, &r) else {
+            return;
+        };
+        if r.last_raise
+            .is_some_and(|t| now.saturating_sub(t) < raise.wait)
+        {
+            return;
+        }
+        let next = self.clamp(raise.to);
+        if next <= cur {
+            return;
+        }
+        if raise.pass_ceiling {
+            if let Some(c) = &mut self.ceiling {
+                tracing::debug!(
+                    ceiling_kbps = c.kbps,
+                    "past the old congestion point with a clear queue"
+                );
+                c.passed = true;
+            }
+        }
+        self.set_kbps(next);
+        self.raises += 1;
+        tracing::debug!(
+            from_kbps = cur,
+            to_kbps = next,
+            probe = raise.probe,
+            ceiling_kbps = self.ceiling.map(|c| c.kbps),
+            "raise"
+        );
+        if next >= self.max_kbps {
+            tracing::info!(
+                kbps = next,
+                "uplink recovered: back at the configured video bitrate"
+            );
+            self.phase = Phase::Steady;
+        } else {
+            self.phase = Phase::Raising(Raising {
+                clear_since: Some(clear_since),
+                last_raise: Some(now),
+                probes: r.probes + u32::from(raise.probe),
+            });
+        }
+    }
+
+    /// Frame-rate and resolution steps: down after congestion at the floor, up once well
+    /// above it without congestion.
+    fn step(&mut self, now: Duration, delay: u64) {
+        if !self.cfg.step_down {
+            return;
+        }
+        let after = Duration::from_secs(self.cfg.step_down_after_s);
+        let congested_at_floor =
+            self.target.video_kbps <= self.floor() && delay >= self.cfg.cut_delay_ms;
+        let mut changed = false;
+        if congested_at_floor && self.steps.level < 2 {
+            let (since, delay_then) = *self.steps.floor_congested_since.get_or_insert((now, delay));
+            if now.saturating_sub(since) >= after {
+                self.steps.floor_congested_since = Some((now, delay));
+            }
+            // Still congested after a whole period, and the queue did not shrink: the floor is
+            // more than the link carries. (A queue that drains will be gone without a step.)
+            if now.saturating_sub(since) >= after && delay >= delay_then {
+                self.steps.level += 1;
+                changed = true;
+                tracing::info!(
+                    level = self.steps.level,
+                    "congested at the bitrate floor: stepping the picture down"
+                );
+            }
+        } else {
+            self.steps.floor_congested_since = None;
+        }
+        let recovered = self.steps.level > 0
+            && self.target.video_kbps >= pct(self.cfg.min_kbps, self.cfg.step_up_above_pct)
+            && delay < self.cfg.cut_delay_ms;
+        if recovered {
+            let since = *self.steps.recovered_since.get_or_insert(now);
+            if now.saturating_sub(since) >= after {
+                self.steps.level -= 1;
+                self.steps.recovered_since = Some(now);
+                changed = true;
+                tracing::info!(
+                    level = self.steps.level,
+                    "uplink recovered: stepping the picture back up"
+                );
+            }
+        } else {
+            self.steps.recovered_since = None;
+        }
+        if changed {
+            // Level 1: frame rate halved; level 2: resolution halved as well.
+            self.target.fps_divisor = if self.steps.level >= 1 { 2 } else { 1 };
+            self.target.scale_divisor = if self.steps.level >= 2 { 2 } else { 1 };
+            self.target.video_kbps = self.clamp(self.target.video_kbps);
+        }
+    }
+
+    fn hold(&mut self, now: Duration, why: &'static str) {
+        if !matches!(self.phase, Phase::Holding { .. }) {
+            tracing::info!(
+                kbps = self.target.video_kbps,
+                reason = why,
+                "no usable uplink signal: holding the video bitrate"
+            );
+            self.phase = Phase::Holding { since: now };
+        }
+    }
+}
+
+impl Controller for DelayController {
+    fn on_tick(&mut self, now: Duration, stats: &LinkStats) -> Option<Target> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        let before = self.target;
+        if !stats.connected {
+            self.measure.reset();
+            self.last = Measurement::default();
+            self.hold(now, "disconnected");
+            return None;
+        }
+        let m = self.measure.update(now, stats);
+        self.last = m;
+        if m.stalled {
+            self.hold(now, "no delivery progress");
+            return None;
+        }
+        if let Phase::Holding { since } = self.phase {
+            tracing::debug!(
+                held_ms = now.saturating_sub(since).as_millis() as u64,
+                "signal back"
+            );
+            // Resume from the held target; no raise before a full clear interval.
+            self.phase = if self.target.video_kbps >= self.max_kbps {
+                Phase::Steady
+            } else {
+                Phase::Raising(Raising::starting(now, false))
+            };
+        }
+        self.follow_link(stats, &m);
+        let delay = m.queue_delay_ms;
+        if !m.progressed {
+            // Bytes wait and nothing was delivered this tick: perhaps a stall starting, perhaps
+            // a late acknowledgement. Neither a cut nor a raise on that.
+        } else if delay >= self.cfg.cut_delay_ms {
+            self.on_congestion(now, stats, &m);
+        } else if delay < self.cfg.clear_delay_ms {
+            self.on_clear(now, stats, &m);
+        } else if let Phase::Raising(r) = &mut self.phase {
+            // The hysteresis band: no change, and the clear interval starts over.
+            r.clear_since = None;
+        }
+        if let (Some(_), Some(at)) = (self.ceiling, self.last_congestion) {
+            if now.saturating_sub(at) >= Duration::from_secs(self.cfg.ceiling_forget_s) {
+                tracing::debug!("ceiling forgotten after a long clean period");
+                self.ceiling = None;
+            }
+        }
+        self.step(now, delay);
+        (self.target != before).then_some(self.target)
+    }
+
+    fn target(&self) -> Target {
+        self.target
+    }
+
+    fn stats(&self) -> AdaptStats {
+        let kbps = |bps: Option<u64>| bps.map(|b| (b / 1000).min(u64::from(u32::MAX)) as u32);
+        AdaptStats {
+            target_kbps: self.target.video_kbps,
+            fps_divisor: self.target.fps_divisor,
+            scale_divisor: self.target.scale_divisor,
+            send_rate_kbps: kbps(self.last.delivery_bps),
+            link_rate_kbps: kbps(self.last.link_bps),
+            queue_delay_ms: self.last.queue_delay_ms,
+            ceiling_kbps: self.ceiling.map(|c| c.kbps),
+            cuts: self.cuts,
+            raises: self.raises,
+            state: match self.phase {
+                Phase::Steady => AdaptState::Steady,
+                Phase::Cutting { .. } => AdaptState::Cutting,
+                Phase::Raising(_) => AdaptState::Probing,
+                Phase::Holding { .. } => AdaptState::Holding,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A crude link for unit tests: the encoder produces the target plus audio, with a
+    /// keyframe burst every 2 s; the peer acknowledges up to `link_kbps`; the rest piles up in
+    /// the kernel (5000 bytes are always in flight).
+    struct Feed {
+        now: Duration,
+        tick: u64,
+        delivered: u64,
+        queued: u64,
+    }
+
+    impl Feed {
+        fn new() -> Self {
+            Self {
+                now: Duration::ZERO,
+                tick: 0,
+                delivered: 0,
+                queued: 5_000,
+            }
+        }
+
+        /// Runs `secs` of 100 ms ticks; returns every target the controller asked for.
+        fn run(
+            &mut self,
+            ctl: &mut DelayController,
+            secs: u64,
+            link_kbps: u64,
+            connected: bool,
+        ) -> Vec<Target> {
+            let mut out = Vec::new();
+            for _ in 0..secs * 10 {
+                self.now += Duration::from_millis(100);
+                self.tick += 1;
+                // 20 ticks per GOP: one at 3×, nineteen at 0.9× the average.
+                let shape = if self.tick % 20 == 0 { 30 } else { 9 };
+                let produced = (u64::from(ctl.target().video_kbps) + 128) * 100 / 8 * shape / 10;
+                let capacity = link_kbps * 100 / 8;
+                if connected {
+                    self.queued += produced;
+                    let sent = self.queued.saturating_sub(5_000).min(capacity);
+                    self.queued -= sent;
+                    self.delivered += sent;
+                }
+                let stats = LinkStats {
+                    connected,
+                    kernel_unsent_bytes: if connected { self.queued } else { 0 },
+                    bytes_delivered_total: self.delivered,
+                    bytes_sent_total: self.delivered + self.queued,
+                    current_target_kbps: ctl.target().video_kbps,
+                    audio_kbps: 128,
+                    ..LinkStats::default()
+                };
+                out.extend(ctl.on_tick(self.now, &stats));
+            }
+            out
+        }
+    }
+
+    fn controller() -> DelayController {
+        DelayController::new(AdaptConfig::default(), 2500)
+    }
+
+    #[test]
+    fn starts_at_the_configured_rate_and_stays_with_room() {
+        let mut c = controller();
+        let mut f = Feed::new();
+        assert!(f.run(&mut c, 20, 4000, true).is_empty());
+        assert_eq!(c.target(), Target::kbps(2500));
+        assert_eq!(c.stats().state, AdaptState::Steady);
+    }
+
+    #[test]
+    fn cuts_to_the_measured_link_rate() {
+        let mut c = controller();
+        let mut f = Feed::new();
+        f.run(&mut c, 5, 4000, true);
+        let changes = f.run(&mut c, 5, 1000, true);
+        let lowest = changes.iter().map(|t| t.video_kbps).min().unwrap();
+        // (1000 − 128) × 85 %, less the drain: at or below 741, above the floor.
+        assert!((301..=741).contains(&lowest), "{changes:?}");
+        let s = c.stats();
+        assert!(s.cuts >= 1);
+        assert_eq!(s.ceiling_kbps, Some(872));
+        // And it settles under the link instead of oscillating.
+        let later = f.run(&mut c, 60, 1000, true);
+        assert!(c.target().video_kbps + 128 <= 1000, "{:?}", c.target());
+        let downs = later
+            .windows(2)
+            .filter(|w| w[1].video_kbps < w[0].video_kbps)
+            .count();
+        assert!(downs <= 1, "{later:?}");
+    }
+
+    #[test]
+    fn holds_while_disconnected_and_resumes_from_the_last_target() {
+        let mut c = controller();
+        let mut f = Feed::new();
+        f.run(&mut c, 5, 4000, true);
+        f.run(&mut c, 10, 1500, true);
+        let held = c.target();
+        assert!(held.video_kbps < 2500);
+        // Twenty seconds without a connection: no change at all, state holding.
+        assert!(f.run(&mut c, 20, 0, false).is_empty());
+        assert_eq!(c.stats().state, AdaptState::Holding);
+        assert_eq!(c.target(), held);
+        // Reconnected: the first tick changes nothing; it continues from the held target.
+        f.queued = 5_000;
+        let first = f.run(&mut c, 1, 4000, true);
+        assert!(first.is_empty(), "{first:?}");
+        assert_eq!(c.target(), held);
+        // And climbs back with the room the link shows.
+        f.run(&mut c, 30, 4000, true);
+        assert_eq!(c.target().video_kbps, 2500);
+    }
+
+    #[test]
+    fn a_stall_holds_instead_of_cutting_on_a_zero_rate() {
+        let mut c = controller();
+        let mut f = Feed::new();
+        f.run(&mut c, 5, 4000, true);
+        // Connected, bytes waiting, nothing acknowledged.
+        let changes = f.run(&mut c, 8, 0, true);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(c.stats().state, AdaptState::Holding);
+        assert_eq!(c.target().video_kbps, 2500);
+    }
+
+    #[test]
+    fn disabled_never_changes_anything() {
+        let mut c = DelayController::new(
+            AdaptConfig {
+                enabled: false,
+                ..AdaptConfig::default()
+            },
+            2500,
+        );
+        let mut f = Feed::new();
+        assert!(f.run(&mut c, 10, 500, true).is_empty());
+    }
+
+    #[test]
+    fn steps_down_at_the_floor_and_back_up() {
+        let mut c = DelayController::new(
+            AdaptConfig {
+                min_kbps: 400,
+                step_down: true,
+                step_down_after_s: 3,
+                ..AdaptConfig::default()
+            },
+            1500,
+        );
+        let mut f = Feed::new();
+        f.run(&mut c, 5, 3000, true);
+        // 450 kbit/s cannot carry 400 + 128: frame rate halved, and the floor with it.
+        f.run(&mut c, 30, 450, true);
+        let t = c.target();
+        assert_eq!((t.fps_divisor, t.scale_divisor), (2, 1), "{t:?}");
+        assert!(t.video_kbps + 128 <= 450, "{t:?}");
+        f.run(&mut c, 40, 3000, true);
+        assert_eq!(c.target(), Target::kbps(1500));
+    }
+
+    #[test]
+    fn state_labels() {
+        let labels: Vec<&str> = [
+            AdaptState::Steady,
+            AdaptState::Cutting,
+            AdaptState::Probing,
+            AdaptState::Holding,
+        ]
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+        assert_eq!(labels, ["steady", "cutting", "probing", "holding"]);
+    }
+
+    proptest! {
+        /// Whatever the counters say (even nonsense: counters going backwards, time jumping),
+        /// the target stays within [floor, configured], and nothing changes while
+        /// disconnected.
+        #[test]
+        fn target_stays_in_bounds(
+            ticks in proptest::collection::vec(
+                (any::<bool>(), 0u64..2_000_000, 0u64..300_000, 0u64..5_000, 0u64..200_000, 1u64..400),
+                1..300,
+            )
+        ) {
+            let mut c = DelayController::new(AdaptConfig::default(), 2500);
+            let mut now = Duration::ZERO;
+            let mut delivered = 0u64;
+            for (connected, step, kernel, ring_ms, backlog, dt) in ticks {
+                now += Duration::from_millis(dt);
+                delivered = delivered.wrapping_add(step) % 50_000_000;
+                let before = c.target();
+                let s = LinkStats {
+                    connected,
+                    ring_delay_ms: ring_ms,
+                    kernel_unsent_bytes: kernel,
+                    backlog_bytes: backlog,
+                    bytes_delivered_total: delivered,
+                    current_target_kbps: before.video_kbps,
+                    audio_kbps: 128,
+                    ..LinkStats::default()
+                };
+                let out = c.on_tick(now, &s);
+                let t = c.target();
+                prop_assert!((300..=2500).contains(&t.video_kbps), "{t:?}");
+                if !connected {
+                    prop_assert_eq!(out, None);
+                    prop_assert_eq!(t, before);
+                }
+                if let Some(o) = out {
+                    prop_assert_eq!(o, t);
+                }
+            }
+        }
+    }
+}

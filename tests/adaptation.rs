@@ -1,0 +1,165 @@
+//! A weak uplink, for real: nginx-rtmp inside a network namespace behind a veth shaped with
+//! `tc tbf`. polypush publishes at 2500 kbit/s; the link is squeezed to 1000 kbit/s for 30 s,
+//! then lifted. From polypush's own per-second numbers (`--stats-file`) and the recording:
+//! queue delay p95 under 1 s during the squeeze, target at or below the link within 10 s,
+//! back to ≥ 90 % of 2500 within 45 s after lifting, audio never dropped, clean recording.
+//! Skips with a message where it cannot create a namespace.
+
+mod common;
+#[path = "common/netns.rs"]
+mod netns;
+
+use common::nginx::{decode_errors, Nginx, NginxOptions};
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SQUEEZE_AT: f64 = 15.0;
+const LIFT_AT: f64 = 45.0;
+const END_AT: f64 = 95.0;
+
+fn tc(dev: &str, rate: &str) {
+    let st = Command::new("tc")
+        .args(["qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate])
+        .args(["burst", "32kb", "latency", "200ms"])
+        .status()
+        .expect("run tc");
+    assert!(
+        st.success(),
+        "tc qdisc replace dev {dev} rate {rate} failed"
+    );
+}
+
+#[test]
+#[ignore = "known to fail: tbf bursts fool the peak-rate evidence, so the controller probes above the squeezed link (issue 5 is open); run with --ignored"]
+fn squeeze_costs_quality_not_delay() {
+    let ns = match netns::NetNs::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED squeeze_costs_quality_not_delay: cannot create a network namespace ({why}); needs root or CAP_NET_ADMIN");
+            return;
+        }
+    };
+    let nginx = Nginx::start_with(NginxOptions {
+        netns: Some(ns.name.clone()),
+        listen: Some(ns.ns_ip),
+        ..NginxOptions::default()
+    });
+    tc(&ns.host_if, "100mbit");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_run_config(dir.path(), None, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("width = 640", "width = 1280")
+        .replace("height = 360", "height = 720")
+        .replace("bitrate_kbps = 800", "bitrate_kbps = 2500")
+        .replace("preset = \"ultrafast\"", "preset = \"veryfast\"");
+    std::fs::write(&cfg, text).unwrap();
+    let stats = dir.path().join("stats.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_polypush"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--log-level", "info", "run", "--url", &nginx.url("squeeze")])
+        .args(["--duration", &END_AT.to_string()])
+        .arg("--stats-file")
+        .arg(&stats)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let at = |s: f64| {
+        if let Some(rest) = Duration::from_secs_f64(s).checked_sub(start.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    };
+    at(SQUEEZE_AT);
+    tc(&ns.host_if, "1000kbit");
+    at(LIFT_AT);
+    tc(&ns.host_if, "100mbit");
+    let out = child.wait_with_output_bounded(Duration::from_secs_f64(END_AT + 30.0));
+    assert!(out.0, "polypush failed:\n{}", out.1);
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&stats)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    eprintln!("t      target  delivered  queue_ms");
+    for l in &lines {
+        eprintln!(
+            "{:5.1} {:7.0} {:10.0} {:9.0}",
+            f(l, "t"),
+            f(l, "target_kbps"),
+            f(l, "delivered_kbps"),
+            f(l, "queue_delay_ms")
+        );
+    }
+    // Target at or below the link within 10 s of the squeeze, and it stays there.
+    let squeezed: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| (SQUEEZE_AT + 10.0..LIFT_AT).contains(&f(l, "t")))
+        .collect();
+    assert!(!squeezed.is_empty());
+    for l in &squeezed {
+        assert!(
+            f(l, "target_kbps") <= 1000.0,
+            "target above the link 10 s into the squeeze: {l}"
+        );
+    }
+    // Queue delay p95 under 1 s during the squeeze.
+    let mut delays: Vec<f64> = lines
+        .iter()
+        .filter(|l| (SQUEEZE_AT..LIFT_AT).contains(&f(l, "t")))
+        .map(|l| f(l, "queue_delay_ms"))
+        .collect();
+    delays.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p95 = delays[(delays.len() * 95 / 100).min(delays.len() - 1)];
+    eprintln!("queue delay p95 during the squeeze: {p95:.0} ms");
+    assert!(p95 < 1000.0, "queue delay p95 {p95} ms during the squeeze");
+    // Back to at least 90 % of 2500 within 45 s after lifting.
+    let back = lines
+        .iter()
+        .find(|l| f(l, "t") >= LIFT_AT && f(l, "target_kbps") >= 2250.0)
+        .map(|l| f(l, "t") - LIFT_AT);
+    eprintln!("back to 90 % after {back:?} s");
+    assert!(
+        back.is_some_and(|s| s <= 45.0),
+        "not back to 2250 kbit/s within 45 s"
+    );
+    // Audio never dropped; the recording decodes cleanly.
+    let last = lines.last().unwrap();
+    assert_eq!(last["dropped"]["audio_overflow"], 0, "{last}");
+    let errors = decode_errors(&nginx.recording("squeeze"));
+    assert!(errors.is_empty(), "{errors}");
+}
+
+trait WaitBounded {
+    fn wait_with_output_bounded(&mut self, limit: Duration) -> (bool, String);
+}
+
+impl WaitBounded for std::process::Child {
+    /// Waits at most `limit`; kills the child (by its PID) past it.
+    fn wait_with_output_bounded(&mut self, limit: Duration) -> (bool, String) {
+        let deadline = Instant::now() + limit;
+        let mut stderr = self.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        let ok = loop {
+            if let Some(st) = self.try_wait().unwrap() {
+                break st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.kill();
+                let _ = self.wait();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (ok, reader.join().unwrap_or_default())
+    }
+}
