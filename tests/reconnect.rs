@@ -19,9 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use polypush::config::{Endpoints, PolyvConfig, Secret};
-use polypush::media::{AudioInfo, MediaPacket, PacketKind, StreamInfo};
+use polypush::media::{AudioInfo, MediaPacket, StreamInfo};
 use polypush::platform::{PlatformError, PolyvClient};
 use polypush::ring::{Ring, RingConfig};
 use polypush::rtmp::{
@@ -78,33 +77,7 @@ fn read_flv(path: &Path) -> Vec<MediaPacket> {
         }),
         encoder: "polypush reconnect test".into(),
     });
-    let data = Bytes::from(std::fs::read(path).expect("read FLV"));
-    let be = |b: &[u8]| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
-    let mut pos = be(&data[5..9]) + 4;
-    let mut packets = Vec::new();
-    while pos + 11 <= data.len() {
-        let tag_type = data[pos] & 0x1f;
-        let size = be(&data[pos + 1..pos + 4]);
-        let ts = be(&data[pos + 4..pos + 7]) | (usize::from(data[pos + 7]) << 24);
-        let body = data.slice(pos + 11..pos + 11 + size);
-        pos += 11 + size + 4;
-        let kind = match tag_type {
-            18 => PacketKind::Metadata,
-            9 if body[0] & 0x0f == 7 && body[1] == 0 => PacketKind::VideoHeader,
-            9 => PacketKind::Video {
-                keyframe: body[0] >> 4 == 1,
-            },
-            8 if body[0] >> 4 == 10 && body[1] == 0 => PacketKind::AudioHeader,
-            8 => PacketKind::Audio,
-            _ => continue,
-        };
-        let mut pkt = MediaPacket::new(kind, ts as u64, body);
-        if kind == PacketKind::Metadata {
-            pkt.info = Some(info.clone());
-        }
-        packets.push(pkt);
-    }
-    packets
+    common::nginx::read_flv(path, info)
 }
 
 /// Pushes the sample's headers now (before any session can start), then its media in real

@@ -11,8 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use polypush::media::{AudioInfo, MediaPacket, PacketKind, StreamInfo};
+use polypush::media::{AudioInfo, PacketKind, StreamInfo};
 use polypush::rtmp::{self, ConnectOptions, Phase, RtmpError, RtmpUrl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -48,39 +47,6 @@ fn encode_sample(dir: &Path) -> std::path::PathBuf {
         .expect("run ffmpeg");
     assert!(status.success(), "ffmpeg could not encode the sample");
     out
-}
-
-/// A tiny FLV reader: the 9-byte header, then (11-byte tag header, body, 4-byte previous tag
-/// size) until the end. Bodies are slices of one `Bytes`, as the pipeline's would be.
-fn read_flv(path: &Path, info: Arc<StreamInfo>) -> Vec<MediaPacket> {
-    let data = Bytes::from(std::fs::read(path).expect("read FLV"));
-    assert_eq!(&data[..3], b"FLV", "not an FLV file");
-    let be = |b: &[u8]| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
-    let mut pos = be(&data[5..9]) + 4;
-    let mut packets = Vec::new();
-    while pos + 11 <= data.len() {
-        let tag_type = data[pos] & 0x1f;
-        let size = be(&data[pos + 1..pos + 4]);
-        let ts = be(&data[pos + 4..pos + 7]) | (usize::from(data[pos + 7]) << 24);
-        let body = data.slice(pos + 11..pos + 11 + size);
-        pos += 11 + size + 4;
-        let kind = match tag_type {
-            18 => PacketKind::Metadata,
-            9 if body[0] & 0x0f == 7 && body[1] == 0 => PacketKind::VideoHeader,
-            9 => PacketKind::Video {
-                keyframe: body[0] >> 4 == 1,
-            },
-            8 if body[0] >> 4 == 10 && body[1] == 0 => PacketKind::AudioHeader,
-            8 => PacketKind::Audio,
-            _ => continue,
-        };
-        let mut pkt = MediaPacket::new(kind, ts as u64, body);
-        if kind == PacketKind::Metadata {
-            pkt.info = Some(info.clone());
-        }
-        packets.push(pkt);
-    }
-    packets
 }
 
 fn sample_info() -> Arc<StreamInfo> {
@@ -121,7 +87,7 @@ async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T 
 async fn publishes_h264_aac_that_nginx_records_cleanly() {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
-    let packets = read_flv(&encode_sample(dir.path()), sample_info());
+    let packets = nginx::read_flv(&encode_sample(dir.path()), sample_info());
     assert!(packets.iter().any(|p| p.kind == PacketKind::Metadata));
     assert!(packets.iter().any(|p| p.kind == PacketKind::VideoHeader));
     assert!(packets.iter().any(|p| p.kind == PacketKind::AudioHeader));

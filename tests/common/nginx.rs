@@ -382,3 +382,39 @@ pub fn decode_errors(path: &Path) -> String {
     }
     text
 }
+
+/// A tiny FLV reader: the 9-byte header, then (11-byte tag header, body, 4-byte previous tag
+/// size) until the end. Bodies are slices of one `Bytes`, as the pipeline's would be.
+pub fn read_flv(
+    path: &Path,
+    info: std::sync::Arc<polypush::media::StreamInfo>,
+) -> Vec<polypush::media::MediaPacket> {
+    let data = bytes::Bytes::from(std::fs::read(path).expect("read FLV"));
+    assert_eq!(&data[..3], b"FLV", "not an FLV file");
+    let be = |b: &[u8]| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+    let mut pos = be(&data[5..9]) + 4;
+    let mut packets = Vec::new();
+    while pos + 11 <= data.len() {
+        let tag_type = data[pos] & 0x1f;
+        let size = be(&data[pos + 1..pos + 4]);
+        let ts = be(&data[pos + 4..pos + 7]) | (usize::from(data[pos + 7]) << 24);
+        let body = data.slice(pos + 11..pos + 11 + size);
+        pos += 11 + size + 4;
+        let kind = match tag_type {
+            18 => polypush::media::PacketKind::Metadata,
+            9 if body[0] & 0x0f == 7 && body[1] == 0 => polypush::media::PacketKind::VideoHeader,
+            9 => polypush::media::PacketKind::Video {
+                keyframe: body[0] >> 4 == 1,
+            },
+            8 if body[0] >> 4 == 10 && body[1] == 0 => polypush::media::PacketKind::AudioHeader,
+            8 => polypush::media::PacketKind::Audio,
+            _ => continue,
+        };
+        let mut pkt = polypush::media::MediaPacket::new(kind, ts as u64, body);
+        if kind == polypush::media::PacketKind::Metadata {
+            pkt.info = Some(info.clone());
+        }
+        packets.push(pkt);
+    }
+    packets
+}
