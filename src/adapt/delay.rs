@@ -522,7 +522,7 @@ impl DelayController {
 
     fn hold(&mut self, now: Duration, why: &'static str) {
         if !matches!(self.phase, Phase::Holding { .. }) {
-            tracing::info!(
+            tracing::debug!(
                 kbps = self.target.video_kbps,
                 reason = why,
                 "no usable uplink signal: holding the video bitrate"

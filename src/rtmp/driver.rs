@@ -105,7 +105,7 @@ pub async fn connect(url: &RtmpUrl, opts: &ConnectOptions) -> Result<Publisher, 
     };
     match timeout(opts.setup_timeout, publisher.establish()).await {
         Ok(Ok(())) => {
-            tracing::info!(ingest = %publisher.addr, url = %url, "publishing");
+            tracing::debug!(ingest = %publisher.addr, url = %url, "publishing");
             Ok(publisher)
         }
         Ok(Err(e)) => Err(e),
