@@ -30,7 +30,9 @@ fn safety_recording_keeps_every_frame_through_an_outage() {
     let cfg = write_run_config(
         dir.path(),
         None,
-        &format!("[record]\nenabled = true\ndir = {rec:?}\nsegment_s = 20\n"),
+        // After a 30 s outage the backoff may wait up to its cap; keep the cap well inside the
+        // 15 s left after the ingest returns so the reconnect is seen in this run.
+        &format!("[record]\nenabled = true\ndir = {rec:?}\nsegment_s = 20\n[target]\nreconnect_max_delay_s = 5\n"),
     );
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
