@@ -4,12 +4,12 @@
 //! SIGINT/SIGTERM or after `--duration`: stop capture, flush the encoders, drain the ring,
 //! `deleteStream`, close.
 
-use crate::adapt::{Controller, DelayController, LinkStats};
+use crate::adapt::{Controller, DelayController, LinkStats, Target};
 use crate::capture::SourceSpec;
 use crate::config::{AudioSource, Config, ConfigError, VideoSource};
 use crate::encode::{
     spawn_pipeline, AudioEncoderSettings, EncodedPacket, PipelineConfig, PipelineError,
-    PipelineHandle, PipelineStats, StreamParams, Track, VideoEncoderSettings,
+    PipelineHandle, PipelineStats, StreamParams, Track, VideoEncoderSettings, VideoParams,
 };
 use crate::flv::{self, AudioPacketizer, VideoPacketizer};
 use crate::media::{AudioInfo, MediaPacket, PacketKind, StreamInfo};
@@ -230,6 +230,8 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
             keyframe_interval_s: v.keyframe_interval_s,
             vbv_seconds: v.vbv_seconds,
             threads: v.threads,
+            // Reopens (hardware encoders, frame-rate and size steps) at most every 5 s.
+            ..VideoEncoderSettings::default()
         },
         audio_encoder: AudioEncoderSettings {
             bitrate_kbps: a.bitrate_kbps,
@@ -335,10 +337,45 @@ impl PacketSink {
         self.ring.push(pkt);
     }
 
+    /// The first packet of a reopened encoder (an IDR at a new bitrate, frame rate or size):
+    /// a new AVC sequence header goes before it when the SPS/PPS changed (a new size always
+    /// changes them). FLV players and nginx-rtmp take a sequence header mid-stream; the ring
+    /// keeps it for the next session and the recorder cuts nothing for it.
+    fn video_reopened(&self, params: &VideoParams, pkt: &EncodedPacket, dts: u64) {
+        // Inline parameter sets (h264_v4l2m2m) are in front of this IDR.
+        let annexb = params.extradata.as_ref().unwrap_or(&pkt.data);
+        match flv::avc_decoder_config(annexb) {
+            Ok(avcc) => {
+                let body = flv::video_sequence_header_body(&avcc);
+                let current = self
+                    .ring
+                    .headers()
+                    .into_iter()
+                    .find(|h| h.kind == PacketKind::VideoHeader);
+                if current.is_none_or(|h| h.body != body) {
+                    tracing::debug!(
+                        width = params.width,
+                        height = params.height,
+                        "new AVC sequence header"
+                    );
+                    self.emit(MediaPacket::new(PacketKind::VideoHeader, dts, body));
+                }
+            }
+            Err(e) => {
+                // Nothing decodes without them: wait for an IDR that has them.
+                tracing::warn!(error = %e, "no SPS/PPS from the reopened encoder yet");
+                self.header_from_first_idr.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn accept(&mut self, track: Track, pkt: EncodedPacket) {
         let dts = pkt.dts_ms.max(0) as u64 + self.offset_ms;
         match track {
             Track::Video => {
+                if let Some(params) = &pkt.reopened {
+                    self.video_reopened(params, &pkt, dts);
+                }
                 if self.header_from_first_idr.load(Ordering::Relaxed) {
                     if !pkt.keyframe {
                         return; // nothing decodes before the sequence header
@@ -346,8 +383,7 @@ impl PacketSink {
                     match flv::avc_decoder_config(&pkt.data) {
                         Ok(avcc) => {
                             let body = flv::video_sequence_header_body(&avcc);
-                            self.ring
-                                .push(MediaPacket::new(PacketKind::VideoHeader, dts, body));
+                            self.emit(MediaPacket::new(PacketKind::VideoHeader, dts, body));
                             self.header_from_first_idr.store(false, Ordering::Relaxed);
                         }
                         Err(e) => {
@@ -365,8 +401,7 @@ impl PacketSink {
             }
             Track::Audio => {
                 let body = self.audio.packetize(&pkt.data);
-                self.ring
-                    .push(MediaPacket::new(PacketKind::Audio, dts, body));
+                self.emit(MediaPacket::new(PacketKind::Audio, dts, body));
             }
         }
     }
@@ -550,7 +585,8 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
         .adapt
         .enabled
         .then(|| DelayController::new(cfg.adapt.clone(), info.video_bitrate_kbps));
-    let mut target_kbps = info.video_bitrate_kbps;
+    // The last target asked of the encoder (it may still wait for the reopen rate limit).
+    let mut target = Target::kbps(info.video_bitrate_kbps);
     let mut adapt_tick = tokio::time::interval(Duration::from_millis(100));
     adapt_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let bitrate = pipeline.control();
@@ -571,18 +607,25 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
             }
             _ = adapt_tick.tick(), if adapt.is_some() => {
                 if let Some(ctl) = adapt.as_mut() {
+                    // What the encoder produces now, not what it was asked for.
                     let link = LinkStats::from_stats(
                         &ring.stats(),
                         &control.stats(),
                         control.state().is_publishing(),
-                        target_kbps,
+                        bitrate.video_target().video_kbps,
                         audio_kbps,
                     );
                     if let Some(t) = ctl.on_tick(started.elapsed(), &link) {
-                        if t.video_kbps != target_kbps {
-                            tracing::debug!(from = target_kbps, to = t.video_kbps, "video bitrate");
-                            bitrate.set_video_bitrate(t.video_kbps);
-                            target_kbps = t.video_kbps;
+                        if t != target {
+                            tracing::debug!(
+                                from_kbps = target.video_kbps,
+                                to_kbps = t.video_kbps,
+                                fps_divisor = t.fps_divisor,
+                                scale_divisor = t.scale_divisor,
+                                "video target"
+                            );
+                            bitrate.set_video_target(t);
+                            target = t;
                         }
                     }
                 }
@@ -604,7 +647,7 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
                     f.write(&serde_json::json!({
                         "t": started.elapsed().as_secs_f64(),
                         "state": control.state().name(),
-                        "target_kbps": target_kbps,
+                        "target_kbps": target.video_kbps,
                         "queue_delay_ms": adapt.as_ref().map(|c| c.stats().queue_delay_ms),
                         "send_rate_kbps": adapt.as_ref().and_then(|c| c.stats().send_rate_kbps),
                         "adapt_state": adapt.as_ref().map(|c| c.stats().state.as_str()),
@@ -773,5 +816,88 @@ impl StatsFile {
         };
         self.last = Some((now, delivered));
         kbps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::VideoEncoder;
+    use bytes::Bytes;
+
+    fn x264_params(width: u32, height: u32, bitrate_kbps: u32) -> VideoParams {
+        let settings = VideoEncoderSettings {
+            width,
+            height,
+            bitrate_kbps,
+            threads: 1,
+            ..VideoEncoderSettings::default()
+        };
+        VideoEncoder::open(&settings).unwrap().params()
+    }
+
+    fn popped(ring: &Ring) -> Vec<(PacketKind, u64)> {
+        std::iter::from_fn(|| ring.try_pop())
+            .map(|p| (p.kind, p.dts_ms))
+            .collect()
+    }
+
+    #[test]
+    fn a_reopened_encoder_gets_a_new_sequence_header_only_when_its_sps_changes() {
+        let ring = Ring::new(RingConfig::default());
+        let opened = x264_params(320, 240, 500);
+        let stream = StreamParams {
+            video: Some(opened.clone()),
+            audio: None,
+        };
+        for h in header_packets(&stream, Arc::new(stream_info(&stream))).unwrap() {
+            ring.push(h);
+        }
+        assert_eq!(
+            popped(&ring),
+            [(PacketKind::Metadata, 0), (PacketKind::VideoHeader, 0)]
+        );
+        let mut sink = PacketSink {
+            ring: ring.clone(),
+            recorder: None,
+            offset_ms: 0,
+            video: VideoPacketizer::new(),
+            audio: AudioPacketizer::new(),
+            header_from_first_idr: Arc::new(AtomicBool::new(false)),
+        };
+        let idr = |dts_ms: i64, params: &VideoParams| EncodedPacket {
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00]),
+            pts_ms: dts_ms,
+            dts_ms,
+            keyframe: true,
+            reopened: Some(Arc::new(params.clone())),
+        };
+        let key = PacketKind::Video { keyframe: true };
+
+        // Reopened at another bitrate: the same SPS/PPS, no header.
+        let other_rate = x264_params(320, 240, 300);
+        assert_eq!(other_rate.extradata, opened.extradata);
+        sink.accept(Track::Video, idr(1000, &other_rate));
+        assert_eq!(popped(&ring), [(key, 1000)]);
+
+        // At half the size: a new header first, kept for the next session.
+        let half = x264_params(160, 120, 300);
+        assert_ne!(half.extradata, opened.extradata);
+        sink.accept(Track::Video, idr(2000, &half));
+        assert_eq!(
+            popped(&ring),
+            [(PacketKind::VideoHeader, 2000), (key, 2000)]
+        );
+        let avcc = flv::avc_decoder_config(half.extradata.as_ref().unwrap()).unwrap();
+        let header = ring
+            .headers()
+            .into_iter()
+            .find(|h| h.kind == PacketKind::VideoHeader)
+            .unwrap();
+        assert_eq!(header.body, flv::video_sequence_header_body(&avcc));
+
+        // Reopened again at that size: nothing new.
+        sink.accept(Track::Video, idr(3000, &half));
+        assert_eq!(popped(&ring), [(key, 3000)]);
     }
 }

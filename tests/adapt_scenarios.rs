@@ -99,6 +99,9 @@ struct SimParams {
     seed: u64,
     rtt_ms: u64,
     kernel_buffer_bytes: u64,
+    /// `TCP_NOTSENT_LOWAT` (the driver's default): the kernel takes more only while less
+    /// than this waits to be sent; 0: unset.
+    notsent_lowat_bytes: u64,
     fps: u32,
     gop_s: f64,
     keyframe_factor: f64,
@@ -106,6 +109,9 @@ struct SimParams {
     encoder_lag_ms: u64,
     stall_timeout_s: f64,
     reconnect_s: f64,
+    /// A token-bucket shaper's burst allowance (`tc tbf burst`), bytes: capacity unused
+    /// accumulates up to this and leaves at line rate with the next bytes. 0: a fluid link.
+    bucket_bytes: f64,
 }
 
 impl Default for SimParams {
@@ -114,6 +120,7 @@ impl Default for SimParams {
             seed: 1,
             rtt_ms: 40,
             kernel_buffer_bytes: 256 * 1024,
+            notsent_lowat_bytes: 64 * 1024,
             fps: 30,
             gop_s: 2.0,
             keyframe_factor: 4.0,
@@ -121,6 +128,7 @@ impl Default for SimParams {
             encoder_lag_ms: 500,
             stall_timeout_s: 10.0,
             reconnect_s: 1.0,
+            bucket_bytes: 0.0,
         }
     }
 }
@@ -322,6 +330,8 @@ struct Sim<'a> {
     last_delivery: f64,
     reconnect_at: f64,
     dropped_video_bytes: f64,
+    /// Unused capacity saved by the shaper's bucket, bytes (≤ `bucket_bytes`).
+    tokens: f64,
 }
 
 impl<'a> Sim<'a> {
@@ -351,6 +361,7 @@ impl<'a> Sim<'a> {
             last_delivery: 0.0,
             reconnect_at: 0.0,
             dropped_video_bytes: 0.0,
+            tokens: 0.0,
         }
     }
 
@@ -485,7 +496,13 @@ impl<'a> Sim<'a> {
         // Sender: ring -> backlog -> kernel.
         let cap = self.p.kernel_buffer_bytes as f64;
         loop {
-            let space = cap - self.unsent_bytes - self.inflight_bytes;
+            let mut space = cap - self.unsent_bytes - self.inflight_bytes;
+            if self.p.notsent_lowat_bytes > 0 {
+                // Linux takes a whole write while below the mark; the writer then waits.
+                if self.unsent_bytes >= self.p.notsent_lowat_bytes as f64 {
+                    space = 0.0;
+                }
+            }
             if space <= 0.5 {
                 break;
             }
@@ -510,7 +527,7 @@ impl<'a> Sim<'a> {
             self.sent_total += w;
         }
         // The link drains its capacity from the unsent bytes.
-        let mut credit = capacity_kbps * 1000.0 / 8.0 * dt / 1000.0;
+        let mut credit = capacity_kbps * 1000.0 / 8.0 * dt / 1000.0 + self.tokens;
         let mut wire = 0.0;
         while credit > 1e-9 {
             let Some(front) = self.unsent.front_mut() else {
@@ -524,6 +541,8 @@ impl<'a> Sim<'a> {
                 self.unsent.pop_front();
             }
         }
+        // What the link could have carried and did not is saved, up to the bucket.
+        self.tokens = credit.clamp(0.0, self.p.bucket_bytes);
         if wire > 0.0 {
             self.unsent_bytes -= wire;
             self.inflight_bytes += wire;

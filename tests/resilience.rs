@@ -88,6 +88,15 @@ fn safety_recording_keeps_every_frame_through_an_outage() {
             seg.display()
         );
         frames += tags.iter().filter(|t| t.kind == 9 && t.is_media()).count() as u64;
+        // Sound too: every segment has about as much audio as video time (AAC: 1024 samples
+        // at 48 kHz, 46.9 frames/s; video 25 frames/s).
+        let video = tags.iter().filter(|t| t.kind == 9 && t.is_media()).count();
+        let audio = tags.iter().filter(|t| t.kind == 8 && t.is_media()).count();
+        assert!(
+            audio * 25 >= video * 45,
+            "{}: {audio} audio frames for {video} video frames",
+            seg.display()
+        );
     }
     assert_eq!(
         frames, encoded,

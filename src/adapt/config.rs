@@ -78,9 +78,10 @@ pub struct AdaptConfig {
     pub fast_raise_pct: u32,
     /// Band around the remembered congestion rate (the "ceiling"), percent of it (1..=50).
     /// Below `ceiling − band` raises close half the gap at once; above it they are additive
-    /// probes up to `ceiling − band/2`, where the target stays; the ceiling is passed only
-    /// when the link has carried more than `ceiling + band`. Congestion within the band of the
-    /// old ceiling confirms it.
+    /// probes up to `ceiling − band/2`, where the target stays unless bursts show more than
+    /// `ceiling + band`. Once bursts have misled (a shaper), a ceiling test goes from the
+    /// band to `ceiling + 2 × band` instead (see `ceiling_test_ms`). Congestion within the
+    /// band of the old ceiling confirms it.
     pub near_pct: u32,
     /// One additive probe, percent of the ceiling (or of the configured rate without one)
     /// (1..=50).
@@ -91,8 +92,16 @@ pub struct AdaptConfig {
     pub probe_interval_ms: u64,
     /// Upper bound of the doubled probe interval, ms (`probe_interval_ms`..=300000).
     pub probe_interval_max_ms: u64,
+    /// How long a ceiling test lasts, ms (1000..=60000). On a path where bursts misled, the
+    /// target goes to `ceiling + 2 × near_pct` after the (doubled) probe interval and must
+    /// keep the queue clear this long, exercised, before the ceiling counts as passed and
+    /// raises are multiplicative again. It has to outlast a shaper's token bucket: a
+    /// burst allowance of B bytes hides an excess of E bit/s for 8·B/E seconds (32 KB at
+    /// 20 % of 1 Mbit/s: 1.3 s), after which the queue shows and the test fails.
+    pub ceiling_test_ms: u64,
     /// Forget the ceiling after this long without congestion, seconds (5..=3600): the one
-    /// periodic re-probe of a link that never shows room in bursts.
+    /// periodic re-probe of a link that never shows room in bursts. Forgetting it also
+    /// trusts burst evidence again.
     pub ceiling_forget_s: u64,
     /// At the floor with congestion going on for `step_down_after_s`, suggest halving the
     /// frame rate, then the resolution (true/false). Off by default: the encoder must support
@@ -116,7 +125,7 @@ impl Default for AdaptConfig {
             min_kbps: 300,
             cut_delay_ms: 300,
             clear_delay_ms: 150,
-            hard_delay_ms: 3000,
+            hard_delay_ms: 1000,
             rate_window_ms: 2000,
             link_span_ms: 300,
             base_window_s: 120,
@@ -130,6 +139,7 @@ impl Default for AdaptConfig {
             probe_pct: 5,
             probe_interval_ms: 2000,
             probe_interval_max_ms: 16000,
+            ceiling_test_ms: 4000,
             ceiling_forget_s: 60,
             step_down: false,
             step_down_after_s: 10,
@@ -222,6 +232,13 @@ impl AdaptConfig {
             self.probe_interval_ms,
             300_000,
             " ms (at least adapt.probe_interval_ms)",
+        )?;
+        range(
+            "adapt.ceiling_test_ms",
+            self.ceiling_test_ms,
+            1000,
+            60_000,
+            " ms",
         )?;
         range(
             "adapt.ceiling_forget_s",

@@ -35,6 +35,16 @@ struct Raising {
     last_raise: Option<Duration>,
     /// Probes since the last cut: the first one waits longer when the ceiling is confirmed.
     probes: u32,
+    /// A ceiling test under way: the target sits above the ceiling to see whether the link
+    /// carries it.
+    test: Option<CeilingTest>,
+}
+
+/// A ceiling test: since when, and the target to go back to if it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CeilingTest {
+    since: Duration,
+    from: u32,
 }
 
 impl Raising {
@@ -53,10 +63,12 @@ struct Ceiling {
     kbps: u32,
     /// Congestion episodes that started within `near_pct` of this ceiling, in a row.
     confirmations: u32,
-    /// The link has carried clearly more than the ceiling (a burst's peak delivery rate) and
-    /// the target went past it: raises are free again, but congestion near it still counts as
-    /// a confirmation.
+    /// The link showed room above it (burst evidence or a ceiling test): raises are free
+    /// again, but congestion near it still counts as a confirmation.
     passed: bool,
+    /// Passed on burst evidence alone: congestion near it again means bursts overstate
+    /// this path's capacity.
+    passed_on_burst: bool,
 }
 
 /// One raise: where to, how long after the previous raise, and what kind.
@@ -66,7 +78,10 @@ struct Raise {
     wait: Duration,
     /// An additive probe (near the ceiling, or without evidence of room).
     probe: bool,
-    /// The link has shown room above the ceiling: this raise goes past it.
+    /// A ceiling test: this raise goes past the ceiling, to be judged after
+    /// `ceiling_test_ms`.
+    test: bool,
+    /// Burst evidence shows room above the ceiling: this raise passes it.
     pass_ceiling: bool,
 }
 
@@ -91,6 +106,16 @@ pub struct DelayController {
     target: Target,
     phase: Phase,
     ceiling: Option<Ceiling>,
+    /// Congestion came back near a ceiling passed on burst evidence: on this path bursts
+    /// leave faster than the link carries (a token-bucket shaper lets a keyframe out at line
+    /// rate), so passing a ceiling takes a ceiling test until one passes.
+    bursts_mislead: bool,
+    /// Ceiling tests passed in a row since the last congestion: each doubles the next step.
+    test_passes: u32,
+    /// The highest link rate measured in this congestion episode (video kbit/s).
+    episode_link: Option<u32>,
+    /// The link has been measured above the ceiling since, at least this rate (video kbit/s).
+    link_above: Option<(Duration, u32)>,
     last_congestion: Option<Duration>,
     steps: Steps,
     last: Measurement,
@@ -120,6 +145,10 @@ impl DelayController {
             target: Target::kbps(max_kbps),
             phase: Phase::Steady,
             ceiling: None,
+            bursts_mislead: false,
+            test_passes: 0,
+            episode_link: None,
+            link_above: None,
             last_congestion: None,
             steps: Steps::default(),
             last: Measurement::default(),
@@ -166,21 +195,35 @@ impl DelayController {
     /// A link measured well above the ceiling (while a queue drains after a brief dip, say)
     /// replaces it: the rate at which congestion appeared is no longer what the link carries.
     /// (Measured below it during congestion, it lowers it: see `on_congestion`.)
-    fn follow_link(&mut self, stats: &LinkStats, m: &Measurement) {
+    ///
+    /// Only a link measured above it for `rate_window_ms / 2` on end counts, and the lowest
+    /// of those measurements is taken: after a loss, TCP's recovery acknowledges a burst of
+    /// bytes at once, which over one short span looks like a link twice as fast.
+    fn follow_link(&mut self, now: Duration, stats: &LinkStats, m: &Measurement) {
         let (Some(c), Some(link)) = (&mut self.ceiling, Self::link_video_kbps(stats, m)) else {
+            self.link_above = None;
             return;
         };
-        if link > c.kbps.saturating_add(pct(c.kbps, self.cfg.near_pct)) {
+        if link <= c.kbps.saturating_add(pct(c.kbps, self.cfg.near_pct)) {
+            self.link_above = None;
+            return;
+        }
+        let (since, lowest) = *self.link_above.get_or_insert((now, link));
+        let lowest = lowest.min(link);
+        self.link_above = Some((since, lowest));
+        if now.saturating_sub(since) >= ms(self.cfg.rate_window_ms / 2) {
             tracing::debug!(
                 ceiling_kbps = c.kbps,
-                link_kbps = link,
+                link_kbps = lowest,
                 "link measured above the ceiling"
             );
             *c = Ceiling {
-                kbps: link,
+                kbps: lowest,
                 confirmations: 0,
                 passed: false,
+                passed_on_burst: false,
             };
+            self.link_above = None;
         }
     }
 
@@ -190,16 +233,32 @@ impl DelayController {
             let band = pct(c, self.cfg.near_pct);
             kbps >= c.saturating_sub(band) && kbps <= c.saturating_add(band)
         };
+        // Congestion again after bursts showed room above the ceiling: on a fluid link the
+        // raises stop where the bursts stop showing room, below the link; congestion means
+        // the bursts left faster than the link carries (or the link fell again, which a
+        // ceiling test finds out as well).
+        if let Some(c) = self.ceiling.filter(|c| c.passed_on_burst) {
+            if !self.bursts_mislead {
+                tracing::info!(
+                    ceiling_kbps = c.kbps,
+                    "bursts overstate this uplink (a token-bucket shaper?): passing the \
+                     congestion point now takes a ceiling test"
+                );
+            }
+            self.bursts_mislead = true;
+        }
         self.ceiling = Some(match self.ceiling {
             Some(c) if near(c.kbps) => Ceiling {
                 kbps,
                 confirmations: c.confirmations.saturating_add(1),
                 passed: false,
+                passed_on_burst: false,
             },
             _ => Ceiling {
                 kbps,
                 confirmations: 0,
                 passed: false,
+                passed_on_burst: false,
             },
         });
     }
@@ -210,14 +269,18 @@ impl DelayController {
 
     fn on_congestion(&mut self, now: Duration, stats: &LinkStats, m: &Measurement) {
         self.last_congestion = Some(now);
+        self.test_passes = 0;
         // While media waits the delivery rate is the link's: what congestion appeared at is at
-        // most what the link carries.
-        if let (Some(c), Some(link), Phase::Cutting { cut: true, .. }) = (
-            &mut self.ceiling,
-            Self::link_video_kbps(stats, m),
-            self.phase,
-        ) {
-            c.kbps = c.kbps.min(link.max(1));
+        // most what the link carries. The highest measurement of the episode counts: TCP's
+        // loss recovery makes the link look slower for a moment than it is.
+        let link = Self::link_video_kbps(stats, m);
+        if let Phase::Cutting { cut: true, .. } = self.phase {
+            self.episode_link = self.episode_link.max(link);
+            if let (Some(c), Some(link)) = (&mut self.ceiling, self.episode_link) {
+                c.kbps = c.kbps.min(link.max(1));
+            }
+        } else {
+            self.episode_link = link;
         }
         let delay = m.queue_delay_ms;
         let cur = self.target.video_kbps;
@@ -253,7 +316,16 @@ impl DelayController {
         };
         if new < cur {
             if !cut_before {
-                let at = Self::link_video_kbps(stats, m).map_or(cur, |l| l.clamp(1, cur));
+                // The lower of the link rate (a short span: a shaper's bucket or a burst of
+                // late acknowledgements can inflate it) and the window's delivery rate.
+                let window = m.delivery_bps.map(|bps| {
+                    ((bps / 1000).min(u64::from(u32::MAX)) as u32).saturating_sub(stats.audio_kbps)
+                });
+                let at = match (Self::link_video_kbps(stats, m), window) {
+                    (Some(l), Some(w)) => l.min(w).clamp(1, cur),
+                    (Some(l), None) => l.clamp(1, cur),
+                    _ => cur,
+                };
                 self.note_ceiling(at);
                 tracing::info!(
                     from_kbps = cur,
@@ -311,11 +383,7 @@ impl DelayController {
         let fast_wait = ms(self.cfg.raise_interval_ms);
         let probe_wait = ms(self.cfg.probe_interval_ms);
         let audio = u64::from(stats.audio_kbps);
-        // The target is being exercised: the link delivered most of what it asks for. (A still
-        // scene that encodes small tests nothing.)
-        let exercised = m.delivery_bps.is_some_and(|bps| {
-            bps * 100 >= (u64::from(cur) + audio) * 1000 * u64::from(self.cfg.headroom_fill_pct)
-        });
+        let exercised = self.exercised(cur, stats, m);
         // What the link has been seen to carry in a burst, as video: evidence of room above
         // the target. (Only while the target is exercised: otherwise bursts are small.)
         let peak = m.peak_bps.filter(|_| exercised).map_or(0, |bps| {
@@ -332,6 +400,7 @@ impl DelayController {
                     .min(limit),
                 wait: fast_wait,
                 probe: false,
+                test: false,
                 pass_ceiling: false,
             })
         };
@@ -339,9 +408,28 @@ impl DelayController {
             to: cur.saturating_add(self.probe_step(of)).min(limit),
             wait,
             probe: true,
+            test: false,
             pass_ceiling: false,
         };
         let Some(c) = self.ceiling.filter(|c| !c.passed) else {
+            if self.bursts_mislead {
+                // Past the ceiling on a path whose bursts mislead: every raise is a ceiling
+                // test, each step twice the last (slow start: 40 %, 80 %, at most a doubling),
+                // so a lifted link is back within a few tests.
+                let step = pct(cur, self.cfg.near_pct.saturating_mul(2))
+                    .saturating_mul(1 << self.test_passes.min(8))
+                    .max(1);
+                return Some(Raise {
+                    to: cur
+                        .saturating_add(step)
+                        .min(cur.saturating_mul(2))
+                        .min(self.max_kbps),
+                    wait: fast_wait,
+                    probe: true,
+                    test: true,
+                    pass_ceiling: false,
+                });
+            }
             return Some(
                 fast(self.max_kbps)
                     .unwrap_or_else(|| probe(self.max_kbps, self.max_kbps, probe_wait)),
@@ -352,14 +440,11 @@ impl DelayController {
         // Probes stop half the band short of the ceiling: at exactly the rate where the queue
         // appeared, every keyframe would make one.
         let top = c.kbps.saturating_sub(band / 2);
-        if cur >= knee && peak >= c.kbps.saturating_add(band) {
-            // The link carried clearly more than the old congestion point: it has improved.
-            return Some(Raise {
-                pass_ceiling: true,
-                ..fast(self.max_kbps)
-                    .unwrap_or_else(|| probe(self.max_kbps, self.max_kbps, fast_wait))
-            });
-        }
+        // Near a ceiling that congestion keeps coming back to, the first probe after a cut
+        // (and every ceiling test) waits longer each time.
+        let first_wait = probe_wait
+            .saturating_mul(1 << c.confirmations.min(16))
+            .min(ms(self.cfg.probe_interval_max_ms));
         if cur < knee {
             // Far below a rate the link carried: close at least half the gap at once, further
             // if the evidence says so.
@@ -372,21 +457,42 @@ impl DelayController {
                     to,
                     wait: fast_wait,
                     probe: false,
+                    test: false,
                     pass_ceiling: false,
                 });
             }
         }
-        if cur >= top {
+        if cur >= knee && !self.bursts_mislead && peak >= c.kbps.saturating_add(band) {
+            // The link carried clearly more than the old congestion point: it has improved.
+            return Some(Raise {
+                pass_ceiling: true,
+                ..fast(self.max_kbps)
+                    .unwrap_or_else(|| probe(self.max_kbps, self.max_kbps, fast_wait))
+            });
+        }
+        if cur >= top && !self.bursts_mislead {
             // At the top of the band without evidence of more: stay. A link that is exactly
             // this full is left alone (no oscillation); the ceiling is forgotten after
             // `ceiling_forget_s` without congestion anyway.
             return None;
         }
-        // Near a ceiling that congestion keeps coming back to, the first probe after a cut
-        // waits longer each time.
-        let first_wait = probe_wait
-            .saturating_mul(1 << c.confirmations.min(16))
-            .min(ms(self.cfg.probe_interval_max_ms));
+        if cur >= knee && self.bursts_mislead {
+            // In the band on a path whose bursts mislead: test the ceiling (additive probes
+            // would only add a wait before the test). A
+            // shaper's token bucket lets a keyframe out at line rate whatever the shaped
+            // rate; a target held clearly above the ceiling for `ceiling_test_ms` empties the
+            // bucket within a second or two, and then the queue shows, or it does not.
+            return Some(Raise {
+                to: c
+                    .kbps
+                    .saturating_add(band.saturating_mul(2))
+                    .max(cur.saturating_add(1)),
+                wait: first_wait,
+                probe: true,
+                test: true,
+                pass_ceiling: false,
+            });
+        }
         Some(probe(
             c.kbps,
             top,
@@ -415,6 +521,29 @@ impl DelayController {
         };
         let clear_since = *r.clear_since.get_or_insert(now);
         self.phase = Phase::Raising(r);
+        if let Some(t) = r.test {
+            if now.saturating_sub(t.since) < ms(self.cfg.ceiling_test_ms) {
+                return;
+            }
+            r.test = None;
+            // Clear since before the test began (the band in between resets `clear_since`),
+            // and the raised target was exercised: the link carries it.
+            if clear_since <= t.since && self.exercised(cur, stats, m) {
+                if let Some(c) = &mut self.ceiling {
+                    tracing::debug!(
+                        ceiling_kbps = c.kbps,
+                        tested_kbps = cur,
+                        "ceiling test passed: the queue stayed clear above the old congestion point"
+                    );
+                    c.passed = true;
+                }
+                self.test_passes = self.test_passes.saturating_add(1);
+                self.phase = Phase::Raising(r);
+            } else {
+                self.fail_test(now, t, "queue not clear throughout");
+                return;
+            }
+        }
         if now.saturating_sub(clear_since) < ms(self.cfg.raise_interval_ms) {
             return;
         }
@@ -438,9 +567,10 @@ impl DelayController {
             if let Some(c) = &mut self.ceiling {
                 tracing::debug!(
                     ceiling_kbps = c.kbps,
-                    "past the old congestion point with a clear queue"
+                    "bursts show room above the old congestion point"
                 );
                 c.passed = true;
+                c.passed_on_burst = true;
             }
         }
         self.set_kbps(next);
@@ -463,8 +593,51 @@ impl DelayController {
                 clear_since: Some(clear_since),
                 last_raise: Some(now),
                 probes: r.probes + u32::from(raise.probe),
+                test: raise.test.then_some(CeilingTest {
+                    since: now,
+                    from: cur,
+                }),
             });
         }
+    }
+
+    /// The target is being exercised: the link delivered most of what it asks for. (A still
+    /// scene that encodes small tests nothing.)
+    fn exercised(&self, cur: u32, stats: &LinkStats, m: &Measurement) -> bool {
+        let audio = u64::from(stats.audio_kbps);
+        m.delivery_bps.is_some_and(|bps| {
+            bps * 100 >= (u64::from(cur) + audio) * 1000 * u64::from(self.cfg.headroom_fill_pct)
+        })
+    }
+
+    /// A ceiling test that did not keep the queue clear (without reaching the cut
+    /// threshold): back to the rate before it, and the ceiling counts as confirmed, so the
+    /// next test waits twice as long.
+    fn fail_test(&mut self, now: Duration, t: CeilingTest, why: &'static str) {
+        tracing::debug!(back_to_kbps = t.from, reason = why, "ceiling test failed");
+        let tested = self.target.video_kbps;
+        self.set_kbps(self.clamp(t.from));
+        self.test_passes = 0;
+        self.ceiling = Some(match self.ceiling {
+            // Under a ceiling: it holds, once more.
+            Some(c) if !c.passed => Ceiling {
+                confirmations: c.confirmations.saturating_add(1),
+                ..c
+            },
+            // Stepping past an old one: the link ends about where this test went.
+            c => Ceiling {
+                kbps: tested,
+                confirmations: c.map_or(0, |c| c.confirmations.saturating_add(1)),
+                passed: false,
+                passed_on_burst: false,
+            },
+        });
+        self.phase = Phase::Raising(Raising {
+            clear_since: None,
+            last_raise: Some(now),
+            probes: 1,
+            test: None,
+        });
     }
 
     /// Frame-rate and resolution steps: down after congestion at the floor, up once well
@@ -562,7 +735,7 @@ impl Controller for DelayController {
                 Phase::Raising(Raising::starting(now, false))
             };
         }
-        self.follow_link(stats, &m);
+        self.follow_link(now, stats, &m);
         let delay = m.queue_delay_ms;
         if !m.progressed {
             // Bytes wait and nothing was delivered this tick: perhaps a stall starting, perhaps
@@ -572,13 +745,20 @@ impl Controller for DelayController {
         } else if delay < self.cfg.clear_delay_ms {
             self.on_clear(now, stats, &m);
         } else if let Phase::Raising(r) = &mut self.phase {
-            // The hysteresis band: no change, and the clear interval starts over.
+            // The hysteresis band: no change, and the clear interval starts over. A ceiling
+            // test that has run its time here failed.
             r.clear_since = None;
+            if let Some(t) = r.test {
+                if now.saturating_sub(t.since) >= ms(self.cfg.ceiling_test_ms) {
+                    self.fail_test(now, t, "queue in the band at the end of the test");
+                }
+            }
         }
         if let (Some(_), Some(at)) = (self.ceiling, self.last_congestion) {
             if now.saturating_sub(at) >= Duration::from_secs(self.cfg.ceiling_forget_s) {
                 tracing::debug!("ceiling forgotten after a long clean period");
                 self.ceiling = None;
+                self.bursts_mislead = false;
             }
         }
         self.step(now, delay);

@@ -4,7 +4,7 @@
 //! This module owns the *decision* only. It is sans-IO like quinn's congestion controllers:
 //! the supervisor fills a [`LinkStats`] from the ring and the sender every tick (100 ms is
 //! what the tests use), calls [`Controller::on_tick`] with a monotonic `now`, and hands a
-//! returned [`Target`] to `PipelineControl::set_video_bitrate`. Nothing here reads a clock,
+//! returned [`Target`] to `PipelineControl::set_video_target`. Nothing here reads a clock,
 //! touches a socket or sleeps, so every behaviour is tested with injected time
 //! (`tests/adapt_scenarios.rs` drives it through a link simulator).
 //!
@@ -26,6 +26,12 @@
 //!   min RTT): `SIOCOUTQ` counts bytes in flight too, a round trip's worth at any rate;
 //! - the peak single-tick delivery rate shows room: a keyframe leaves as fast as the link
 //!   allows, so with headroom the peak is well above the send rate, at the limit it is not.
+//!   Unless a token-bucket shaper sits on the path (`tc tbf`, many ISPs' policers): capacity
+//!   left unused accumulates in its bucket and the next keyframe leaves at line rate, so the
+//!   peak shows room that is not there. The controller learns that (below).
+//!
+//! The sender refreshes these counters every 50 ms (`rtmp::reconnect`): counters older than
+//! `stall_ms` would read as a stalled link.
 //!
 //! # The algorithm ([`DelayController`])
 //! - **Cut fast, to a measured rate.** When the queue delay passes `cut_delay_ms`, cut to
@@ -50,7 +56,20 @@
 //!   carries more than `ceiling + near_pct`: then the ceiling is passed and raises are
 //!   multiplicative again, each as far as the peak (less the safety margin) reaches, at least
 //!   `fast_raise_pct`, at most a doubling, up to the configured rate. Without a ceiling the
-//!   same evidence rule applies; without evidence raises are additive probes. OBS adds 10 %
+//!   same evidence rule applies; without evidence raises are additive probes.
+//! - **Distrust bursts once they have lied.** Congestion again after a ceiling was passed on
+//!   burst evidence means the bursts left faster than the link carries (a shaper's bucket).
+//!   From then on a ceiling is passed only by a *ceiling test*: within the band, after
+//!   the (doubled) probe interval, the target goes to `ceiling + 2 × near_pct` and must keep
+//!   the queue clear for `ceiling_test_ms` with the target exercised. A bucket hides an
+//!   excess for seconds at most (32 KiB at 20 % of 1 Mbit/s: 1.3 s), so the queue shows or it
+//!   does not. A failed test goes back to where it started and doubles the next wait; a
+//!   passed one is followed by further tests, each step twice the last (slow start: 40 %,
+//!   80 %, at most a doubling), so a lifted link is found within a few tests. Tests stay in use until
+//!   the ceiling is forgotten. The ceiling noted at an episode's start is the lower of the
+//!   short link measurement and the window's delivery rate, and a link measured above the
+//!   ceiling replaces it only after `rate_window_ms / 2` of such measurements (their
+//!   lowest): loss recovery acknowledges a burst of bytes at once. OBS adds 10 %
 //!   of the configured rate every 4 s and belacoder 30 kbit/s + 1/30 every 500 ms wherever
 //!   they are, so after a deep cut both take tens of seconds to come back, and both keep
 //!   bumping into the same limit.
@@ -136,11 +155,13 @@ impl LinkStats {
     }
 }
 
-/// What the controller asks of the encoder. The divisors are hints the supervisor may or may
-/// not apply; 1 means "as configured".
+/// What the controller asks of the encoder; the supervisor applies all of it
+/// (`PipelineControl::set_video_target`): the bitrate in place where the encoder can (libx264),
+/// by a rate-limited reopen at a keyframe otherwise (`h264_v4l2m2m`), and the divisors by a
+/// reopen at the smaller frame rate or size. 1 means "as configured".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
-    /// Video bitrate, kbit/s, for `PipelineControl::set_video_bitrate`.
+    /// Video bitrate, kbit/s.
     pub video_kbps: u32,
     /// Divide the frame rate by this (1 or 2).
     pub fps_divisor: u8,

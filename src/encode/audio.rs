@@ -529,6 +529,7 @@ impl AudioEncoder {
                         pts_ms: ms,
                         dts_ms: ms,
                         keyframe,
+                        reopened: None,
                     });
                 }
                 Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),

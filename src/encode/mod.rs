@@ -5,10 +5,21 @@
 //! This module owns pixel-format conversion (swscale, only when the encoder needs it), audio
 //! resampling and 1024-sample framing (swresample into a FIFO of our own), encoder
 //! configuration (regular keyframes, VBV set at open so the bitrate can change live), keyframe
-//! requests and live bitrate changes, and the mapping of encoder timestamps back to the
-//! pipeline clock in milliseconds. It knows nothing of FLV or RTMP: its output is
-//! [`EncodedPacket`] (Annex B H.264 access units, raw AAC frames) and [`pipeline::StreamParams`]
-//! (what the packetizer needs for sequence headers).
+//! requests, applying the adaptation controller's [`Target`] while running, and the mapping of
+//! encoder timestamps back to the pipeline clock in milliseconds. It knows nothing of FLV or
+//! RTMP: its output is [`EncodedPacket`] (Annex B H.264 access units, raw AAC frames) and
+//! [`pipeline::StreamParams`] (what the packetizer needs for sequence headers).
+//!
+//! A target ([`PipelineControl::set_video_target`]) is applied by the video encode thread
+//! before the next frame ([`target`]): a bitrate alone is changed in place where the encoder
+//! can (libx264); otherwise (`h264_v4l2m2m` and any encoder not known to, a frame-rate or size
+//! divisor) the encoder is reopened ([`VideoEncoder::reopen`]) at that frame, at most once per
+//! [`VideoEncoderSettings::min_reopen_interval`] (5 s; the latest target wins). A reopened
+//! encoder starts with an IDR on the same timeline (no gap, nothing backwards), and its first
+//! packet carries the new [`VideoParams`] ([`EncodedPacket::reopened`]) so the packetizer sends
+//! a new sequence header when the SPS/PPS changed. A divided frame rate leaves out captured
+//! frames on the frame grid (timestamps stay the capture times, the GOP stays as long in
+//! seconds); a divided size is scaled to by the same conversion as any input.
 //!
 //! When a live camera or microphone is lost, the encode threads keep its track going (a
 //! darkened still picture, or silence) on the pipeline clock until it is back; see
@@ -20,7 +31,10 @@
 
 pub mod audio;
 pub mod pipeline;
+pub mod target;
 pub mod video;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ffmpeg_next as ffmpeg;
@@ -31,7 +45,11 @@ pub use pipeline::{
     spawn_pipeline, AudioParams, PipelineConfig, PipelineControl, PipelineError, PipelineHandle,
     PipelineStats, StreamParams, TrackStats, VideoParams,
 };
-pub use video::{available_h264_encoders, VideoEncoder, VideoEncoderSettings, KNOWN_H264_ENCODERS};
+pub use target::Target;
+pub use video::{
+    available_h264_encoders, Reopened, VideoEncoder, VideoEncoderSettings, KNOWN_H264_ENCODERS,
+    MIN_REOPEN_INTERVAL,
+};
 
 /// One encoded unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +65,11 @@ pub struct EncodedPacket {
     pub dts_ms: i64,
     /// Video: an IDR picture. Audio: always true (every AAC frame decodes on its own).
     pub keyframe: bool,
+    /// Video: set on the first packet of a reopened encoder (an IDR), with what it runs at
+    /// now: a new bitrate, frame rate or size. When its SPS/PPS differ from those sent before
+    /// (`extradata`, or in front of this IDR when they come inline), the packetizer must send
+    /// a new sequence header before this packet. `None` otherwise, and always for audio.
+    pub reopened: Option<Arc<VideoParams>>,
 }
 
 /// An encoding problem. Every message says what to do.
@@ -80,8 +103,10 @@ pub enum EncodeError {
         encoder: String,
         source: ffmpeg::Error,
     },
-    #[error("{encoder} cannot change its bitrate while running; use libx264 for adaptive bitrate, or restart with a new [video] bitrate_kbps")]
+    #[error("{encoder} cannot change its bitrate while running; it is reopened at the new bitrate instead (VideoEncoder::reopen)")]
     BitrateChangeUnsupported { encoder: String },
+    #[error("{encoder} is closed: reopening it failed with the new settings and with the previous ones; the pipeline stops and is restarted")]
+    EncoderClosed { encoder: String },
 }
 
 fn list_or_none(list: &[String]) -> String {

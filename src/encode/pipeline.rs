@@ -25,17 +25,26 @@
 //! track is not touched. Real frames take over as soon as the device delivers again, whatever
 //! size or format it comes back with (the encoder scales; it is not reopened). The encode
 //! threads therefore never block on their queue for longer than [`IDLE_POLL`].
+//!
+//! Adaptation: [`PipelineControl::set_video_target`] leaves a [`Target`] for the video encode
+//! thread, which applies it before its next frame, captured or still (see [`super::target`]
+//! for when, [`VideoEncoder::reopen`] for how). While the frame rate is divided the thread
+//! leaves out captured frames on the frame grid before the encoder
+//! ([`TrackStats::frames_decimated`]) and stills follow the divided rate;
+//! [`PipelineControl::video_target`] reads what the encoder runs at, and
+//! [`TrackStats::encoder_reopens`] counts the reopens.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::target::{Decimator, Step, Target, TargetCell, TargetGate};
 use super::{
-    AudioEncoder, AudioEncoderSettings, EncodeError, EncodedPacket, VideoEncoder,
+    AudioEncoder, AudioEncoderSettings, EncodeError, EncodedPacket, Reopened, VideoEncoder,
     VideoEncoderSettings,
 };
 use crate::capture::{
@@ -77,12 +86,13 @@ pub struct StreamParams {
     pub audio: Option<AudioParams>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoParams {
     /// e.g. `libx264`.
     pub encoder: String,
     pub width: u32,
     pub height: u32,
+    /// Nominal frames per second (rounded when the frame rate is divided).
     pub fps: u32,
     pub bitrate_kbps: u32,
     /// SPS and PPS in Annex B (libx264's global header); `None` when they come inline.
@@ -126,6 +136,10 @@ pub struct TrackStats {
     pub keyframes: u64,
     /// Audio: silence inserted or frames skipped to follow the capture clock.
     pub timeline_corrections: u64,
+    /// Video: captured frames left out on purpose while the frame rate is divided.
+    pub frames_decimated: u64,
+    /// Video: times the encoder was closed and opened again for a new target.
+    pub encoder_reopens: u64,
 }
 
 /// The pipeline's counters, as a snapshot (`Copy`, cheap; read it at scrape time).
@@ -164,6 +178,8 @@ struct EncodeCounters {
     bytes: AtomicU64,
     keyframes: AtomicU64,
     corrections: AtomicU64,
+    decimated: AtomicU64,
+    reopens: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -176,8 +192,10 @@ struct Shared {
     /// The pipeline clock, set when capture starts (the encoders fill on it).
     clock: OnceLock<CaptureClock>,
     keyframe_requested: AtomicBool,
-    /// A pending bitrate change in kbit/s; 0 = none.
-    bitrate_requested: AtomicU32,
+    /// A video target not yet taken by the encode thread.
+    target_requested: TargetCell,
+    /// The video target the encoder runs at (set by the encode thread).
+    target_applied: TargetCell,
 }
 
 impl Shared {
@@ -204,17 +222,8 @@ impl Shared {
         }
     }
 
-    /// Takes a pending keyframe request and applies a pending bitrate change.
-    fn take_video_requests(&self, encoder: &mut VideoEncoder, warned_bitrate: &mut bool) -> bool {
-        let kbps = self.bitrate_requested.swap(0, Ordering::Relaxed);
-        if kbps != 0 {
-            if let Err(e) = encoder.set_bitrate(kbps) {
-                if !*warned_bitrate {
-                    tracing::warn!(error = %e, "bitrate change ignored");
-                    *warned_bitrate = true;
-                }
-            }
-        }
+    /// Takes a pending keyframe request.
+    fn take_keyframe_request(&self) -> bool {
         self.keyframe_requested.swap(false, Ordering::Relaxed)
     }
 
@@ -242,6 +251,8 @@ impl Shared {
             bytes: enc.bytes.load(Ordering::Relaxed),
             keyframes: enc.keyframes.load(Ordering::Relaxed),
             timeline_corrections: enc.corrections.load(Ordering::Relaxed),
+            frames_decimated: enc.decimated.load(Ordering::Relaxed),
+            encoder_reopens: enc.reopens.load(Ordering::Relaxed),
         };
         PipelineStats {
             video: track(&self.video_capture, &self.video_encode),
@@ -266,12 +277,35 @@ impl PipelineControl {
             .store(true, Ordering::Relaxed);
     }
 
-    /// Changes the video bitrate from the next frame on (libx264 only; other encoders log a
-    /// warning once and keep their bitrate).
+    /// Asks the video encoder for `target`: bitrate, frame-rate divisor, size divisor. A
+    /// bitrate change alone is applied in place from the next frame where the encoder can
+    /// (libx264); anything else reopens the encoder at the next frame, at most once per
+    /// [`VideoEncoderSettings::min_reopen_interval`] (the latest target wins). See
+    /// [`super::target`] and [`VideoEncoder::reopen`]. Values out of range are clamped.
+    pub fn set_video_target(&self, target: Target) {
+        self.shared.target_requested.store(target);
+    }
+
+    /// [`set_video_target`](Self::set_video_target) with only the bitrate given: the divisors
+    /// are those of a request the encode thread has not taken yet, else those the encoder
+    /// runs at (so a divisor change waiting for the reopen rate limit is replaced; callers
+    /// that use divisors call `set_video_target`).
     pub fn set_video_bitrate(&self, kbps: u32) {
-        self.shared
-            .bitrate_requested
-            .store(kbps.max(1), Ordering::Relaxed);
+        let current = self
+            .shared
+            .target_requested
+            .load()
+            .unwrap_or_else(|| self.video_target());
+        self.set_video_target(Target {
+            video_kbps: kbps,
+            ..current
+        });
+    }
+
+    /// The video target the encoder runs at (a requested one may still wait for the reopen
+    /// rate limit).
+    pub fn video_target(&self) -> Target {
+        self.shared.target_applied.load().unwrap_or(Target::kbps(0))
     }
 
     pub fn stats(&self) -> PipelineStats {
@@ -318,6 +352,11 @@ impl PipelineHandle {
 
     pub fn set_video_bitrate(&self, kbps: u32) {
         self.control.set_video_bitrate(kbps);
+    }
+
+    /// See [`PipelineControl::set_video_target`].
+    pub fn set_video_target(&self, target: Target) {
+        self.control.set_video_target(target);
     }
 
     /// True once any thread has ended: the pipeline is stopping (stop requested, a source
@@ -425,15 +464,8 @@ where
                             return Ok(());
                         }
                     };
-                    let _ = ready_tx.send(Ok(VideoParams {
-                        encoder: settings.encoder.clone(),
-                        width: settings.width,
-                        height: settings.height,
-                        fps: settings.fps,
-                        bitrate_kbps: settings.bitrate_kbps,
-                        extradata: encoder.extradata().cloned(),
-                        parameter_sets_inline: encoder.parameter_sets_inline(),
-                    }));
+                    shared.target_applied.store(encoder.target());
+                    let _ = ready_tx.send(Ok(encoder.params()));
                     // A camera can be lost: keep its last picture for the still.
                     let result = run_video(encoder, rx, live, &shared, &mut sink);
                     finish_thread(&shared, &signal, Track::Video, result)
@@ -634,8 +666,7 @@ where
         shared.count_packet(Track::Video, &packet);
         sink(Track::Video, packet);
     };
-    let fps = encoder.settings().fps;
-    let mut warned_bitrate = false;
+    let mut control = VideoControl::new(encoder);
     let mut last_pts_us: Option<i64> = None;
     let mut stills: Option<StillSchedule> = None;
     // The time of the last still while no real frame has followed it yet.
@@ -676,8 +707,21 @@ where
                 if stills.take().is_some() {
                     tracing::debug!("video: captured frames again, stills end");
                 }
-                let force = shared.take_video_requests(encoder, &mut warned_bitrate);
-                let result = encoder.encode(&mut frame, force, &mut on_packet);
+                if !control
+                    .decimator
+                    .keep(frame.pts_us, encoder.target().fps_divisor)
+                {
+                    // The frame rate is divided: left out, its timestamp with it.
+                    rx.recycle(frame.frame);
+                    shared
+                        .video_encode
+                        .decimated
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let result = control
+                    .before_frame(encoder, shared, &mut on_packet)
+                    .and_then(|force| encoder.encode(&mut frame, force, &mut on_packet));
                 last_pts_us = Some(frame.pts_us);
                 let stale = if keep_last && result.is_ok() && encoder.encoded_as_is() {
                     kept.replace(frame.frame)
@@ -701,22 +745,95 @@ where
         if stills.is_none() && shared.video_capture.state().is_reconnecting() {
             give_back(kept, encoder)?;
             encoder.prepare_still()?;
-            stills = Some(StillSchedule::new(
+            let (num, den) = encoder.frame_rate();
+            stills = Some(StillSchedule::with_rate(
                 last_pts_us.unwrap_or_else(|| clock.now_us()),
-                fps,
+                num,
+                den,
             ));
         }
         if let Some(schedule) = stills.as_mut() {
             while let Some(pts_us) = schedule.due(clock.now_us()) {
-                let force = shared.take_video_requests(encoder, &mut warned_bitrate);
+                let force = control.before_frame(encoder, shared, &mut on_packet)?;
                 encoder.encode_still(pts_us, force, &mut on_packet)?;
                 last_pts_us = Some(pts_us);
                 last_still_us = Some(pts_us);
                 shared.count_frame(Track::Video, true);
+                let (num, den) = encoder.frame_rate();
+                if schedule.rate() != (num, den) {
+                    // Reopened at another frame rate: the grid goes on from this still.
+                    *schedule = StillSchedule::with_rate(pts_us, num, den);
+                }
             }
         }
     }
     encoder.flush(&mut on_packet)
+}
+
+/// The video encode thread's side of [`PipelineControl`]: keyframe requests, the target
+/// ([`TargetGate`]: in place, or a rate-limited reopen) and frame-rate division.
+struct VideoControl {
+    gate: TargetGate,
+    decimator: Decimator,
+    warned: bool,
+}
+
+impl VideoControl {
+    fn new(encoder: &VideoEncoder) -> Self {
+        let settings = encoder.settings();
+        Self {
+            gate: TargetGate::new(
+                encoder.target(),
+                settings.changes_rate_in_place(),
+                settings.min_reopen_interval,
+                Instant::now(),
+            ),
+            decimator: Decimator::new(settings.fps),
+            warned: false,
+        }
+    }
+
+    /// Before each frame: applies a target that is due (a reopen flushes the old encoder's
+    /// last packets into `on_packet`). Returns whether the frame must be an IDR.
+    fn before_frame(
+        &mut self,
+        encoder: &mut VideoEncoder,
+        shared: &Shared,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<bool, EncodeError> {
+        if let Some(target) = shared.target_requested.take() {
+            self.gate.request(target);
+        }
+        match self.gate.poll(Instant::now()) {
+            Step::Keep => {}
+            Step::InPlace(kbps) => {
+                if let Err(e) = encoder.set_bitrate(kbps) {
+                    // Not reached: the gate asks only encoders that can.
+                    if !std::mem::replace(&mut self.warned, true) {
+                        tracing::warn!(error = %e, "bitrate change ignored");
+                    }
+                    self.gate.refused(encoder.target());
+                }
+                shared.target_applied.store(encoder.target());
+            }
+            Step::Reopen(target) => {
+                let running = encoder.target();
+                shared.video_encode.reopens.fetch_add(1, Ordering::Relaxed);
+                if let Reopened::Refused(e) = encoder.reopen(target, on_packet)? {
+                    tracing::warn!(
+                        error = %e,
+                        kbps = target.video_kbps,
+                        fps_divisor = target.fps_divisor,
+                        scale_divisor = target.scale_divisor,
+                        "the video encoder refused the new target and goes on as it was"
+                    );
+                    self.gate.refused(running);
+                }
+                shared.target_applied.store(encoder.target());
+            }
+        }
+        Ok(shared.take_keyframe_request())
+    }
 }
 
 /// The audio encode loop: captured frames as they come; while the microphone is reconnecting,
@@ -781,26 +898,39 @@ where
 #[derive(Debug, Clone)]
 pub struct StillSchedule {
     base_us: i64,
-    fps: i64,
+    /// Frame rate `num / den` frames per second.
+    num: i64,
+    den: i64,
     /// Index of the next still on the grid (the last frame is 0).
     next: i64,
 }
 
 impl StillSchedule {
     pub fn new(last_pts_us: i64, fps: u32) -> Self {
+        Self::with_rate(last_pts_us, fps, 1)
+    }
+
+    /// At `num / den` frames per second (a divided frame rate).
+    pub fn with_rate(last_pts_us: i64, num: u32, den: u32) -> Self {
         Self {
             base_us: last_pts_us,
-            fps: i64::from(fps.max(1)),
+            num: i64::from(num.max(1)),
+            den: i64::from(den.max(1)),
             next: 1,
         }
     }
 
+    /// The frame rate as `(num, den)`.
+    pub fn rate(&self) -> (u32, u32) {
+        (self.num as u32, self.den as u32)
+    }
+
     fn slot(&self, k: i64) -> i64 {
-        self.base_us + k * 1_000_000 / self.fps
+        self.base_us + k * 1_000_000 * self.den / self.num
     }
 
     fn half_frame_us(&self) -> i64 {
-        500_000 / self.fps
+        500_000 * self.den / self.num
     }
 
     /// The time of the next still if it is due at `now_us` (call until `None`).
@@ -811,7 +941,8 @@ impl StillSchedule {
         }
         if now_us - slot > MAX_STILL_CATCHUP_US {
             // The latest grid point not after now.
-            self.next = ((now_us - self.base_us) * self.fps / 1_000_000).max(self.next);
+            self.next =
+                ((now_us - self.base_us) * self.num / (1_000_000 * self.den)).max(self.next);
         }
         let slot = self.slot(self.next);
         self.next += 1;

@@ -10,6 +10,20 @@
 //! `rc_buffer_size` of the live context with what x264 was given and reconfigures when they
 //! differ, so [`VideoEncoder::set_bitrate`] only writes those three fields.
 //!
+//! Everything else the adaptation controller asks for is a reopen ([`VideoEncoder::reopen`]):
+//! a bitrate change on an encoder that cannot make it while running (`h264_v4l2m2m`; every
+//! encoder but libx264, or libx264 with [`VideoEncoderSettings::reopen_on_rate_change`]), and a
+//! divided frame rate or size ([`super::Target`]). Between two frames the old encoder is flushed
+//! and closed (a hardware encoder may not run two sessions), and a new one opened at
+//! `fps / fps_divisor` (GOP recomputed, so keyframes stay `keyframe_interval_s` apart) and
+//! `width, height / scale_divisor` (rounded down to even). Its first frame is an IDR; the frames
+//! keep their capture timestamps, so the stream goes on without a gap; its first packet carries
+//! the new parameters ([`EncodedPacket::reopened`]). With the same size and profile libx264's
+//! SPS/PPS come out byte for byte the same, so only a size change needs a new sequence header.
+//! A reopen takes 2–8 ms for libx264 at 720p on an x86 box. Should the encoder refuse the new
+//! settings it is opened again at the old ones ([`Reopened::Refused`]); should that fail too,
+//! the pipeline stops with the error and the supervisor restarts it.
+//!
 //! With `AV_CODEC_FLAG_GLOBAL_HEADER`, libx264's extradata is the SPS and PPS in Annex B (not
 //! an avcC record) and IDR packets do not repeat them. `h264_v4l2m2m` may leave extradata empty
 //! and put SPS/PPS in front of the first IDR instead: [`VideoEncoder::parameter_sets_inline`]
@@ -29,11 +43,16 @@
 //! to it (a camera's frame may be a device buffer, which it gives back when the capture side
 //! asks) and hands it to [`VideoEncoder::remember_picture`] once, when the camera is lost.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use ffmpeg::format::Pixel;
 use ffmpeg::packet::Mut as _;
 use ffmpeg_next as ffmpeg;
 
+use super::pipeline::VideoParams;
+use super::target::{normalized, Target, MAX_DIVISOR};
 use super::{extradata_of, open_codec, EncodeError, EncodedPacket};
 use crate::capture::{init_ffmpeg, VideoFrame};
 
@@ -51,6 +70,14 @@ pub const KNOWN_H264_ENCODERS: &[&str] = &[
 
 /// Encoders that need hardware frames uploaded by the caller.
 const HW_FRAME_ENCODERS: &[&str] = &["h264_vaapi", "h264_qsv"];
+
+/// Encoders known to change their bitrate while running; every other one is reopened.
+const IN_PLACE_RATE_ENCODERS: &[&str] = &["libx264"];
+
+/// The default [`VideoEncoderSettings::min_reopen_interval`]: a reopen costs an IDR (and, on a
+/// hardware encoder, a few frames of latency), so a link that keeps moving does not get one
+/// every controller tick.
+pub const MIN_REOPEN_INTERVAL: Duration = Duration::from_secs(5);
 
 const X264_PRESETS: &[&str] = &[
     "ultrafast",
@@ -98,6 +125,14 @@ pub struct VideoEncoderSettings {
     pub vbv_seconds: f64,
     /// Encoder threads, 0 = automatic.
     pub threads: u32,
+    /// Change the bitrate by closing and reopening the encoder even where it can be changed
+    /// while running (libx264): the path hardware encoders take, for tests and as a fallback
+    /// should an encoder's in-place change misbehave. Default false.
+    pub reopen_on_rate_change: bool,
+    /// At most one reopen (see [`VideoEncoder::reopen`]) per this interval, counted from the
+    /// first open; a target requested sooner waits and the latest one wins. Default
+    /// [`MIN_REOPEN_INTERVAL`].
+    pub min_reopen_interval: Duration,
 }
 
 impl Default for VideoEncoderSettings {
@@ -113,6 +148,8 @@ impl Default for VideoEncoderSettings {
             keyframe_interval_s: 2.0,
             vbv_seconds: 1.0,
             threads: 0,
+            reopen_on_rate_change: false,
+            min_reopen_interval: MIN_REOPEN_INTERVAL,
         }
     }
 }
@@ -120,7 +157,30 @@ impl Default for VideoEncoderSettings {
 impl VideoEncoderSettings {
     /// Frames per GOP.
     pub fn gop_frames(&self) -> u32 {
-        ((self.keyframe_interval_s * f64::from(self.fps)).round() as u32).max(1)
+        self.gop_frames_at(1)
+    }
+
+    /// Frames per GOP at the frame rate divided by `fps_divisor`: the keyframe interval in
+    /// seconds stays.
+    pub fn gop_frames_at(&self, fps_divisor: u8) -> u32 {
+        let fps = f64::from(self.fps) / f64::from(fps_divisor.max(1));
+        ((self.keyframe_interval_s * fps).round() as u32).max(1)
+    }
+
+    /// The output size at `scale_divisor`: width and height divided, rounded down to even
+    /// (4:2:0), at least 16.
+    pub fn frame_size(&self, scale_divisor: u8) -> (u32, u32) {
+        let d = u32::from(scale_divisor.clamp(1, MAX_DIVISOR));
+        let side = |v: u32| ((v / d) & !1).max(16).min(v);
+        (side(self.width), side(self.height))
+    }
+
+    /// Whether this encoder changes its bitrate while running (libx264: FFmpeg's wrapper
+    /// re-targets x264 before the next frame) rather than by a reopen
+    /// ([`VideoEncoder::reopen`]). Only encoders known to do so; not with
+    /// [`reopen_on_rate_change`](Self::reopen_on_rate_change).
+    pub fn changes_rate_in_place(&self) -> bool {
+        !self.reopen_on_rate_change && IN_PLACE_RATE_ENCODERS.contains(&self.encoder.as_str())
     }
 
     fn is_x264(&self) -> bool {
@@ -193,6 +253,8 @@ struct Scaler {
     ctx: *mut ffmpeg::ffi::SwsContext,
     /// Input format, width, height and whether it is full range.
     from: (Pixel, u32, u32, bool),
+    /// Output format, width and height.
+    to: (Pixel, u32, u32),
 }
 
 // SAFETY: an SwsContext is plain heap state without thread-local ties; moving it between
@@ -239,7 +301,7 @@ impl Scaler {
                     1 << 16,
                 );
             }
-            Ok(Self { ctx, from })
+            Ok(Self { ctx, from, to })
         }
     }
 
@@ -278,13 +340,151 @@ impl Drop for Scaler {
     }
 }
 
+/// An opened codec context and what came with it.
+struct Opened {
+    encoder: ffmpeg::encoder::video::Encoder,
+    pix_fmt: Pixel,
+    extradata: Option<Bytes>,
+}
+
+/// Opens the encoder named in `settings` for `target` (bitrate, frame rate and size divided
+/// as it says).
+fn open_context(settings: &VideoEncoderSettings, target: Target) -> Result<Opened, EncodeError> {
+    init_ffmpeg();
+    let name = settings.encoder.as_str();
+    let codec =
+        ffmpeg::encoder::find_by_name(name).ok_or_else(|| EncodeError::EncoderNotFound {
+            name: name.to_string(),
+            available: available_h264_encoders(),
+        })?;
+    if HW_FRAME_ENCODERS.contains(&name) {
+        return Err(EncodeError::UnsupportedEncoder {
+            name: name.to_string(),
+        });
+    }
+    if codec.id() != ffmpeg::codec::Id::H264 {
+        return Err(EncodeError::InvalidSettings {
+            what: format!(
+                "[video] encoder '{name}' is not an H.264 encoder (RTMP carries H.264); use one of {}",
+                available_h264_encoders().join(", ")
+            ),
+        });
+    }
+    settings.validate()?;
+    let pix_fmt = codec
+        .video()
+        .ok()
+        .and_then(|v| v.formats().map(|f| f.collect::<Vec<_>>()))
+        .map(|formats| {
+            [Pixel::YUV420P, Pixel::NV12]
+                .into_iter()
+                .find(|p| formats.contains(p))
+                .or_else(|| formats.first().copied())
+                .unwrap_or(Pixel::YUV420P)
+        })
+        .unwrap_or(Pixel::YUV420P);
+
+    let ctx = ffmpeg::codec::context::Context::new_with_codec(codec);
+    let mut enc = ctx.encoder().video().map_err(|source| EncodeError::Open {
+        encoder: name.to_string(),
+        source,
+        hint: "this is a bug in polypush",
+    })?;
+    let target = normalized(target);
+    let (width, height) = settings.frame_size(target.scale_divisor);
+    let bps = u64::from(target.video_kbps) * 1000;
+    let gop = settings.gop_frames_at(target.fps_divisor);
+    enc.set_width(width);
+    enc.set_height(height);
+    enc.set_format(pix_fmt);
+    enc.set_time_base(ffmpeg::Rational(1, 1000));
+    enc.set_frame_rate(Some(ffmpeg::Rational(
+        settings.fps as i32,
+        i32::from(target.fps_divisor),
+    )));
+    enc.set_gop(gop);
+    enc.set_max_b_frames(0);
+    enc.set_bit_rate(bps as usize);
+    enc.set_max_bit_rate(bps as usize);
+    // SAFETY: plain fields of a not-yet-open codec context that ffmpeg-next has no setter for.
+    unsafe {
+        let raw = enc.as_mut_ptr();
+        (*raw).rc_buffer_size = vbv_bits(target.video_kbps, settings.vbv_seconds);
+        (*raw).keyint_min = gop as i32;
+        (*raw).flags |= ffmpeg::ffi::AV_CODEC_FLAG_GLOBAL_HEADER as i32;
+        (*raw).thread_count = settings.threads as i32;
+        if !settings.is_x264() {
+            (*raw).profile = match settings.profile.as_str() {
+                "baseline" => ffmpeg::ffi::FF_PROFILE_H264_CONSTRAINED_BASELINE,
+                "main" => ffmpeg::ffi::FF_PROFILE_H264_MAIN,
+                _ => ffmpeg::ffi::FF_PROFILE_H264_HIGH,
+            };
+        }
+    }
+    let options: Vec<(&str, String)> = if settings.is_x264() {
+        vec![
+            ("preset", settings.preset.clone()),
+            ("tune", "zerolatency".into()),
+            ("profile", settings.profile.clone()),
+            ("sc_threshold", "0".into()),
+            ("forced-idr", "1".into()),
+        ]
+    } else {
+        Vec::new()
+    };
+    let hint = if settings.is_x264() {
+        "check [video] width, height, fps, bitrate_kbps, preset and profile"
+    } else {
+        "is the hardware encoder present (/dev/video11 on a Raspberry Pi) and does it support this size and profile? Otherwise set [video] encoder = \"libx264\""
+    };
+    // SAFETY: `enc` wraps a context allocated for `codec` and not yet opened.
+    open_codec(unsafe { enc.as_mut_ptr() }, &codec, &options, name, hint)?;
+    let encoder = ffmpeg::encoder::video::Encoder(enc);
+    // SAFETY: reading the open context's extradata.
+    let extradata = extradata_of(unsafe { encoder.as_ptr() });
+    Ok(Opened {
+        encoder,
+        pix_fmt,
+        extradata,
+    })
+}
+
+/// A conversion target frame: the encoder's format and size, limited range.
+fn conversion_frame(pix_fmt: Pixel, width: u32, height: u32) -> ffmpeg::frame::Video {
+    let mut f = ffmpeg::frame::Video::new(pix_fmt, width, height);
+    f.set_color_range(ffmpeg::color::Range::MPEG);
+    f
+}
+
+fn closed(encoder: &str) -> EncodeError {
+    EncodeError::EncoderClosed {
+        encoder: encoder.to_string(),
+    }
+}
+
+/// What [`VideoEncoder::reopen`] did.
+#[derive(Debug)]
+pub enum Reopened {
+    /// The encoder runs at the new target.
+    Applied,
+    /// The encoder refused the new target and was opened again with the one it ran at (the
+    /// stream goes on, from an IDR); the error says why.
+    Refused(EncodeError),
+}
+
 /// An open H.264 encoder.
 pub struct VideoEncoder {
-    encoder: ffmpeg::encoder::video::Encoder,
+    /// `None` only once a reopen failed with the new target and with the previous one.
+    encoder: Option<ffmpeg::encoder::video::Encoder>,
     settings: VideoEncoderSettings,
+    /// What the encoder runs at: bitrate and the frame-rate and size divisors.
+    target: Target,
+    /// Output size: the configured one divided by `target.scale_divisor`.
+    width: u32,
+    height: u32,
     pix_fmt: Pixel,
     scaler: Option<Scaler>,
-    /// Conversion target, allocated once.
+    /// Conversion target, allocated once per output size.
     converted: ffmpeg::frame::Video,
     packet: ffmpeg::Packet,
     extradata: Option<Bytes>,
@@ -296,137 +496,53 @@ pub struct VideoEncoder {
     as_is: bool,
     /// The picture repeated while the camera is away; allocated at the first loss.
     still: Option<ffmpeg::frame::Video>,
-    bitrate_kbps: u32,
     /// A lowered VBV waiting for the frame that carries the lowered bitrate to go in first.
     vbv_after_next_frame: Option<u32>,
     /// A lowered VBV to apply before the next frame.
     vbv_pending: Option<u32>,
     flushed: bool,
+    /// A reopened encoder's parameters, for its first packet.
+    announce: Option<Arc<VideoParams>>,
 }
 
 impl VideoEncoder {
     /// Opens the encoder named in `settings`. A name that is missing from this FFmpeg build is
     /// an error listing the H.264 encoders that are present.
     pub fn open(settings: &VideoEncoderSettings) -> Result<Self, EncodeError> {
-        init_ffmpeg();
-        let name = settings.encoder.as_str();
-        let codec =
-            ffmpeg::encoder::find_by_name(name).ok_or_else(|| EncodeError::EncoderNotFound {
-                name: name.to_string(),
-                available: available_h264_encoders(),
-            })?;
-        if HW_FRAME_ENCODERS.contains(&name) {
-            return Err(EncodeError::UnsupportedEncoder {
-                name: name.to_string(),
-            });
-        }
-        if codec.id() != ffmpeg::codec::Id::H264 {
-            return Err(EncodeError::InvalidSettings {
-                what: format!(
-                    "[video] encoder '{name}' is not an H.264 encoder (RTMP carries H.264); use one of {}",
-                    available_h264_encoders().join(", ")
-                ),
-            });
-        }
-        settings.validate()?;
-        let pix_fmt = codec
-            .video()
-            .ok()
-            .and_then(|v| v.formats().map(|f| f.collect::<Vec<_>>()))
-            .map(|formats| {
-                [Pixel::YUV420P, Pixel::NV12]
-                    .into_iter()
-                    .find(|p| formats.contains(p))
-                    .or_else(|| formats.first().copied())
-                    .unwrap_or(Pixel::YUV420P)
-            })
-            .unwrap_or(Pixel::YUV420P);
-
-        let ctx = ffmpeg::codec::context::Context::new_with_codec(codec);
-        let mut enc = ctx.encoder().video().map_err(|source| EncodeError::Open {
-            encoder: name.to_string(),
-            source,
-            hint: "this is a bug in polypush",
-        })?;
-        let bps = u64::from(settings.bitrate_kbps) * 1000;
-        let gop = settings.gop_frames();
-        enc.set_width(settings.width);
-        enc.set_height(settings.height);
-        enc.set_format(pix_fmt);
-        enc.set_time_base(ffmpeg::Rational(1, 1000));
-        enc.set_frame_rate(Some(ffmpeg::Rational(settings.fps as i32, 1)));
-        enc.set_gop(gop);
-        enc.set_max_b_frames(0);
-        enc.set_bit_rate(bps as usize);
-        enc.set_max_bit_rate(bps as usize);
-        // SAFETY: plain fields of a not-yet-open codec context that ffmpeg-next has no setter for.
-        unsafe {
-            let raw = enc.as_mut_ptr();
-            (*raw).rc_buffer_size = vbv_bits(settings.bitrate_kbps, settings.vbv_seconds);
-            (*raw).keyint_min = gop as i32;
-            (*raw).flags |= ffmpeg::ffi::AV_CODEC_FLAG_GLOBAL_HEADER as i32;
-            (*raw).thread_count = settings.threads as i32;
-            if !settings.is_x264() {
-                (*raw).profile = match settings.profile.as_str() {
-                    "baseline" => ffmpeg::ffi::FF_PROFILE_H264_CONSTRAINED_BASELINE,
-                    "main" => ffmpeg::ffi::FF_PROFILE_H264_MAIN,
-                    _ => ffmpeg::ffi::FF_PROFILE_H264_HIGH,
-                };
-            }
-        }
-        let options: Vec<(&str, String)> = if settings.is_x264() {
-            vec![
-                ("preset", settings.preset.clone()),
-                ("tune", "zerolatency".into()),
-                ("profile", settings.profile.clone()),
-                ("sc_threshold", "0".into()),
-                ("forced-idr", "1".into()),
-            ]
-        } else {
-            Vec::new()
-        };
-        let hint = if settings.is_x264() {
-            "check [video] width, height, fps, bitrate_kbps, preset and profile"
-        } else {
-            "is the hardware encoder present (/dev/video11 on a Raspberry Pi) and does it support this size and profile? Otherwise set [video] encoder = \"libx264\""
-        };
-        // SAFETY: `enc` wraps a context allocated for `codec` and not yet opened.
-        open_codec(unsafe { enc.as_mut_ptr() }, &codec, &options, name, hint)?;
-        let encoder = ffmpeg::encoder::video::Encoder(enc);
-        // SAFETY: reading the open context's extradata.
-        let extradata = extradata_of(unsafe { encoder.as_ptr() });
+        let target = Target::kbps(settings.bitrate_kbps);
+        let opened = open_context(settings, target)?;
         tracing::info!(
-            encoder = name,
+            encoder = settings.encoder,
             width = settings.width,
             height = settings.height,
             fps = settings.fps,
             bitrate_kbps = settings.bitrate_kbps,
-            gop,
-            pix_fmt = ?pix_fmt,
-            global_header = extradata.is_some(),
+            gop = settings.gop_frames(),
+            pix_fmt = ?opened.pix_fmt,
+            global_header = opened.extradata.is_some(),
+            rate_change = if settings.changes_rate_in_place() { "in place" } else { "reopen" },
             "video encoder open"
         );
         Ok(Self {
-            encoder,
+            encoder: Some(opened.encoder),
             settings: settings.clone(),
-            pix_fmt,
+            target,
+            width: settings.width,
+            height: settings.height,
+            pix_fmt: opened.pix_fmt,
             scaler: None,
-            converted: {
-                let mut f = ffmpeg::frame::Video::new(pix_fmt, settings.width, settings.height);
-                f.set_color_range(ffmpeg::color::Range::MPEG);
-                f
-            },
+            converted: conversion_frame(opened.pix_fmt, settings.width, settings.height),
             packet: ffmpeg::Packet::empty(),
-            extradata,
+            extradata: opened.extradata,
             keyframe_requested: false,
             last_pts_ms: None,
             has_last: false,
             as_is: false,
             still: None,
-            bitrate_kbps: settings.bitrate_kbps,
             vbv_after_next_frame: None,
             vbv_pending: None,
             flushed: false,
+            announce: None,
         })
     }
 
@@ -441,13 +557,43 @@ impl VideoEncoder {
         self.extradata.is_none()
     }
 
+    /// The settings the encoder was first opened with (the target divides them).
     pub fn settings(&self) -> &VideoEncoderSettings {
         &self.settings
     }
 
+    /// What the encoder runs at.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
     /// The current target bitrate.
     pub fn bitrate_kbps(&self) -> u32 {
-        self.bitrate_kbps
+        self.target.video_kbps
+    }
+
+    /// The output size.
+    pub fn frame_size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The nominal frame rate as a fraction (`fps / fps_divisor`).
+    pub fn frame_rate(&self) -> (u32, u32) {
+        (self.settings.fps, u32::from(self.target.fps_divisor))
+    }
+
+    /// What the packetizer needs to know about the encoder as it runs now.
+    pub fn params(&self) -> VideoParams {
+        let (num, den) = self.frame_rate();
+        VideoParams {
+            encoder: self.settings.encoder.clone(),
+            width: self.width,
+            height: self.height,
+            fps: ((num + den / 2) / den.max(1)).max(1),
+            bitrate_kbps: self.target.video_kbps,
+            extradata: self.extradata.clone(),
+            parameter_sets_inline: self.extradata.is_none(),
+        }
     }
 
     /// The pixel format frames are converted to.
@@ -461,23 +607,25 @@ impl VideoEncoder {
     }
 
     /// Changes the target bitrate (and the VBV maximum and buffer with it) from the next frame
-    /// on. libx264 only; other encoders return [`EncodeError::BitrateChangeUnsupported`].
+    /// on, in place. Only for encoders that can
+    /// ([`VideoEncoderSettings::changes_rate_in_place`]); the others return
+    /// [`EncodeError::BitrateChangeUnsupported`] and change it by [`reopen`](Self::reopen).
     ///
     /// libx264's wrapper re-targets the VBV before the bitrate within one frame. Lowering both
     /// at once would momentarily give x264 a maximum below the average ("max bitrate less than
     /// average bitrate, assuming CBR" in the log at every step), so a decrease lowers the
     /// average with the next frame and the VBV with the one after; an increase does both at once.
     pub fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
-        if !self.settings.is_x264() {
+        if !self.settings.changes_rate_in_place() {
             return Err(EncodeError::BitrateChangeUnsupported {
                 encoder: self.settings.encoder.clone(),
             });
         }
-        let kbps = kbps.clamp(50, 100_000);
-        if kbps == self.bitrate_kbps {
+        let kbps = kbps.clamp(super::target::MIN_KBPS, super::target::MAX_KBPS);
+        if kbps == self.target.video_kbps {
             return Ok(());
         }
-        if kbps < self.bitrate_kbps {
+        if kbps < self.target.video_kbps {
             self.write_rate_control(Some(kbps), None);
             self.vbv_after_next_frame = Some(kbps);
         } else {
@@ -486,19 +634,22 @@ impl VideoEncoder {
             self.vbv_pending = None;
         }
         tracing::debug!(
-            from_kbps = self.bitrate_kbps,
+            from_kbps = self.target.video_kbps,
             to_kbps = kbps,
             "video bitrate changed"
         );
-        self.bitrate_kbps = kbps;
+        self.target.video_kbps = kbps;
         Ok(())
     }
 
     fn write_rate_control(&mut self, average_kbps: Option<u32>, vbv_kbps: Option<u32>) {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return;
+        };
         // SAFETY: libx264 reads these fields of the live context before each frame
         // (`reconfig_encoder`); they are plain integers and this thread owns the context.
         unsafe {
-            let raw = self.encoder.as_mut_ptr();
+            let raw = encoder.as_mut_ptr();
             if let Some(kbps) = average_kbps {
                 (*raw).bit_rate = i64::from(kbps) * 1000;
             }
@@ -509,6 +660,81 @@ impl VideoEncoder {
         }
     }
 
+    /// Closes the encoder and opens it again for `target`: a new bitrate on an encoder that
+    /// cannot change it while running, or a new frame rate or size. Call between frames.
+    ///
+    /// What the old encoder still holds is flushed into `on_packet` first (nothing from
+    /// libx264 with `zerolatency`; a hardware encoder's queue), and it is closed before the
+    /// new one opens (a hardware encoder may not run two sessions). The next frame is an IDR
+    /// and its packet carries the new [`VideoParams`] ([`EncodedPacket::reopened`]), so the
+    /// packetizer can send a new sequence header first when the SPS/PPS changed. Timestamps go
+    /// on from the frames' capture times: no gap, nothing backwards. The GOP restarts at the
+    /// IDR and keeps its length in seconds at a divided frame rate. A smaller size is scaled to
+    /// by the same conversion as any input; the last picture is kept (scaled) for the still.
+    ///
+    /// If the encoder refuses the new target it is opened again at the one it ran at and
+    /// [`Reopened::Refused`] says why; if that fails too, the error is returned and the
+    /// encoder stays closed (every later call fails with [`EncodeError::EncoderClosed`]).
+    pub fn reopen(
+        &mut self,
+        target: Target,
+        on_packet: &mut dyn FnMut(EncodedPacket),
+    ) -> Result<Reopened, EncodeError> {
+        let target = normalized(target);
+        let started = Instant::now();
+        let previous = self.target;
+        self.flush(on_packet)?;
+        self.encoder = None;
+        let (opened, applied, refused) = match open_context(&self.settings, target) {
+            Ok(opened) => (opened, target, None),
+            Err(e) => (open_context(&self.settings, previous)?, previous, Some(e)),
+        };
+        let old_extradata = self.extradata.clone();
+        self.install(opened, applied);
+        tracing::info!(
+            encoder = self.settings.encoder,
+            from_kbps = previous.video_kbps,
+            to_kbps = applied.video_kbps,
+            fps_divisor = applied.fps_divisor,
+            width = self.width,
+            height = self.height,
+            new_parameter_sets = self.extradata.is_none() || self.extradata != old_extradata,
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "video encoder reopened"
+        );
+        Ok(match refused {
+            None => Reopened::Applied,
+            Some(e) => Reopened::Refused(e),
+        })
+    }
+
+    /// Takes a freshly opened encoder running at `target` in place of the closed one.
+    fn install(&mut self, opened: Opened, target: Target) {
+        let (width, height) = self.settings.frame_size(target.scale_divisor);
+        if (opened.pix_fmt, width, height) != (self.pix_fmt, self.width, self.height) {
+            let mut converted = conversion_frame(opened.pix_fmt, width, height);
+            if self.has_last {
+                // The last picture, at the new size, for a still.
+                let from = (self.pix_fmt, self.width, self.height, false);
+                let scaled = Scaler::new(from, (opened.pix_fmt, width, height))
+                    .and_then(|mut s| s.run(&self.converted, &mut converted));
+                self.has_last = scaled.is_ok();
+            }
+            self.converted = converted;
+            self.scaler = None;
+            self.still = None;
+            (self.pix_fmt, self.width, self.height) = (opened.pix_fmt, width, height);
+        }
+        self.encoder = Some(opened.encoder);
+        self.extradata = opened.extradata;
+        self.target = target;
+        self.flushed = false;
+        self.keyframe_requested = true;
+        self.vbv_after_next_frame = None;
+        self.vbv_pending = None;
+        self.announce = Some(Arc::new(self.params()));
+    }
+
     /// Whether the last captured frame was encoded as it was, without conversion: the still
     /// can then only be made of it through [`remember_picture`](Self::remember_picture).
     pub fn encoded_as_is(&self) -> bool {
@@ -517,10 +743,19 @@ impl VideoEncoder {
 
     /// Copies `picture`, the last frame encoded as is, for [`prepare_still`](Self::prepare_still)
     /// (once, when the camera is lost or the frame must be given back, instead of every frame).
+    /// A picture of another format or size (the encoder was reopened at another size since)
+    /// is converted.
     pub fn remember_picture(&mut self, picture: &ffmpeg::frame::Video) -> Result<(), EncodeError> {
-        let from = (picture.format(), picture.width(), picture.height(), false);
-        if (from.0, from.1, from.2) != (self.pix_fmt, self.settings.width, self.settings.height) {
-            // Not a picture of the encoder's format (cannot happen for one encoded as is).
+        let full_range = picture.color_range() == ffmpeg::color::Range::JPEG;
+        let from = (
+            picture.format(),
+            picture.width(),
+            picture.height(),
+            full_range,
+        );
+        if full_range || (from.0, from.1, from.2) != (self.pix_fmt, self.width, self.height) {
+            self.convert(picture)?;
+            self.has_last = true;
             return Ok(());
         }
         // SAFETY: both frames have the encoder's format and size (checked above);
@@ -564,12 +799,10 @@ impl VideoEncoder {
     /// picture encoded (darkened), or a dark frame if there is none. Call when the camera is
     /// lost; the buffer is reused from one loss to the next.
     pub fn prepare_still(&mut self) -> Result<(), EncodeError> {
-        let (pix_fmt, width, height) = (self.pix_fmt, self.settings.width, self.settings.height);
-        let still = self.still.get_or_insert_with(|| {
-            let mut f = ffmpeg::frame::Video::new(pix_fmt, width, height);
-            f.set_color_range(ffmpeg::color::Range::MPEG);
-            f
-        });
+        let (pix_fmt, width, height) = (self.pix_fmt, self.width, self.height);
+        let still = self
+            .still
+            .get_or_insert_with(|| conversion_frame(pix_fmt, width, height));
         let encode_error = |source| EncodeError::Encode {
             encoder: self.settings.encoder.clone(),
             source,
@@ -595,7 +828,8 @@ impl VideoEncoder {
     }
 
     /// Encodes the still picture at `pts_us` (pipeline clock) while the camera is away; the
-    /// GOP and the bitrate behave as for any frame. Prepares the still if needed.
+    /// GOP and the bitrate behave as for any frame. Prepares the still if needed (also after
+    /// a reopen at another size).
     pub fn encode_still(
         &mut self,
         pts_us: i64,
@@ -608,6 +842,30 @@ impl VideoEncoder {
         self.submit(Picture::Still, pts_us, force_keyframe, on_packet)
     }
 
+    /// Converts `src` into the conversion frame (format, size and range of the encoder).
+    fn convert(&mut self, src: &ffmpeg::frame::Video) -> Result<(), EncodeError> {
+        let full_range = src.color_range() == ffmpeg::color::Range::JPEG;
+        let from = (src.format(), src.width(), src.height(), full_range);
+        let to = (self.pix_fmt, self.width, self.height);
+        if self.scaler.as_ref().map(|s| (s.from, s.to)) != Some((from, to)) {
+            let scaler =
+                Scaler::new(from, to).map_err(|source| self.convert_error(from, source))?;
+            tracing::debug!(from = ?from, to = ?to, "video conversion set up");
+            self.scaler = Some(scaler);
+        }
+        // SAFETY: the conversion frame is ours; make_writable copies its buffer only if the
+        // encoder still holds a reference to it.
+        let ret = unsafe { ffmpeg::ffi::av_frame_make_writable(self.converted.as_mut_ptr()) };
+        if ret < 0 {
+            return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
+        }
+        let result = match self.scaler.as_mut() {
+            Some(scaler) => scaler.run(src, &mut self.converted),
+            None => Err(ffmpeg::Error::Bug),
+        };
+        result.map_err(|source| self.convert_error(from, source))
+    }
+
     fn submit(
         &mut self,
         picture: Picture<'_>,
@@ -615,47 +873,40 @@ impl VideoEncoder {
         force_keyframe: bool,
         on_packet: &mut dyn FnMut(EncodedPacket),
     ) -> Result<(), EncodeError> {
+        if self.encoder.is_none() {
+            return Err(closed(&self.settings.encoder));
+        }
         let mut pts_ms = pts_us.div_euclid(1000);
         if let Some(last) = self.last_pts_ms {
             if pts_ms <= last {
                 pts_ms = last + 1;
             }
         }
-        self.last_pts_ms = Some(pts_ms);
-        let keyframe = force_keyframe || std::mem::take(&mut self.keyframe_requested);
+        let keyframe = force_keyframe || self.keyframe_requested;
 
         if let Some(kbps) = self.vbv_pending.take() {
             self.write_rate_control(None, Some(kbps));
         }
 
         let target: &mut ffmpeg::frame::Video = match picture {
-            Picture::Still => self.still.as_mut().expect("prepared by encode_still"),
+            Picture::Still => match self.still.as_mut() {
+                Some(still) => still,
+                // `encode_still` prepares it.
+                None => {
+                    return Err(EncodeError::Encode {
+                        encoder: self.settings.encoder.clone(),
+                        source: ffmpeg::Error::Bug,
+                    })
+                }
+            },
             Picture::Captured(src) => {
                 let full_range = src.color_range() == ffmpeg::color::Range::JPEG;
                 let needs_conversion = src.format() != self.pix_fmt
-                    || src.width() != self.settings.width
-                    || src.height() != self.settings.height
+                    || src.width() != self.width
+                    || src.height() != self.height
                     || full_range;
                 if needs_conversion {
-                    let from = (src.format(), src.width(), src.height(), full_range);
-                    if self.scaler.as_ref().map(|s| s.from) != Some(from) {
-                        let to = (self.pix_fmt, self.settings.width, self.settings.height);
-                        let scaler = Scaler::new(from, to)
-                            .map_err(|source| self.convert_error(from, source))?;
-                        tracing::debug!(from = ?from, to = ?self.pix_fmt, "video conversion set up");
-                        self.scaler = Some(scaler);
-                    }
-                    // SAFETY: the conversion frame is ours; make_writable copies its buffer
-                    // only if the encoder still holds a reference to it.
-                    let ret =
-                        unsafe { ffmpeg::ffi::av_frame_make_writable(self.converted.as_mut_ptr()) };
-                    if ret < 0 {
-                        return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
-                    }
-                    let scaler = self.scaler.as_mut().expect("scaler set up above");
-                    if let Err(source) = scaler.run(src, &mut self.converted) {
-                        return Err(self.convert_error(from, source));
-                    }
+                    self.convert(src)?;
                     self.has_last = true;
                     self.as_is = false;
                     &mut self.converted
@@ -674,35 +925,44 @@ impl VideoEncoder {
         });
         // SAFETY: a plain field of a frame we own.
         unsafe { (*target.as_mut_ptr()).key_frame = i32::from(keyframe) };
-        self.encoder
-            .send_frame(target)
-            .map_err(|source| EncodeError::Encode {
-                encoder: self.settings.encoder.clone(),
-                source,
-            })?;
+        let sent = match self.encoder.as_mut() {
+            Some(encoder) => encoder.send_frame(target),
+            None => return Err(closed(&self.settings.encoder)),
+        };
+        sent.map_err(|source| EncodeError::Encode {
+            encoder: self.settings.encoder.clone(),
+            source,
+        })?;
+        self.last_pts_ms = Some(pts_ms);
+        self.keyframe_requested = false;
         // A lowered VBV goes in with the frame after the lowered bitrate (see `set_bitrate`).
         self.vbv_pending = self.vbv_after_next_frame.take();
         self.drain(on_packet)
     }
 
-    /// Drains the encoder at the end of the stream; the encoder cannot be used afterwards.
+    /// Drains the encoder at the end of the stream (or before a reopen); the encoder cannot
+    /// be used afterwards.
     pub fn flush(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
         if self.flushed {
             return Ok(());
         }
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Ok(());
+        };
         self.flushed = true;
-        self.encoder
-            .send_eof()
-            .map_err(|source| EncodeError::Encode {
-                encoder: self.settings.encoder.clone(),
-                source,
-            })?;
+        encoder.send_eof().map_err(|source| EncodeError::Encode {
+            encoder: self.settings.encoder.clone(),
+            source,
+        })?;
         self.drain(on_packet)
     }
 
     fn drain(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Err(closed(&self.settings.encoder));
+        };
         loop {
-            match self.encoder.receive_packet(&mut self.packet) {
+            match encoder.receive_packet(&mut self.packet) {
                 Ok(()) => {
                     let data = Bytes::copy_from_slice(self.packet.data().unwrap_or_default());
                     let pts_ms = self.packet.pts().or(self.packet.dts()).unwrap_or(0);
@@ -715,6 +975,7 @@ impl VideoEncoder {
                         pts_ms,
                         dts_ms,
                         keyframe,
+                        reopened: self.announce.take(),
                     });
                 }
                 Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
@@ -732,10 +993,7 @@ impl VideoEncoder {
     fn convert_error(&self, from: (Pixel, u32, u32, bool), source: ffmpeg::Error) -> EncodeError {
         EncodeError::Convert {
             from: format!("{:?} {}x{}", from.0, from.1, from.2),
-            to: format!(
-                "{:?} {}x{}",
-                self.pix_fmt, self.settings.width, self.settings.height
-            ),
+            to: format!("{:?} {}x{}", self.pix_fmt, self.width, self.height),
             source,
         }
     }
@@ -909,6 +1167,132 @@ mod tests {
         assert!(dts.windows(2).all(|w| w[1] - w[0] == 40), "{dts:?}");
         // Repeated pictures cost next to nothing.
         assert!(out[5..9].iter().all(|p| p.data.len() < 100));
+    }
+
+    #[test]
+    fn divided_sizes_are_even_and_at_least_16() {
+        let s = |width, height| VideoEncoderSettings {
+            width,
+            height,
+            ..Default::default()
+        };
+        assert_eq!(s(1280, 720).frame_size(2), (640, 360));
+        assert_eq!(s(854, 480).frame_size(2), (426, 240));
+        assert_eq!(s(20, 16).frame_size(2), (16, 16));
+        assert_eq!(s(1280, 720).frame_size(0), (1280, 720), "0 is 1");
+        assert_eq!(s(1280, 720).frame_size(200), (320, 180), "clamped to 4");
+        let s = VideoEncoderSettings {
+            fps: 25,
+            keyframe_interval_s: 2.0,
+            ..Default::default()
+        };
+        assert_eq!((s.gop_frames_at(1), s.gop_frames_at(2)), (50, 25));
+    }
+
+    fn gradient(i: i64, width: u32, height: u32) -> ffmpeg::frame::Video {
+        let mut frame = ffmpeg::frame::Video::new(Pixel::YUV420P, width, height);
+        for plane in 0..3 {
+            let stride = frame.stride(plane);
+            for (row, line) in frame.data_mut(plane).chunks_mut(stride).enumerate() {
+                for (col, px) in line.iter_mut().enumerate() {
+                    *px = ((col + row) as i64 + i * 3) as u8;
+                }
+            }
+        }
+        frame
+    }
+
+    #[test]
+    fn a_reopen_goes_on_from_an_idr_with_continuous_timestamps() {
+        let settings = VideoEncoderSettings {
+            width: 320,
+            height: 240,
+            fps: 25,
+            keyframe_interval_s: 1.0, // GOP of 25
+            bitrate_kbps: 400,
+            threads: 1,
+            reopen_on_rate_change: true,
+            ..Default::default()
+        };
+        let mut encoder = VideoEncoder::open(&settings).unwrap();
+        assert!(matches!(
+            encoder.set_bitrate(300),
+            Err(EncodeError::BitrateChangeUnsupported { .. })
+        ));
+        let first_extradata = encoder.extradata().cloned().unwrap();
+        let mut out: Vec<EncodedPacket> = Vec::new();
+        let frame_at = |encoder: &mut VideoEncoder, i: i64, out: &mut Vec<EncodedPacket>| {
+            let mut frame = crate::capture::Captured {
+                frame: gradient(i, 320, 240),
+                pts_us: i * 40_000,
+            };
+            encoder
+                .encode(&mut frame, false, &mut |p| out.push(p))
+                .unwrap();
+        };
+        for i in 0..10 {
+            frame_at(&mut encoder, i, &mut out);
+        }
+        // Bitrate alone: the same parameter sets, an IDR, the same grid.
+        let r = encoder
+            .reopen(Target::kbps(300), &mut |p| out.push(p))
+            .unwrap();
+        assert!(matches!(r, Reopened::Applied));
+        for i in 10..20 {
+            frame_at(&mut encoder, i, &mut out);
+        }
+        let announced = out[10].reopened.clone().expect("announced");
+        assert_eq!(
+            (announced.width, announced.height, announced.bitrate_kbps),
+            (320, 240, 300)
+        );
+        assert_eq!(announced.extradata.as_ref(), Some(&first_extradata));
+        // Half size and half frame rate: new parameter sets; the GOP stays a second.
+        encoder
+            .reopen(
+                Target {
+                    video_kbps: 200,
+                    fps_divisor: 2,
+                    scale_divisor: 2,
+                },
+                &mut |p| out.push(p),
+            )
+            .unwrap();
+        assert_eq!(encoder.frame_size(), (160, 120));
+        assert_eq!(encoder.frame_rate(), (25, 2));
+        for i in 10..40 {
+            frame_at(&mut encoder, i * 2, &mut out);
+        }
+        let announced = out[20].reopened.clone().expect("announced");
+        assert_eq!((announced.width, announced.height), (160, 120));
+        assert_ne!(announced.extradata.as_ref(), Some(&first_extradata));
+        assert_eq!(out.iter().filter(|p| p.reopened.is_some()).count(), 2);
+
+        let keyframes: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.keyframe)
+            .map(|(i, _)| i)
+            .collect();
+        // 13 frames (round(12.5)) per GOP after the second reopen.
+        assert_eq!(keyframes, [0, 10, 20, 33, 46]);
+        let dts: Vec<i64> = out.iter().map(|p| p.dts_ms).collect();
+        assert!(dts[..20].windows(2).all(|w| w[1] - w[0] == 40), "{dts:?}");
+        assert!(dts[20..].windows(2).all(|w| w[1] - w[0] == 80), "{dts:?}");
+        assert_eq!(dts[20] - dts[19], 40, "no gap at the reopen");
+
+        // The last picture survives at the new size for the still.
+        encoder.prepare_still().unwrap();
+        let still = encoder.still.as_ref().unwrap();
+        assert_eq!((still.width(), still.height()), (160, 120));
+        assert_ne!(still.data(0)[0], 16, "not a black frame");
+        // And a camera frame kept from before the size change is converted.
+        encoder.remember_picture(&gradient(0, 320, 240)).unwrap();
+        encoder
+            .encode_still(40 * 80_000, false, &mut |p| out.push(p))
+            .unwrap();
+        encoder.flush(&mut |p| out.push(p)).unwrap();
+        assert!(out.last().unwrap().dts_ms > dts[dts.len() - 1]);
     }
 
     #[test]

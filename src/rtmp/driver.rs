@@ -50,6 +50,14 @@ pub struct ConnectOptions {
     /// shows up as back-pressure on the ring within a second or two instead of minutes of
     /// latency hidden in the kernel. `None` keeps the system's auto-tuning.
     pub send_buffer: Option<u32>,
+    /// `TCP_NOTSENT_LOWAT` in bytes: the kernel takes more only while less than this is
+    /// waiting to be *sent* (bytes in flight do not count). Media beyond it stays in the ring,
+    /// where it is measured in media time and can be dropped GOP-aware; in the kernel it could
+    /// not be. Without it, a link that falls from 2500 to 1000 kbit/s gets the whole send
+    /// buffer (256 KiB: 2 s at 1 Mbit/s) of full-rate media committed before the first cut
+    /// takes effect. 64 KiB is 200 ms at 2.5 Mbit/s: enough to keep a fast link busy between
+    /// wake-ups. `None` leaves it unset.
+    pub notsent_lowat: Option<u32>,
     /// Idle time before TCP keepalive probes start (then every third of it, 3 probes); finds
     /// a dead ingest while no media flows. `None` disables keepalive.
     pub keepalive: Option<Duration>,
@@ -64,6 +72,7 @@ impl Default for ConnectOptions {
             send_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
             send_buffer: Some(256 * 1024),
+            notsent_lowat: Some(64 * 1024),
             keepalive: Some(Duration::from_secs(15)),
             session: SessionConfig::default(),
         }
@@ -458,6 +467,27 @@ async fn open_tcp(
     }))
 }
 
+fn set_notsent_lowat(socket: &TcpSocket, bytes: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the fd is our open TCP socket; the option value is a c_int that lives for the
+    // duration of the call, and its size is passed along.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 async fn connect_one(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStream, RtmpError> {
     let fail = |source: io::Error| {
         if source.kind() == io::ErrorKind::ConnectionRefused {
@@ -481,6 +511,12 @@ async fn connect_one(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStrea
     socket.set_nodelay(true).map_err(fail)?;
     if let Some(size) = opts.send_buffer {
         socket.set_send_buffer_size(size).map_err(fail)?;
+    }
+    if let Some(lowat) = opts.notsent_lowat {
+        // Best effort: kernels before 3.12 lack it; the send buffer still bounds the queue.
+        if let Err(e) = set_notsent_lowat(&socket, lowat) {
+            tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not supported; the send buffer bounds the queue alone");
+        }
     }
     if let Some(idle) = opts.keepalive {
         let keepalive = TcpKeepalive::new()

@@ -1028,9 +1028,13 @@ fn progress(publisher: &Publisher) -> u64 {
         + publisher.stats().bytes_acked_by_peer
 }
 
-/// How often the publishing loop checks for a stall and refreshes the stats.
+/// How often the publishing loop checks for a stall and refreshes the stats. The bitrate
+/// controller reads those stats every 100 ms and takes counters that did not move for
+/// `adapt.stall_ms` (300 ms) as a stalled link, so they must be fresher than that whatever
+/// the stall timeout: a tenth of it, at most 50 ms (a 500 ms refresh made a healthy link
+/// look stalled every other tick). Two ioctls per tick; nothing measurable.
 fn tick_period(stall_timeout: Duration) -> Duration {
-    (stall_timeout / 10).clamp(Duration::from_millis(50), Duration::from_millis(500))
+    (stall_timeout / 10).min(Duration::from_millis(50))
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -1277,8 +1281,8 @@ mod tests {
         };
         assert!(too_long.validate().unwrap_err().contains("stall timeout"));
         assert_eq!(too_long.sanitized().stall_timeout, MAX_STALL_TIMEOUT);
-        assert_eq!(tick_period(Duration::from_secs(10)), 500 * MS);
-        assert_eq!(tick_period(Duration::from_secs(3)), 300 * MS);
+        assert_eq!(tick_period(Duration::from_secs(10)), 50 * MS);
+        assert_eq!(tick_period(Duration::from_secs(2)), 50 * MS);
     }
 
     #[tokio::test]
