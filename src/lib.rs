@@ -25,4 +25,5 @@ pub mod platform;
 pub mod record;
 pub mod ring;
 pub mod rtmp;
+pub mod status;
 pub mod supervisor;

@@ -8,6 +8,8 @@
 //! `packaging/polypush.toml` documents every key; keep it in step with these structs.
 
 mod media;
+pub mod ops;
+pub mod schedule;
 mod secret;
 
 pub use media::{AudioConfig, AudioSource, RecordConfig, TargetConfig, VideoConfig, VideoSource};
@@ -39,6 +41,13 @@ pub struct Config {
     pub record: RecordConfig,
     /// Bitrate adaptation to the uplink.
     pub adapt: crate::adapt::AdaptConfig,
+    /// The status HTTP server.
+    pub status: ops::StatusConfig,
+    /// Logging.
+    pub log: ops::LogConfig,
+    /// Broadcast windows; none means stream all the time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<schedule::ScheduleEntry>,
 }
 
 /// `[polyv]`: which channel to broadcast on and how to reach the platform.
