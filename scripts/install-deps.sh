@@ -9,6 +9,7 @@ PKGS=(
   libswscale-dev libswresample-dev
   nginx libnginx-mod-rtmp ffmpeg
   iproute2 procps curl ca-certificates
+  systemd
 )
 
 missing=()

@@ -58,6 +58,17 @@ pub enum Command {
     },
     /// Print how many viewers are online in the channel's chat room.
     Viewers,
+    /// Print the broadcast windows of [[schedule]]: the one open now and the next ones, with
+    /// local start and end, length and title (--json: RFC 3339 instants).
+    Schedule {
+        /// How many windows to list (1-1000), the one open now included.
+        #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
+        /// List the windows as seen from this instant instead of now: RFC 3339 such as
+        /// 2026-03-29T08:00:00+02:00, or 2026-03-29T08:00[Europe/Berlin].
+        #[arg(long, value_name = "TIME", value_parser = polypush::schedule::parse_instant)]
+        from: Option<std::time::SystemTime>,
+    },
     /// Channel administration through the signed Polyv APIs (needs app_id and app_secret).
     #[command(subcommand)]
     Channel(ChannelCommand),

@@ -18,12 +18,16 @@
 pub mod adapt;
 pub mod capture;
 pub mod config;
+pub mod daemon;
 pub mod encode;
 pub mod flv;
+pub mod logging;
 pub mod media;
+pub mod notify;
 pub mod platform;
 pub mod record;
 pub mod ring;
 pub mod rtmp;
+pub mod schedule;
 pub mod status;
 pub mod supervisor;

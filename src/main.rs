@@ -11,7 +11,7 @@ use polypush::platform::error::ErrorClass;
 use polypush::platform::types::*;
 use polypush::platform::{PlatformError, PolyvClient};
 use polypush::rtmp::RtmpError;
-use polypush::supervisor::{self, RunError, RunOptions};
+use polypush::supervisor::{RunError, RunOptions};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -102,16 +102,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    // RUST_LOG wins over `level`; the journal under systemd, stderr otherwise.
+    polypush::logging::init(level);
 }
 
 fn print_json(v: &Value) {
@@ -171,16 +163,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 None => None,
             };
-            let summary = supervisor::run(
+            let daemon = polypush::daemon::run(
                 cfg,
-                RunOptions {
-                    url,
-                    duration,
-                    status_line: !j,
-                    stats_file,
+                polypush::daemon::DaemonOptions {
+                    config_path: cli.config.clone(),
+                    test_pattern,
+                    run: RunOptions {
+                        url,
+                        duration,
+                        status_line: !j,
+                        stats_file,
+                    },
                 },
             )
             .await?;
+            let Some(summary) = daemon.last else {
+                emit(
+                    j,
+                    json!({ "elapsed_s": daemon.elapsed.as_secs_f64(), "broadcasts": 0 }),
+                    || {
+                        format!(
+                            "stopped after {:.1} s without a broadcast (no schedule window opened)",
+                            daemon.elapsed.as_secs_f64()
+                        )
+                    },
+                );
+                return Ok(());
+            };
             let dropped = summary.ring.dropped.total();
             emit(
                 j,
@@ -191,6 +200,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "bytes_sent": summary.bytes_sent,
                     "dropped_packets": dropped.packets,
                     "reconnects": summary.reconnects,
+                    "broadcasts": daemon.broadcasts,
                 }),
                 || {
                     format!(
@@ -213,6 +223,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{devices}");
             }
             Ok(())
+        }
+        Command::Schedule { count, from } => {
+            let cfg = Config::load(&cli.config)?;
+            let now = from.unwrap_or_else(std::time::SystemTime::now);
+            polypush::schedule::print(&cfg.schedule, now, count as usize, j)
+                .map_err(|e| Failure::Usage(e.to_string()))
         }
         Command::Check => {
             let cfg = Config::load(&cli.config)?;

@@ -408,14 +408,19 @@ impl PacketSink {
 }
 
 /// Starts capture and encoding; headers go into the ring before the first packet.
+///
+/// `base_ms` is added to every timestamp: 0 for the first pipeline of a broadcast, the
+/// broadcast's elapsed time for one that replaces it after a reload, so the timeline goes on
+/// in step with the wall clock.
 fn start_pipeline(
     cfg: &Config,
     ring: &Ring,
     recorder: Option<Recorder>,
     stop: Arc<AtomicBool>,
+    base_ms: u64,
 ) -> Result<(PipelineHandle, Arc<StreamInfo>), RunError> {
     let inline = Arc::new(AtomicBool::new(false));
-    let offset_ms = cfg.target.timestamp_offset_ms;
+    let offset_ms = cfg.target.timestamp_offset_ms + base_ms;
     let sink = PacketSink {
         ring: ring.clone(),
         recorder,
@@ -483,7 +488,7 @@ fn sender_options(cfg: &Config) -> SenderOptions {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -502,10 +507,75 @@ async fn shutdown_signal() {
     }
 }
 
+/// What the daemon can ask of a running broadcast.
+#[derive(Debug)]
+pub enum BroadcastCommand {
+    /// Stop cleanly: flush the encoders, drain the ring, close the stream.
+    Stop,
+    /// New `[video]`/`[audio]` settings (a reload): stop capture and encoding, start them
+    /// again with these, into the same ring and connection. The new encoder starts with an
+    /// IDR and a new sequence header; the timeline goes on with the wall clock.
+    RestartMedia(Box<Config>),
+    /// New `[adapt]` settings (a reload): a fresh controller from the current target.
+    Adapt(crate::adapt::AdaptConfig),
+}
+
+/// How the daemon steers and watches one broadcast.
+pub struct BroadcastIo {
+    pub commands: tokio::sync::mpsc::UnboundedReceiver<BroadcastCommand>,
+    /// Refreshed twice a second with the live numbers; told the sender's handle.
+    pub hub: Option<crate::status::StatusHub>,
+    /// Called once, when the first session publishes (systemd READY=1 "and the first
+    /// publish, when live").
+    pub on_first_publish: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// One broadcast, from login to a clean close, stopped by SIGINT/SIGTERM or `--duration`.
+pub async fn run(cfg: Config, opts: RunOptions) -> Result<RunSummary, RunError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let duration = opts.duration;
+    let stopper = tokio::spawn(async move {
+        let deadline = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = deadline => {}
+        }
+        let _ = tx.send(BroadcastCommand::Stop);
+        // Keep the channel open until the broadcast is done with it.
+        std::future::pending::<()>().await;
+    });
+    let out = run_broadcast(
+        cfg,
+        opts,
+        BroadcastIo {
+            commands: rx,
+            hub: None,
+            on_first_publish: None,
+        },
+    )
+    .await;
+    stopper.abort();
+    out
+}
+
 /// One broadcast, from login to a clean close. Network trouble never ends it: the sender
-/// reconnects on its own; only a signal, `--duration`, a capture/encoder failure or a fatal
-/// configuration error does.
-pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunError> {
+/// reconnects on its own; only [`BroadcastCommand::Stop`] (or the command channel closing),
+/// a capture/encoder failure or a fatal configuration error does.
+pub async fn run_broadcast(
+    mut cfg: Config,
+    opts: RunOptions,
+    io: BroadcastIo,
+) -> Result<RunSummary, RunError> {
+    let BroadcastIo {
+        mut commands,
+        hub,
+        on_first_publish,
+    } = io;
     let started = Instant::now();
     let (source, polyv) = resolve_target(&mut cfg, &opts).await?;
     let ring = Ring::new(RingConfig {
@@ -513,7 +583,7 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
         // Dropping is the last resort, well behind the controller's cuts.
         max_delay_ms: cfg.adapt.hard_delay_ms,
     });
-    let stop = Arc::new(AtomicBool::new(false));
+    let mut stop = Arc::new(AtomicBool::new(false));
     let recorder = if cfg.record.enabled {
         let r = &cfg.record;
         let rec = Recorder::start(crate::record::RecordConfig {
@@ -528,8 +598,8 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
     } else {
         None
     };
-    let (pipeline, info) = tokio::task::block_in_place(|| {
-        start_pipeline(&cfg, &ring, recorder.clone(), stop.clone())
+    let (mut pipeline, info) = tokio::task::block_in_place(|| {
+        start_pipeline(&cfg, &ring, recorder.clone(), stop.clone(), 0)
     })?;
     tracing::info!(
         width = info.width,
@@ -540,14 +610,34 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
     );
 
     let control = SenderControl::new();
+    if let Some(hub) = &hub {
+        hub.broadcast_started(control.clone());
+    }
     #[cfg(unix)]
     let usr1 = reconnect_on_sigusr1(control.clone()).ok();
-    let keyframes = pipeline.control();
+    // The sender asks for keyframes through this; a media restart swaps the pipeline behind it.
+    let keyframes = Arc::new(std::sync::Mutex::new(pipeline.control()));
     let hooks = SenderHooks {
-        request_keyframe: Box::new(move || keyframes.request_keyframe()),
+        request_keyframe: {
+            let keyframes = keyframes.clone();
+            Box::new(move || {
+                keyframes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .request_keyframe()
+            })
+        },
         on_publishing: {
             let (w, h) = (info.width, info.height);
+            let first = std::sync::Mutex::new(on_first_publish);
             Box::new(move |_url| {
+                let f = first
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(f) = f {
+                    f();
+                }
                 let Some(polyv) = polyv.clone() else { return };
                 tokio::spawn(async move {
                     let Some(stream) = polyv.stream() else { return };
@@ -589,18 +679,90 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
     let mut target = Target::kbps(info.video_bitrate_kbps);
     let mut adapt_tick = tokio::time::interval(Duration::from_millis(100));
     adapt_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let bitrate = pipeline.control();
+    let mut bitrate = pipeline.control();
     let mut ticks: u64 = 0;
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let mut rates = RateMeter::default();
+    let mut configured_kbps = info.video_bitrate_kbps;
+    let mut configured_fps = info.fps;
     let mut sender_result = None;
     let outcome: Result<(), RunError> = loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => break Ok(()),
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break Ok(()),
+            cmd = commands.recv() => match cmd {
+                None | Some(BroadcastCommand::Stop) => break Ok(()),
+                Some(BroadcastCommand::Adapt(a)) => {
+                    tracing::info!("reload: new [adapt] settings in force");
+                    cfg.adapt = a;
+                    adapt = cfg.adapt.enabled.then(|| {
+                        let mut c = DelayController::new(cfg.adapt.clone(), configured_kbps);
+                        c.resume_at(target);
+                        c
+                    });
+                    if adapt.is_none() && target != Target::kbps(configured_kbps) {
+                        target = Target::kbps(configured_kbps);
+                        bitrate.set_video_target(target);
+                    }
+                }
+                Some(BroadcastCommand::RestartMedia(new_cfg)) => {
+                    let at = Instant::now();
+                    let base_ms = started.elapsed().as_millis() as u64;
+                    // Stop the old capture and flush its encoders into the ring first: their
+                    // last packets are older than anything the new pipeline makes.
+                    stop.store(true, Ordering::SeqCst);
+                    let old = std::mem::replace(&mut stop, Arc::new(AtomicBool::new(false)));
+                    let mut next = (*new_cfg).clone();
+                    next.polyv = cfg.polyv.clone();
+                    next.target = cfg.target.clone();
+                    let started_new = tokio::task::block_in_place(|| {
+                        let joined = pipeline.stop_in_place();
+                        drop(old);
+                        if let Err(e) = joined {
+                            tracing::warn!(error = %e, "the old pipeline ended with an error");
+                        }
+                        start_pipeline(&next, &ring, recorder.clone(), stop.clone(), base_ms)
+                    });
+                    match started_new {
+                        Ok((p, new_info)) => {
+                            pipeline = p;
+                            bitrate = pipeline.control();
+                            *keyframes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = pipeline.control();
+                            configured_kbps = new_info.video_bitrate_kbps;
+                            configured_fps = new_info.fps;
+                            cfg.video = next.video;
+                            cfg.audio = next.audio;
+                            target = Target::kbps(configured_kbps);
+                            if let Some(ctl) = adapt.as_mut() {
+                                *ctl = DelayController::new(cfg.adapt.clone(), configured_kbps);
+                            }
+                            tracing::info!(
+                                width = new_info.width,
+                                height = new_info.height,
+                                fps = new_info.fps,
+                                kbps = new_info.video_bitrate_kbps,
+                                restart_ms = at.elapsed().as_millis() as u64,
+                                "reload: capture and encoding restarted with the new media settings"
+                            );
+                        }
+                        Err(e) => {
+                            // The new settings did not open (a device gone, an encoder
+                            // missing): the old ones worked a moment ago, so go back to them.
+                            tracing::error!(error = %e, "reload: the new media settings failed; going back to the old ones");
+                            match tokio::task::block_in_place(|| {
+                                start_pipeline(&cfg, &ring, recorder.clone(), stop.clone(), started.elapsed().as_millis() as u64)
+                            }) {
+                                Ok((p, _)) => {
+                                    pipeline = p;
+                                    bitrate = pipeline.control();
+                                    *keyframes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = pipeline.control();
+                                    target = Target::kbps(configured_kbps);
+                                }
+                                Err(e2) => break Err(e2),
+                            }
+                        }
+                    }
+                }
+            },
             r = &mut sender => {
                 sender_result = Some(r);
                 break Ok(());
@@ -636,6 +798,27 @@ pub async fn run(mut cfg: Config, opts: RunOptions) -> Result<RunSummary, RunErr
                 }
                 status.update(started, pipeline.stats(), ring.stats(), &control);
                 ticks += 1;
+                if let Some(hub) = &hub {
+                    let (p, snd) = (pipeline.stats(), control.stats());
+                    let (delivered_kbps, encoder_fps) = rates.update(
+                        if snd.bytes_delivered > 0 { snd.bytes_delivered } else { snd.bytes_sent },
+                        p.video.frames_encoded,
+                    );
+                    hub.update_broadcast(crate::status::BroadcastSnapshot {
+                        started: Some(started),
+                        pipeline: p,
+                        ring: ring.stats(),
+                        sender: snd,
+                        sender_state: control.state().name(),
+                        sender_error: control.last_error().map(|(_, e)| e),
+                        adapt: adapt.as_ref().map(|c| c.stats()),
+                        target_kbps: target.video_kbps,
+                        configured_kbps,
+                        delivered_kbps,
+                        encoder_fps,
+                        configured_fps,
+                    });
+                }
                 if let (Some(f), true) = (stats_file.as_mut(), ticks % 2 == 0) {
                     let (p, r, snd) = (pipeline.stats(), ring.stats(), control.stats());
                     let drops: serde_json::Map<String, serde_json::Value> = r
@@ -773,6 +956,30 @@ impl StatusLine {
         if self.enabled && self.last.is_some() {
             eprintln!();
         }
+    }
+}
+
+/// Delivered kbit/s and encoded video frames/s between two calls.
+#[derive(Default)]
+struct RateMeter {
+    last: Option<(Instant, u64, u64)>,
+}
+
+impl RateMeter {
+    fn update(&mut self, bytes: u64, frames: u64) -> (f64, f64) {
+        let now = Instant::now();
+        let out = match self.last {
+            Some((t, b, f)) => {
+                let dt = now.duration_since(t).as_secs_f64().max(1e-3);
+                (
+                    bytes.saturating_sub(b) as f64 * 8.0 / dt / 1000.0,
+                    frames.saturating_sub(f) as f64 / dt,
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        self.last = Some((now, bytes, frames));
+        out
     }
 }
 

@@ -157,6 +157,20 @@ impl DelayController {
         }
     }
 
+    /// Continues from `t` instead of the configured rate (a reload replaced the controller
+    /// mid-broadcast): held until the next tick's measurements, then raising as usual.
+    pub fn resume_at(&mut self, t: Target) {
+        self.target = Target {
+            video_kbps: self.clamp(t.video_kbps),
+            ..t
+        };
+        if self.target.video_kbps < self.max_kbps {
+            self.phase = Phase::Holding {
+                since: Duration::ZERO,
+            };
+        }
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &AdaptConfig {
         &self.cfg

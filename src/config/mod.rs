@@ -334,6 +334,7 @@ impl Config {
         if let Err(e) = self.adapt.validate_with_video(self.video.bitrate_kbps) {
             return Err(src.invalid(e.key, e.message.clone()));
         }
+        schedule::validate(&self.schedule).map_err(|e| src.invalid(&e.key, e.message))?;
         if let Some(app_id) = &p.app_id {
             if app_id.trim().is_empty() || app_id.chars().any(char::is_whitespace) {
                 return Err(src.invalid(
@@ -342,6 +343,7 @@ impl Config {
                 ));
             }
         }
+        self.status.validate_in(src)?;
         Ok(())
     }
 
@@ -631,13 +633,24 @@ mod tests {
         full.target.url = "x".into();
         full.video.input_format = "x".into();
         full.video.file = Some("x".into());
+        full.schedule = vec![schedule::ScheduleEntry {
+            days: vec!["x".into()],
+            date: Some("x".into()),
+            start: "x".into(),
+            end: "x".into(),
+            timezone: Some("x".into()),
+            title: Some("x".into()),
+            rename: Some("x".into()),
+        }];
         let value = toml::Value::try_from(&full).unwrap();
         let mut missing = Vec::new();
         walk(&value, "", &mut |key| {
             let leaf = key.rsplit('.').next().unwrap();
             let documented = text.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);
-                l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("[{key}]"))
+                l.starts_with(&format!("{leaf} ="))
+                    || l.starts_with(&format!("[{key}]"))
+                    || l.starts_with(&format!("[[{key}]]"))
             });
             if !documented {
                 missing.push(key.to_string());
@@ -659,6 +672,12 @@ mod tests {
                 };
                 f(&key);
                 walk(v, &key, f);
+            }
+        }
+        // An array of tables ([[schedule]]): its entries' keys, under the array's name.
+        if let toml::Value::Array(a) = v {
+            for v in a {
+                walk(v, prefix, f);
             }
         }
     }

@@ -1,28 +1,40 @@
-//! `[[schedule]]`: broadcast windows. (Owned by the schedule work; see `crate::schedule`.)
+//! `[[schedule]]`: broadcast windows, as written in the file. The rules (days, time zones,
+//! daylight-saving changes, merging) and the validation live in [`crate::schedule`]; this is
+//! only the TOML shape, so the whole config stays one serde tree.
 
 use serde::{Deserialize, Serialize};
 
-/// One `[[schedule]]` window, weekly (`days`) or one-off (`date`).
+/// One `[[schedule]]` window: weekly (`days`) or one-off (`date`), from `start` to `end`
+/// wall-clock time in `timezone` (the box's own zone when absent). An `end` that is not after
+/// `start` is on the next day.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleEntry {
-    /// Weekdays for a weekly window: "mon".."sun".
+    /// Weekdays of a weekly window: "mon".."sun" (or "monday".."sunday"), case-insensitive,
+    /// and the shorthands "weekdays" (mon-fri), "weekend" (sat, sun) and "daily".
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub days: Vec<String>,
-    /// A one-off window's date, "YYYY-MM-DD".
+    /// A one-off window's date, "YYYY-MM-DD" (the day `start` is on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
-    /// Start time, "HH:MM".
+    /// Start time, "HH:MM" (24-hour clock; "HH:MM:SS" is accepted too).
     pub start: String,
-    /// End time, "HH:MM".
+    /// End time, "HH:MM"; not after `start` (or "24:00") means the next day.
     pub end: String,
-    /// IANA time zone; the box's own when absent.
+    /// IANA time zone such as "Asia/Shanghai"; the box's own (TZ, /etc/localtime) when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
-    /// Title for the rename template's `{title}`.
+    /// What the window is, for logs, `polypush schedule` and the rename template's `{title}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    /// Rename the channel when the window opens, from a template such as "{title} {date}".
+    /// Rename the channel when the window opens, from a template such as "{title} {date}":
+    /// `{title}`, `{date}` (YYYY-MM-DD), `{start}` and `{end}` (HH:MM), in the window's zone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rename: Option<String>,
+}
+
+/// Checks every entry the way [`crate::schedule::Schedule::from_config`] reads them: the error
+/// names the key (`schedule[N].start`, entries counted from 0) and says what to write.
+pub fn validate(entries: &[ScheduleEntry]) -> Result<(), crate::schedule::ScheduleError> {
+    crate::schedule::Schedule::from_config(entries).map(|_| ())
 }

@@ -368,6 +368,13 @@ impl PipelineHandle {
 
     /// Stops every thread, waits for them (encoders flush into the sink), and returns the
     /// final counters, or the first error any thread ended with.
+    /// [`stop_and_join`](Self::stop_and_join) without giving up the handle (to replace it
+    /// in place); the handle is inert afterwards.
+    pub fn stop_in_place(&mut self) -> Result<PipelineStats, PipelineError> {
+        self.shutdown()?;
+        Ok(self.stats())
+    }
+
     pub fn stop_and_join(mut self) -> Result<PipelineStats, PipelineError> {
         self.shutdown()?;
         Ok(self.stats())

@@ -5,7 +5,7 @@
 
 use crate::adapt::AdaptStats;
 use crate::encode::PipelineStats;
-use crate::ring::RingStats;
+use crate::ring::{DropReason, RingStats};
 use crate::rtmp::{SenderControl, SenderStats};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
@@ -99,12 +99,142 @@ pub struct Snapshot {
     pub capture_errors: u64,
     /// The last broadcast failure, if any.
     pub last_error: Option<String>,
+    /// Counters summed over every broadcast since the daemon started, the running one
+    /// included: monotonic, for `/metrics` (the [`BroadcastSnapshot`] starts at 0 each time).
+    pub totals: Totals,
+    /// When `state` last changed (`None`: not since the hub was created).
+    pub state_since: Option<Instant>,
+    /// Since when the running broadcast's sender has not been publishing: its start until the
+    /// first publish, then from each lost session until the next; `None` while publishing or
+    /// without a broadcast.
+    pub not_publishing_since: Option<Instant>,
+}
+
+impl Snapshot {
+    /// Whether a broadcast should run now: inside a window, or no schedule at all.
+    pub fn should_stream(&self) -> bool {
+        !self.schedule.configured || self.schedule.in_window
+    }
+
+    /// The running broadcast's sender is publishing.
+    pub fn publishing(&self) -> bool {
+        self.broadcast
+            .as_ref()
+            .is_some_and(|b| b.sender_state == "publishing")
+    }
+}
+
+/// Daemon-wide counters: everything the broadcasts counted, summed. Each broadcast's own
+/// counters are folded in as they grow (a counter that goes down, as when a broadcast or its
+/// pipeline starts again, counts as a reset from 0), so these never go down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Sessions after the first, per broadcast.
+    pub reconnects: u64,
+    /// Bytes the kernel accepted for the ingest.
+    pub bytes_sent: u64,
+    /// Bytes the ingest's TCP acknowledged.
+    pub bytes_delivered: u64,
+    pub video_frames_encoded: u64,
+    pub audio_frames_encoded: u64,
+    /// Captured frames dropped before the encoder because it fell behind.
+    pub video_frames_dropped: u64,
+    pub audio_frames_dropped: u64,
+    pub video_device_losses: u64,
+    pub audio_device_losses: u64,
+    /// Ring drops (packets) per reason, in [`DropReason::ALL`] order.
+    ring_dropped: [u64; DropReason::ALL.len()],
+}
+
+impl Totals {
+    /// Packets the ring dropped for `reason`.
+    pub fn ring_dropped(&self, reason: DropReason) -> u64 {
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.ring_dropped[i])
+    }
+
+    /// One broadcast's own counters, as they stand in `b`.
+    pub fn of_broadcast(b: &BroadcastSnapshot) -> Self {
+        let mut ring_dropped = [0; DropReason::ALL.len()];
+        for (slot, reason) in ring_dropped.iter_mut().zip(DropReason::ALL) {
+            *slot = b.ring.dropped.get(reason).packets;
+        }
+        Self {
+            reconnects: b.sender.reconnects,
+            bytes_sent: b.sender.bytes_sent,
+            bytes_delivered: b.sender.bytes_delivered,
+            video_frames_encoded: b.pipeline.video.frames_encoded,
+            audio_frames_encoded: b.pipeline.audio.frames_encoded,
+            video_frames_dropped: b.pipeline.video.frames_dropped,
+            audio_frames_dropped: b.pipeline.audio.frames_dropped,
+            video_device_losses: b.pipeline.video.device_losses,
+            audio_device_losses: b.pipeline.audio.device_losses,
+            ring_dropped,
+        }
+    }
+
+    /// Adds what moved from `prev` to `now` (two readings of the same counters); a counter
+    /// below its previous reading started again from 0, so all of `now` is new.
+    pub fn advance(&mut self, prev: &Totals, now: &Totals) {
+        fn add(total: &mut u64, prev: u64, now: u64) {
+            let delta = if now >= prev { now - prev } else { now };
+            *total = total.saturating_add(delta);
+        }
+        add(&mut self.reconnects, prev.reconnects, now.reconnects);
+        add(&mut self.bytes_sent, prev.bytes_sent, now.bytes_sent);
+        add(
+            &mut self.bytes_delivered,
+            prev.bytes_delivered,
+            now.bytes_delivered,
+        );
+        add(
+            &mut self.video_frames_encoded,
+            prev.video_frames_encoded,
+            now.video_frames_encoded,
+        );
+        add(
+            &mut self.audio_frames_encoded,
+            prev.audio_frames_encoded,
+            now.audio_frames_encoded,
+        );
+        add(
+            &mut self.video_frames_dropped,
+            prev.video_frames_dropped,
+            now.video_frames_dropped,
+        );
+        add(
+            &mut self.audio_frames_dropped,
+            prev.audio_frames_dropped,
+            now.audio_frames_dropped,
+        );
+        add(
+            &mut self.video_device_losses,
+            prev.video_device_losses,
+            now.video_device_losses,
+        );
+        add(
+            &mut self.audio_device_losses,
+            prev.audio_device_losses,
+            now.audio_device_losses,
+        );
+        for i in 0..self.ring_dropped.len() {
+            add(
+                &mut self.ring_dropped[i],
+                prev.ring_dropped[i],
+                now.ring_dropped[i],
+            );
+        }
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     snap: Snapshot,
     reconnect: Option<SenderControl>,
+    /// The running broadcast's counters as last folded into `snap.totals`.
+    counted: Option<Totals>,
 }
 
 /// Cheap to clone; every clone sees the same state.
@@ -134,8 +264,18 @@ impl StatusHub {
         self.with(|i| i.snap.clone())
     }
 
+    /// The state alone (cheaper than a whole snapshot).
+    pub fn state(&self) -> DaemonState {
+        self.with(|i| i.snap.state.clone())
+    }
+
     pub fn set_state(&self, state: DaemonState) {
-        self.with(|i| i.snap.state = state);
+        self.with(|i| {
+            if i.snap.state != state {
+                i.snap.state_since = Some(Instant::now());
+            }
+            i.snap.state = state;
+        });
     }
 
     pub fn set_schedule(&self, s: ScheduleStatus) {
@@ -145,24 +285,41 @@ impl StatusHub {
     /// A broadcast starts: counts it and keeps its sender's handle for `POST /reconnect`.
     pub fn broadcast_started(&self, control: SenderControl) {
         self.with(|i| {
+            let now = Instant::now();
             i.snap.broadcasts += 1;
             i.snap.broadcast = Some(BroadcastSnapshot {
-                started: Some(Instant::now()),
+                started: Some(now),
                 ..BroadcastSnapshot::default()
             });
+            i.snap.not_publishing_since = Some(now);
             i.reconnect = Some(control);
+            i.counted = Some(Totals::default());
         });
     }
 
+    /// The running broadcast's numbers; also folds its counters into [`Snapshot::totals`].
     pub fn update_broadcast(&self, b: BroadcastSnapshot) {
-        self.with(|i| i.snap.broadcast = Some(b));
+        self.with(|i| {
+            let now = Totals::of_broadcast(&b);
+            let prev = i.counted.unwrap_or_default();
+            i.snap.totals.advance(&prev, &now);
+            i.counted = Some(now);
+            if b.sender_state == "publishing" {
+                i.snap.not_publishing_since = None;
+            } else if i.snap.not_publishing_since.is_none() {
+                i.snap.not_publishing_since = Some(Instant::now());
+            }
+            i.snap.broadcast = Some(b);
+        });
     }
 
     /// The broadcast ended (`error`: why, if it failed).
     pub fn broadcast_ended(&self, error: Option<String>, capture_error: bool) {
         self.with(|i| {
             i.snap.broadcast = None;
+            i.snap.not_publishing_since = None;
             i.reconnect = None;
+            // `counted` stays: a late update of the ended broadcast adds only what moved.
             if capture_error {
                 i.snap.capture_errors += 1;
             }
@@ -224,4 +381,79 @@ pub struct Progress {
     /// The sender is publishing: then its packets must move too. (While it reconnects after
     /// a network failure they cannot, and a restart would not help: it reconnects on its own.)
     pub publishing: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_counters(sent: u64, video: u64) -> BroadcastSnapshot {
+        let mut b = BroadcastSnapshot::default();
+        b.sender.bytes_sent = sent;
+        b.pipeline.video.frames_encoded = video;
+        b.sender_state = "publishing";
+        b
+    }
+
+    #[test]
+    fn totals_stay_monotonic_across_broadcasts_and_resets() {
+        let hub = StatusHub::new();
+        hub.broadcast_started(SenderControl::new());
+        hub.update_broadcast(with_counters(1000, 10));
+        hub.update_broadcast(with_counters(3000, 25));
+        assert_eq!(hub.snapshot().totals.bytes_sent, 3000);
+        // The pipeline restarted inside the broadcast (a reload): its counter began at 0.
+        hub.update_broadcast(with_counters(3500, 4));
+        assert_eq!(hub.snapshot().totals.video_frames_encoded, 29);
+        hub.broadcast_ended(None, false);
+        // A late update of the ended broadcast adds only what moved.
+        hub.update_broadcast(with_counters(3500, 4));
+        let s = hub.snapshot();
+        assert_eq!(
+            (s.totals.bytes_sent, s.totals.video_frames_encoded),
+            (3500, 29)
+        );
+
+        hub.broadcast_started(SenderControl::new());
+        let s = hub.snapshot();
+        assert_eq!(
+            s.totals.bytes_sent, 3500,
+            "a new broadcast keeps the totals"
+        );
+        assert!(s.not_publishing_since.is_some());
+        hub.update_broadcast(with_counters(200, 5));
+        let s = hub.snapshot();
+        assert_eq!(
+            (s.totals.bytes_sent, s.totals.video_frames_encoded),
+            (3700, 34)
+        );
+        assert_eq!(s.broadcasts, 2);
+        assert!(s.not_publishing_since.is_none(), "publishing");
+        let mut waiting = with_counters(300, 6);
+        waiting.sender_state = "waiting";
+        hub.update_broadcast(waiting.clone());
+        let since = hub.snapshot().not_publishing_since.expect("not publishing");
+        hub.update_broadcast(waiting);
+        assert_eq!(
+            hub.snapshot().not_publishing_since,
+            Some(since),
+            "kept, not renewed"
+        );
+    }
+
+    #[test]
+    fn state_since_changes_only_with_the_state() {
+        let hub = StatusHub::new();
+        assert_eq!(hub.snapshot().state_since, None);
+        hub.set_state(DaemonState::Idle);
+        let t = hub.snapshot().state_since.expect("set");
+        hub.set_state(DaemonState::Idle);
+        assert_eq!(hub.snapshot().state_since, Some(t));
+        hub.set_state(DaemonState::Live);
+        assert!(hub.snapshot().state_since >= Some(t));
+        assert!(
+            hub.snapshot().should_stream(),
+            "no schedule: stream all the time"
+        );
+    }
 }

@@ -267,7 +267,7 @@ pub fn write_run_config(dir: &Path, sim_base: Option<&str>, extra: &str) -> Path
         None => String::new(),
     };
     let text = format!(
-        "[polyv]\nchannel_id = \"{CHANNEL}\"\npassword = \"{PASSWORD}\"\n{endpoints}\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 25\nbitrate_kbps = 800\npreset = \"ultrafast\"\n[audio]\nsource = \"test\"\n{extra}\n"
+        "[polyv]\nchannel_id = \"{CHANNEL}\"\npassword = \"{PASSWORD}\"\n{endpoints}\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 25\nbitrate_kbps = 800\npreset = \"ultrafast\"\n[audio]\nsource = \"test\"\n[status]\nlisten = \"127.0.0.1:0\"\n{extra}\n"
     );
     std::fs::write(&path, text).unwrap();
     path

@@ -1,0 +1,200 @@
+//! The viewer poller: Polyv's chat-room `listUsers` count into [`StatusHub::set_viewers`],
+//! only while a broadcast runs (state `live`), never more often than every
+//! [`MIN_INTERVAL`] (Polyv asks for that). A failed poll keeps the last known count and is
+//! logged at DEBUG, at most once per [`ERROR_LOG_EVERY`]; outside a broadcast the count is
+//! unknown (`None`).
+
+use super::hub::{DaemonState, StatusHub};
+use crate::platform::PolyvClient;
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The shortest interval between two polls, whatever is asked.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one DEBUG line about failing polls per this long.
+pub const ERROR_LOG_EVERY: Duration = Duration::from_secs(300);
+/// How often the poller looks at the daemon's state (cheap: one mutex).
+const STATE_CHECK: Duration = Duration::from_secs(1);
+
+/// `interval`, raised to [`MIN_INTERVAL`].
+pub fn effective_interval(interval: Duration) -> Duration {
+    interval.max(MIN_INTERVAL)
+}
+
+/// Polls the viewer count of `client`'s channel every `interval` (at least 10 s) while the
+/// daemon is live, until the task is aborted. The channel is the client's own
+/// ([`PolyvClient::channel_id`]).
+pub fn spawn_viewer_poller(
+    client: PolyvClient,
+    hub: StatusHub,
+    interval: Duration,
+) -> JoinHandle<()> {
+    let interval = effective_interval(interval);
+    tracing::debug!(
+        channel = client.channel_id(),
+        interval_s = interval.as_secs(),
+        "viewer poller started"
+    );
+    tokio::spawn(poll_loop(
+        move || {
+            let client = client.clone();
+            async move { client.viewers().await.map(|v| v.count) }
+        },
+        hub,
+        interval,
+        STATE_CHECK,
+    ))
+}
+
+/// The loop behind [`spawn_viewer_poller`], over any `fetch`; `interval` is used as given.
+pub(crate) async fn poll_loop<F, Fut, E>(
+    mut fetch: F,
+    hub: StatusHub,
+    interval: Duration,
+    check_every: Duration,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, E>>,
+    E: Display,
+{
+    let mut last_poll: Option<Instant> = None;
+    let mut was_live = false;
+    let mut errors = ErrorLog::default();
+    loop {
+        let live = hub.state() == DaemonState::Live;
+        if live {
+            if last_poll.is_none_or(|t| t.elapsed() >= interval) {
+                last_poll = Some(Instant::now());
+                match fetch().await {
+                    Ok(n) => {
+                        errors.recovered();
+                        hub.set_viewers(Some(n));
+                    }
+                    Err(e) => errors.failed(&e),
+                }
+            }
+        } else if was_live {
+            hub.set_viewers(None);
+        }
+        was_live = live;
+        tokio::time::sleep(check_every).await;
+    }
+}
+
+/// Rate-limited DEBUG lines about failing polls.
+#[derive(Default)]
+struct ErrorLog {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+    failing: bool,
+}
+
+impl ErrorLog {
+    fn failed(&mut self, e: &dyn Display) {
+        self.failing = true;
+        if self
+            .last_logged
+            .is_some_and(|t| t.elapsed() < ERROR_LOG_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::debug!(
+            error = %e,
+            suppressed = self.suppressed,
+            "viewer count unavailable; keeping the last known"
+        );
+        self.last_logged = Some(Instant::now());
+        self.suppressed = 0;
+    }
+
+    fn recovered(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::debug!("viewer count available again");
+        }
+        self.last_logged = None;
+        self.suppressed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn interval_has_a_floor() {
+        assert_eq!(effective_interval(Duration::ZERO), MIN_INTERVAL);
+        assert_eq!(effective_interval(Duration::from_secs(1)), MIN_INTERVAL);
+        assert_eq!(
+            effective_interval(Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+    }
+
+    /// Scaled down 50×: a 200 ms interval checked every 20 ms.
+    #[tokio::test]
+    async fn polls_only_while_live_and_at_most_once_per_interval() {
+        let hub = StatusHub::new();
+        hub.set_state(DaemonState::Idle);
+        let calls = Arc::new(AtomicU64::new(0));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(poll_loop(
+            {
+                let (calls, fail) = (calls.clone(), fail.clone());
+                move || {
+                    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    let fail = fail.load(Ordering::SeqCst);
+                    async move {
+                        if fail {
+                            Err("HTTP 500")
+                        } else {
+                            Ok(n * 10)
+                        }
+                    }
+                }
+            },
+            hub.clone(),
+            Duration::from_millis(200),
+            Duration::from_millis(20),
+        ));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "idle: no polls");
+        assert_eq!(hub.snapshot().viewers, None);
+
+        hub.set_state(DaemonState::Live);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the first poll comes at once"
+        );
+        assert_eq!(hub.snapshot().viewers, Some(10));
+
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let n = calls.load(Ordering::SeqCst);
+        assert!((4..=6).contains(&n), "1 s live at 200 ms: {n} polls");
+
+        fail.store(true, Ordering::SeqCst);
+        let known = hub.snapshot().viewers;
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(calls.load(Ordering::SeqCst) > n, "still polling");
+        assert_eq!(
+            hub.snapshot().viewers,
+            known,
+            "errors keep the last known count"
+        );
+
+        hub.set_state(DaemonState::Idle);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = calls.load(Ordering::SeqCst);
+        assert_eq!(hub.snapshot().viewers, None, "unknown outside a broadcast");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), n, "idle again: no polls");
+        task.abort();
+    }
+}

@@ -1,0 +1,530 @@
+//! The status server over a hub filled by hand: every endpoint's codes and bodies, the health
+//! transitions, the bearer token, `promtool check metrics` over `/metrics`, and the viewer
+//! poller against the real simulator.
+
+mod common;
+
+use common::*;
+use polypush::config::ops::StatusConfig;
+use polypush::config::{Endpoints, PolyvConfig, Secret};
+use polypush::platform::PolyvClient;
+use polypush::rtmp::SenderControl;
+use polypush::status::{
+    serve, spawn_viewer_poller, BroadcastSnapshot, DaemonState, ScheduleStatus, StatusError,
+    StatusHub,
+};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A server on a free loopback port; stops when dropped.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    async fn start(hub: &StatusHub, token: Option<&str>) -> Server {
+        let cfg = StatusConfig {
+            listen: "127.0.0.1:0".into(),
+            ..StatusConfig::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr, task) = serve(&cfg, hub.clone(), token.map(Secret::new), async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("status server starts");
+        Server {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task.take().unwrap())
+            .await
+            .expect("server stops on shutdown")
+            .unwrap();
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.expect("GET");
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn post(url: &str) -> (u16, String) {
+    let r = reqwest::Client::new().post(url).send().await.expect("POST");
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn scheduled(in_window: bool) -> ScheduleStatus {
+    let now = SystemTime::now();
+    ScheduleStatus {
+        configured: true,
+        in_window,
+        window_end: in_window.then(|| now + Duration::from_secs(1800)),
+        next_start: Some(now + Duration::from_secs(86_400)),
+        next_end: Some(now + Duration::from_secs(86_400 + 3600)),
+        title: Some("Physics".into()),
+    }
+}
+
+/// A running broadcast's numbers as the supervisor would report them.
+fn broadcast(
+    started: Instant,
+    sender_state: &'static str,
+    error: Option<&str>,
+) -> BroadcastSnapshot {
+    let mut b = BroadcastSnapshot {
+        started: Some(started),
+        sender_state,
+        sender_error: error.map(str::to_string),
+        target_kbps: 1800,
+        configured_kbps: 2500,
+        delivered_kbps: 1790.5,
+        encoder_fps: 25.0,
+        configured_fps: 25.0,
+        ..BroadcastSnapshot::default()
+    };
+    b.sender.sessions = 2;
+    b.sender.reconnects = 1;
+    b.sender.bytes_sent = 5_000_000;
+    b.sender.bytes_delivered = 4_900_000;
+    b.pipeline.video.frames_encoded = 1500;
+    b.pipeline.audio.frames_encoded = 2800;
+    b.pipeline.video.frames_dropped = 3;
+    b.pipeline.video.device_losses = 1;
+    b.ring.queued_delay_ms = 120;
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_and_health_transitions() {
+    let hub = StatusHub::new();
+    hub.set_schedule(scheduled(false));
+    hub.set_state(DaemonState::Idle);
+    let srv = Server::start(&hub, None).await;
+
+    // Idle outside a window: healthy.
+    assert_eq!(get(&srv.url("/healthz")).await, (200, "ok: idle\n".into()));
+    let (code, body) = get(&srv.url("/status")).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["state"], "idle");
+    assert_eq!(v["health"]["healthy"], true);
+    assert_eq!(v["schedule"]["configured"], true);
+    assert_eq!(v["schedule"]["in_window"], false);
+    assert_eq!(v["schedule"]["title"], "Physics");
+    let next = v["schedule"]["next_start"].as_str().unwrap();
+    assert!(
+        next.len() == 20 && next.ends_with('Z') && &next[10..11] == "T",
+        "RFC 3339: {next}"
+    );
+    assert!(v["broadcast"].is_null());
+    assert!(v["viewers"].is_null());
+    assert_eq!(v["broadcasts"], 0);
+
+    // No broadcast: nothing to reconnect; GET is not the way to ask.
+    let (code, body) = post(&srv.url("/reconnect")).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("no broadcast is running"), "{body}");
+    assert_eq!(get(&srv.url("/reconnect")).await.0, 405);
+    assert_eq!(get(&srv.url("/nope")).await.0, 404);
+
+    // The window opens; the broadcast starts but has not published yet: grace.
+    hub.set_schedule(scheduled(true));
+    hub.set_state(DaemonState::Live);
+    let control = SenderControl::new();
+    hub.broadcast_started(control.clone());
+    hub.update_broadcast(broadcast(
+        Instant::now(),
+        "connecting",
+        Some("connection refused"),
+    ));
+    let (code, body) = get(&srv.url("/healthz")).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("ok: live"), "{body}");
+
+    // Still not publishing 60 s after the start: unhealthy, with the reason.
+    let long_ago = Instant::now()
+        .checked_sub(Duration::from_secs(60))
+        .expect("uptime over 60 s");
+    hub.update_broadcast(broadcast(long_ago, "waiting", Some("connection refused")));
+    let (code, body) = get(&srv.url("/healthz")).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.starts_with(
+            "inside a window but not publishing: reconnecting (connection refused) for "
+        ),
+        "{body}"
+    );
+
+    // Publishing: healthy; /reconnect goes to the sender.
+    hub.update_broadcast(broadcast(long_ago, "publishing", None));
+    hub.set_viewers(Some(42));
+    assert_eq!(get(&srv.url("/healthz")).await, (200, "ok: live\n".into()));
+    let mut asked = control.subscribe();
+    let _ = asked.borrow_and_update();
+    let (code, body) = post(&srv.url("/reconnect")).await;
+    assert_eq!(code, 202, "{body}");
+
+    let (_, body) = get(&srv.url("/status")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["state"], "live");
+    assert_eq!(v["viewers"], 42);
+    assert_eq!(v["broadcasts"], 1);
+    let b = &v["broadcast"];
+    assert_eq!(b["publishing"], true);
+    assert_eq!(b["sender_state"], "publishing");
+    assert_eq!(b["bytes_sent"], 5_000_000);
+    assert_eq!(b["bytes_acknowledged"], 4_900_000);
+    assert_eq!(b["target_kbps"], 1800);
+    assert_eq!(b["configured_kbps"], 2500);
+    assert_eq!(b["queue_delay_ms"], 120);
+    assert_eq!(b["video"]["frames_encoded"], 1500);
+    assert!(b["uptime_s"].as_f64().unwrap() >= 60.0);
+    assert_eq!(v["totals"]["bytes_sent"], 5_000_000);
+    assert_eq!(v["totals"]["frames_dropped"]["encoder_behind"], 3);
+
+    // Rejected credentials: unhealthy at once.
+    hub.update_broadcast(broadcast(
+        Instant::now(),
+        "credentials_rejected",
+        Some("the channel password was rejected"),
+    ));
+    let (code, body) = get(&srv.url("/healthz")).await;
+    assert_eq!(code, 503);
+    assert!(body.starts_with("credentials rejected"), "{body}");
+
+    // The broadcast fails: unhealthy with the reason; counters stay in the metrics.
+    hub.broadcast_ended(Some("camera /dev/video0 is gone".into()), true);
+    hub.set_state(DaemonState::Failed {
+        reason: "camera /dev/video0 is gone".into(),
+    });
+    let (code, body) = get(&srv.url("/healthz")).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "broadcast failed: camera /dev/video0 is gone\n")
+    );
+    let (code, body) = get(&srv.url("/metrics")).await;
+    assert_eq!(code, 200);
+    for line in [
+        "polypush_state{state=\"failed\"} 1",
+        "polypush_sent_bytes_total 5000000",
+        "polypush_capture_errors_total 1",
+        "polypush_broadcasts_total 1",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in\n{body}"
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_guards_every_endpoint() {
+    const TOKEN: &str = "7f3a9c2e-status-token";
+    let hub = StatusHub::new();
+    hub.set_state(DaemonState::Idle);
+    hub.set_schedule(scheduled(false));
+    let srv = Server::start(&hub, Some(TOKEN)).await;
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/metrics"),
+        ("GET", "/healthz"),
+        ("GET", "/status"),
+        ("POST", "/reconnect"),
+        ("GET", "/"),
+    ] {
+        let m: reqwest::Method = method.parse().unwrap();
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Basic 7f3a9c2e-status-token"),
+        ] {
+            let mut req = http.request(m.clone(), srv.url(path));
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{method} {path} with {auth:?}");
+            let challenge = r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+            assert!(!r.text().await.unwrap().contains(TOKEN));
+        }
+        let r = http
+            .request(m, srv.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        let want = if path == "/reconnect" { 409 } else { 200 };
+        assert_eq!(code, want, "{method} {path}: {body}");
+        assert!(!body.contains(TOKEN), "{path} shows the token");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_errors_name_the_key() {
+    let hub = StatusHub::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = StatusConfig {
+        listen: taken.local_addr().unwrap().to_string(),
+        ..StatusConfig::default()
+    };
+    let err = serve(&cfg, hub.clone(), None, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StatusError::Bind { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("status.listen: cannot listen on"),
+        "{err}"
+    );
+
+    let cfg = StatusConfig {
+        listen: "0.0.0.0:0".into(),
+        ..StatusConfig::default()
+    };
+    let err = serve(&cfg, hub.clone(), None, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("status.token_file: required"),
+        "{err}"
+    );
+
+    let cfg = StatusConfig {
+        listen: "localhost".into(),
+        ..StatusConfig::default()
+    };
+    let err = serve(&cfg, hub, None, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("status.listen: \"localhost\""),
+        "{err}"
+    );
+}
+
+/// `promtool` from `scripts/promtool.sh` (which fetches Debian's package without installing
+/// it), or `None` with a message when the script cannot provide one.
+fn promtool() -> Option<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/promtool.sh");
+    let out = Command::new(script)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED promtool check: scripts/promtool.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `promtool check metrics < body`: exit 0 and nothing printed (it lints names and units).
+fn promtool_check(promtool: &str, body: &str) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {:?}\n{said}\n--- body:\n{body}",
+        out.status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool() {
+    let Some(promtool) = promtool() else { return };
+    let hub = StatusHub::new();
+    hub.set_schedule(scheduled(false));
+    hub.set_state(DaemonState::Idle);
+    let srv = Server::start(&hub, None).await;
+
+    let (code, idle) = get(&srv.url("/metrics")).await;
+    assert_eq!(code, 200);
+    promtool_check(&promtool, &idle);
+    assert!(
+        idle.contains("polypush_schedule_next_start_timestamp_seconds "),
+        "{idle}"
+    );
+
+    hub.set_schedule(scheduled(true));
+    hub.set_state(DaemonState::Live);
+    hub.broadcast_started(SenderControl::new());
+    hub.update_broadcast(broadcast(Instant::now(), "publishing", None));
+    hub.set_viewers(Some(12));
+    hub.reload_applied();
+    hub.reload_failed("bad value".into());
+    let r = reqwest::get(srv.url("/metrics")).await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let live = r.text().await.unwrap();
+    promtool_check(&promtool, &live);
+
+    // Every metric the daemon documents is there while live.
+    for name in [
+        "polypush_state",
+        "polypush_connected",
+        "polypush_credentials_rejected",
+        "polypush_reconnects_total",
+        "polypush_sent_bytes_total",
+        "polypush_acknowledged_bytes_total",
+        "polypush_frames_encoded_total",
+        "polypush_frames_dropped_total",
+        "polypush_device_losses_total",
+        "polypush_capture_errors_total",
+        "polypush_broadcasts_total",
+        "polypush_config_reloads_total",
+        "polypush_encoder_fps",
+        "polypush_video_target_bitrate_bytes_per_second",
+        "polypush_video_configured_bitrate_bytes_per_second",
+        "polypush_delivered_bitrate_bytes_per_second",
+        "polypush_queue_delay_seconds",
+        "polypush_viewers",
+        "polypush_schedule_in_window",
+        "polypush_schedule_next_start_timestamp_seconds",
+        "polypush_schedule_next_end_timestamp_seconds",
+        "polypush_build_info",
+    ] {
+        assert!(
+            live.contains(&format!("# TYPE {name} ")),
+            "{name} missing:\n{live}"
+        );
+    }
+    for line in [
+        "polypush_viewers 12",
+        "polypush_connected 1",
+        "polypush_frames_encoded_total{track=\"video\"} 1500",
+        "polypush_device_losses_total{track=\"video\"} 1",
+        "polypush_config_reloads_total{result=\"failed\"} 1",
+        "polypush_video_target_bitrate_bytes_per_second 225000.0",
+    ] {
+        assert!(live.lines().any(|l| l == line), "missing {line:?}:\n{live}");
+    }
+
+    // A scraper that asks for OpenMetrics (Prometheus does) gets it.
+    let r = reqwest::Client::new()
+        .get(srv.url("/metrics"))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let om = r.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE polypush_sent_bytes counter\n"), "{om}");
+    srv.stop().await;
+}
+
+fn sim_client(sim: &Sim) -> PolyvClient {
+    let cfg = PolyvConfig {
+        channel_id: CHANNEL.into(),
+        password: Some(Secret::new(PASSWORD)),
+        timeout_s: 5,
+        endpoints: Endpoints::all(&sim.base),
+        ..PolyvConfig::default()
+    };
+    PolyvClient::from_config(&cfg).unwrap()
+}
+
+fn list_users_at_ms(sim: &Sim) -> Vec<i64> {
+    sim.requests()
+        .iter()
+        .filter(|r| r["path"] == "/front/listUsers")
+        .map(|r| r["at_ms"].as_i64().unwrap())
+        .collect()
+}
+
+async fn wait_for_viewers(hub: &StatusHub, want: u64, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    while hub.snapshot().viewers != Some(want) {
+        assert!(
+            t0.elapsed() < within,
+            "viewers still {:?}, want {want}",
+            hub.snapshot().viewers
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t0.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_poller_fills_viewers_from_the_simulator_at_most_every_10_s() {
+    let sim = Sim::start();
+    sim.set_channel(CHANNEL, r#"{"viewers": 7}"#);
+    let hub = StatusHub::new();
+    hub.set_state(DaemonState::Idle);
+    // Asked for every second: the floor makes it every 10 s.
+    let poller = spawn_viewer_poller(sim_client(&sim), hub.clone(), Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(list_users_at_ms(&sim).is_empty(), "idle: no polls");
+
+    hub.set_state(DaemonState::Live);
+    wait_for_viewers(&hub, 7, Duration::from_secs(5)).await;
+    sim.set_channel(CHANNEL, r#"{"viewers": 9}"#);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        list_users_at_ms(&sim).len(),
+        1,
+        "one poll in the first 10 s"
+    );
+    assert_eq!(hub.snapshot().viewers, Some(7));
+
+    // The next poll comes 10 s after the first, not before.
+    wait_for_viewers(&hub, 9, Duration::from_secs(10)).await;
+    let at = list_users_at_ms(&sim);
+    assert_eq!(at.len(), 2, "{at:?}");
+    assert!(at[1] - at[0] >= 9_900, "polls {} ms apart", at[1] - at[0]);
+
+    // Idle again: the count is unknown and polling stops.
+    hub.set_state(DaemonState::Idle);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hub.snapshot().viewers, None);
+    poller.abort();
+}
