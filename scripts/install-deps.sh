@@ -30,3 +30,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust with rustup (https://rustup.rs) and re-run" >&2
   exit 1
 fi
+
+# promtool (tests check /metrics and the fleet's alert rules with it): Debian's prometheus
+# package, downloaded and unpacked into a cache, never installed (no daemon starts).
+if ! "$(dirname "$0")/promtool.sh" >/dev/null; then
+  echo "warning: promtool unavailable; the promtool checks in the tests will be skipped" >&2
+fi

@@ -19,9 +19,10 @@ pub struct Cli {
     /// Machine-readable JSON on stdout (errors too, as {"error": {...}}).
     #[arg(long, global = true)]
     pub json: bool,
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
-    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
-    pub log_level: String,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides. Default: warn, and
+    /// for `run` the config's `[log] level`.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,6 +51,19 @@ pub enum Command {
     Devices,
     /// Validate the configuration and print the effective configuration, secrets masked.
     Check,
+    /// Preflight that never goes live: the config; each capture device opens and delivers
+    /// frames (counted); the encoder encodes a few frames; Polyv login gives a push address;
+    /// the ingest answers the RTMP handshake and connect (no publish); this box's clock is
+    /// within Polyv's 3-minute signing window; the recording directory is writable with
+    /// enough space. One ✓/✗ line per check, with what to do for each ✗. Exit 0 only if all
+    /// pass, otherwise the code of the first failure: 2 config or recording directory, 3
+    /// rejected (password, clock, ingest), 4 network, 5 device or encoder.
+    Selftest {
+        /// Check this ingest instead of the push address from Polyv's teacher_login (then
+        /// neither login nor clock is checked); overrides [target] url, like `run --url`.
+        #[arg(long, value_name = "RTMP_URL")]
+        url: Option<String>,
+    },
     /// Log in to Polyv (teacher_login) and print the RTMP push address.
     Login {
         /// Print the stream key in full (it lets anybody broadcast on the channel).

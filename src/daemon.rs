@@ -18,7 +18,8 @@
 //!   (a window that no longer contains now ends the broadcast); `[video]`/`[audio]` restart
 //!   capture and encoding inside the running broadcast (same connection, the new encoder
 //!   starts with an IDR and a new sequence header); `[adapt]` replaces the controller;
-//!   `[status]` rebinds the status server; `[log]` applies at the next start (logged);
+//!   `[status]` rebinds the status server; `[log]` sets the level (unless `--log-level` or
+//!   `RUST_LOG` fixed it);
 //!   `[polyv]`, `[target]` and `[record]` restart the broadcast (a new login and session).
 //! - **systemd**: `READY=1` once the config is loaded and the daemon idles, or when a live
 //!   start first publishes (after 60 s without a publish, READY anyway so the unit's start
@@ -46,6 +47,8 @@ pub struct DaemonOptions {
     pub config_path: PathBuf,
     /// `--test-pattern`: re-applied to every reloaded config.
     pub test_pattern: bool,
+    /// The log level follows `[log] level` (no `--log-level`): a reload applies a new one.
+    pub log_level_from_config: bool,
     /// Per-broadcast options; `duration` bounds the whole daemon run.
     pub run: RunOptions,
 }
@@ -260,8 +263,12 @@ impl Daemon {
                 }
             }
         }
-        if changes.log {
-            tracing::warn!("reload: [log] changes take effect when polypush restarts");
+        if changes.log && self.opts.log_level_from_config {
+            match crate::logging::set_level(&new.log.level) {
+                Ok(true) => tracing::info!(level = %new.log.level, "reload: new log level"),
+                Ok(false) => tracing::info!("reload: RUST_LOG is set and wins over [log] level"),
+                Err(e) => tracing::warn!(error = %e, "reload: log level not changed"),
+            }
         }
         self.hub.reload_applied();
         Some((new, changes))
@@ -543,8 +550,10 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<DaemonSummary, RunE
             }
         }
     };
-    d.hub.set_state(DaemonState::Stopping);
-    d.notifier.stopping();
+    if !matches!(d.hub.state(), DaemonState::Stopping) {
+        d.hub.set_state(DaemonState::Stopping);
+        d.notifier.stopping();
+    }
     for t in [watchdog, status_task, viewers].into_iter().flatten() {
         t.abort();
     }

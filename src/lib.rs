@@ -29,5 +29,6 @@ pub mod record;
 pub mod ring;
 pub mod rtmp;
 pub mod schedule;
+pub mod selftest;
 pub mod status;
 pub mod supervisor;

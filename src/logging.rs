@@ -17,6 +17,7 @@
 //!   often, and once the window has passed logs one line `suppressed K repeats of: MESSAGE`
 //!   at the same level. DEBUG and TRACE, asked for explicitly, are never limited. Nothing on
 //!   the packet path logs per packet; the limiter is the safety net for a loop that would.
+//!   [`flush`] at exit logs what is still held back.
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
@@ -53,6 +54,7 @@ pub enum Output {
 }
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+static LIMIT: OnceLock<RateLimit> = OnceLock::new();
 static RUST_LOG_WINS: AtomicBool = AtomicBool::new(false);
 
 /// Installs the global subscriber. `level` is the `--log-level` value (a level or an
@@ -124,9 +126,10 @@ pub fn init(level: &str) -> Output {
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
     });
+    let limit = RateLimit::new(REPEAT_LIMIT, REPEAT_WINDOW).flushing_in_background();
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(RateLimit::new(REPEAT_LIMIT, REPEAT_WINDOW).flushing_in_background())
+        .with(limit.clone())
         .with(journald)
         .with(stderr)
         .try_init()
@@ -135,6 +138,7 @@ pub fn init(level: &str) -> Output {
         return Output::AlreadySet;
     }
     let _ = FILTER.set(handle);
+    let _ = LIMIT.set(limit);
     match (output, why_not) {
         (Output::Journald, _) => tracing::info!("logging to the systemd journal"),
         (_, Some(why)) => tracing::info!("logging to stderr: {why}"),
@@ -161,6 +165,14 @@ pub fn set_level(directive: &str) -> Result<bool, String> {
         .ok_or_else(|| "logging is not initialised".to_string())?;
     handle.reload(filter).map_err(|e| e.to_string())?;
     Ok(true)
+}
+
+/// Logs the summary of everything the rate limiter holds back now, windows still open
+/// included: call it just before the process exits, so the last repeats are not lost.
+pub fn flush() {
+    if let Some(limit) = LIMIT.get() {
+        limit.flush_all();
+    }
 }
 
 /// Our stderr's device and inode, as systemd writes them into `JOURNAL_STREAM`.
@@ -277,6 +289,22 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         out
     }
 
+    /// The summaries of everything suppressed so far, windows still open included (their
+    /// counts start again from 0; events over the limit stay suppressed until they end).
+    pub fn take_all_summaries(&mut self) -> Vec<Summary<K>> {
+        let mut out = std::mem::take(&mut self.pending);
+        for (key, e) in &mut self.entries {
+            if e.suppressed > 0 {
+                out.push(Summary {
+                    key: key.clone(),
+                    level: e.level,
+                    suppressed: std::mem::take(&mut e.suppressed),
+                });
+            }
+        }
+        out
+    }
+
     /// Whether anything is held back and not yet summarised.
     pub fn has_suppressed(&self) -> bool {
         !self.pending.is_empty() || self.entries.values().any(|e| e.suppressed > 0)
@@ -342,6 +370,14 @@ impl RateLimit {
     pub fn flush(&self) {
         let now = (self.shared.clock)();
         let summaries = self.lock().take_summaries(now);
+        for s in summaries {
+            emit_summary(s.level, &s.key.message, s.suppressed);
+        }
+    }
+
+    /// Like [`RateLimit::flush`], for windows still open too (at exit).
+    pub fn flush_all(&self) {
+        let summaries = self.lock().take_all_summaries();
         for s in summaries {
             emit_summary(s.level, &s.key.message, s.suppressed);
         }
@@ -480,6 +516,25 @@ mod tests {
         assert_eq!(s[0].suppressed, 3);
         // The new window had one event, nothing suppressed.
         assert!(l.take_summaries(t0 + secs(30)).is_empty());
+    }
+
+    #[test]
+    fn at_exit_open_windows_are_summarised_too() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(2, secs(10));
+        for _ in 0..6 {
+            l.admit("a", Level::WARN, t0);
+        }
+        assert!(l.take_summaries(t0 + secs(1)).is_empty(), "window open");
+        let s = l.take_all_summaries();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].suppressed, 4);
+        assert!(l.take_all_summaries().is_empty(), "counted once");
+        assert!(
+            !l.admit("a", Level::WARN, t0 + secs(2)),
+            "still over the limit"
+        );
+        assert_eq!(l.take_summaries(t0 + secs(10))[0].suppressed, 1);
     }
 
     #[test]

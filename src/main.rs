@@ -74,7 +74,7 @@ fn platform_exit_code(e: &PlatformError) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    init_logging(cli.log_level.as_deref().unwrap_or("warn"));
     let json_out = cli.json;
     // Multi-threaded: `run` blocks in place while the encode threads start and stop.
     let result = match tokio::runtime::Builder::new_multi_thread()
@@ -87,6 +87,8 @@ fn main() -> ExitCode {
             "cannot start the async runtime: {e}"
         ))),
     };
+    // Repeats the rate limiter still holds back get their summary line before the exit.
+    polypush::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -154,6 +156,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if test_pattern {
                 cfg.use_test_pattern();
             }
+            // The service logs at the config's level unless --log-level (or RUST_LOG) says.
+            if cli.log_level.is_none() {
+                if let Err(e) = polypush::logging::set_level(&cfg.log.level) {
+                    return Err(Failure::Usage(format!("log.level: {e}")));
+                }
+            }
             let duration = match duration {
                 Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
                 Some(d) => {
@@ -168,6 +176,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 polypush::daemon::DaemonOptions {
                     config_path: cli.config.clone(),
                     test_pattern,
+                    log_level_from_config: cli.log_level.is_none(),
                     run: RunOptions {
                         url,
                         duration,
@@ -242,6 +251,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 || format!("{}: OK\n\n{cfg}", cli.config.display()),
             );
             Ok(())
+        }
+        Command::Selftest { url } => {
+            let report = polypush::selftest::run(&polypush::selftest::Options {
+                config: cli.config.clone(),
+                url,
+            })
+            .await;
+            if j {
+                print_json(&report.to_json());
+            } else {
+                print!("{}", report.render());
+            }
+            // The table (or JSON) already says what failed and what to do: exit with the
+            // first failure's code without a second error line or JSON document.
+            match report.exit_code() {
+                0 => Ok(()),
+                code => {
+                    polypush::logging::flush();
+                    let _ = std::io::stdout().flush();
+                    std::process::exit(i32::from(code))
+                }
+            }
         }
         Command::Login { reveal } => {
             let cfg = Config::load(&cli.config)?;

@@ -348,7 +348,8 @@ impl Watchdog {
 /// When systemd asked for a watchdog (`WATCHDOG_USEC`): a task that every half interval asks
 /// `hub` for progress and pings when [`Watchdog`] (with [`STALL_GRACE`]) says so. A withheld
 /// ping is logged as a WARN naming why (at most every 10 s while it lasts), and its end as an
-/// INFO. Takes a `Notifier` or an `Arc<Notifier>`. Needs a tokio runtime; abort the handle (or let the runtime end) to stop it.
+/// INFO. Takes a `Notifier` or an `Arc<Notifier>`. Needs a tokio runtime; abort the handle
+/// (or let the runtime end) to stop it.
 pub fn spawn_watchdog(
     notifier: impl Into<Arc<Notifier>>,
     hub: StatusHub,

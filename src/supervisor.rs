@@ -312,6 +312,9 @@ struct PacketSink {
     /// Set by `on_ready` for encoders whose SPS/PPS come inline (h264_v4l2m2m): the AVC
     /// sequence header must be built from the first IDR, and nothing is sent before it.
     header_from_first_idr: Arc<AtomicBool>,
+    /// The newest timestamp handed on, over every pipeline of the broadcast: a pipeline
+    /// started after a reload begins after it.
+    newest_dts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Clone for PacketSink {
@@ -324,6 +327,7 @@ impl Clone for PacketSink {
             video: VideoPacketizer::new(),
             audio: AudioPacketizer::new(),
             header_from_first_idr: self.header_from_first_idr.clone(),
+            newest_dts: self.newest_dts.clone(),
         }
     }
 }
@@ -331,6 +335,7 @@ impl Clone for PacketSink {
 impl PacketSink {
     /// Hands one packet to the recorder and the ring. Never blocks.
     fn emit(&self, pkt: MediaPacket) {
+        self.newest_dts.fetch_max(pkt.dts_ms, Ordering::Relaxed);
         if let Some(rec) = &self.recorder {
             rec.push(&pkt);
         }
@@ -418,6 +423,7 @@ fn start_pipeline(
     recorder: Option<Recorder>,
     stop: Arc<AtomicBool>,
     base_ms: u64,
+    newest_dts: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<(PipelineHandle, Arc<StreamInfo>), RunError> {
     let inline = Arc::new(AtomicBool::new(false));
     let offset_ms = cfg.target.timestamp_offset_ms + base_ms;
@@ -428,6 +434,7 @@ fn start_pipeline(
         video: VideoPacketizer::new(),
         audio: AudioPacketizer::new(),
         header_from_first_idr: inline.clone(),
+        newest_dts,
     };
     let sink_for_headers = sink.clone();
     let mut ready: Option<Result<Arc<StreamInfo>, RunError>> = None;
@@ -584,6 +591,7 @@ pub async fn run_broadcast(
         max_delay_ms: cfg.adapt.hard_delay_ms,
     });
     let mut stop = Arc::new(AtomicBool::new(false));
+    let newest_dts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let recorder = if cfg.record.enabled {
         let r = &cfg.record;
         let rec = Recorder::start(crate::record::RecordConfig {
@@ -599,7 +607,14 @@ pub async fn run_broadcast(
         None
     };
     let (mut pipeline, info) = tokio::task::block_in_place(|| {
-        start_pipeline(&cfg, &ring, recorder.clone(), stop.clone(), 0)
+        start_pipeline(
+            &cfg,
+            &ring,
+            recorder.clone(),
+            stop.clone(),
+            0,
+            newest_dts.clone(),
+        )
     })?;
     tracing::info!(
         width = info.width,
@@ -706,7 +721,13 @@ pub async fn run_broadcast(
                 }
                 Some(BroadcastCommand::RestartMedia(new_cfg)) => {
                     let at = Instant::now();
-                    let base_ms = started.elapsed().as_millis() as u64;
+                    let base_ms = |newest: u64| {
+                        // In step with the wall clock, and after everything already sent (audio
+                        // may run a little ahead of it): each stream's timestamps keep rising.
+                        // (`newest` includes `[target] timestamp_offset_ms`; the base does not.)
+                        (started.elapsed().as_millis() as u64)
+                            .max(newest.saturating_sub(cfg.target.timestamp_offset_ms) + 100)
+                    };
                     // Stop the old capture and flush its encoders into the ring first: their
                     // last packets are older than anything the new pipeline makes.
                     stop.store(true, Ordering::SeqCst);
@@ -720,7 +741,8 @@ pub async fn run_broadcast(
                         if let Err(e) = joined {
                             tracing::warn!(error = %e, "the old pipeline ended with an error");
                         }
-                        start_pipeline(&next, &ring, recorder.clone(), stop.clone(), base_ms)
+                        let base = base_ms(newest_dts.load(Ordering::Relaxed));
+                        start_pipeline(&next, &ring, recorder.clone(), stop.clone(), base, newest_dts.clone())
                     });
                     match started_new {
                         Ok((p, new_info)) => {
@@ -749,7 +771,7 @@ pub async fn run_broadcast(
                             // missing): the old ones worked a moment ago, so go back to them.
                             tracing::error!(error = %e, "reload: the new media settings failed; going back to the old ones");
                             match tokio::task::block_in_place(|| {
-                                start_pipeline(&cfg, &ring, recorder.clone(), stop.clone(), started.elapsed().as_millis() as u64)
+                                start_pipeline(&cfg, &ring, recorder.clone(), stop.clone(), base_ms(newest_dts.load(Ordering::Relaxed)), newest_dts.clone())
                             }) {
                                 Ok((p, _)) => {
                                     pipeline = p;

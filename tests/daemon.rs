@@ -164,11 +164,14 @@ fn a_window_opens_and_closes_on_time() {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
     let stream = "sched";
-    // The window: from 5 s after now to 15 s after now, in UTC (one-off).
+    // The window: from the whole second 5-6 s after now, for 10 s, in UTC (one-off).
     let t0 = Instant::now();
     let now = SystemTime::now();
-    let (start, date) = utc(now + Duration::from_secs(5));
-    let (end, end_date) = utc(now + Duration::from_secs(15));
+    let since_epoch = now.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let opens = SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs() + 6);
+    let opens_at = opens.duration_since(now).unwrap().as_secs_f64();
+    let (start, date) = utc(opens);
+    let (end, end_date) = utc(opens + Duration::from_secs(10));
     if date != end_date {
         eprintln!("SKIPPED a_window_opens_and_closes_on_time: the window would cross midnight UTC; run again");
         return;
@@ -183,7 +186,10 @@ fn a_window_opens_and_closes_on_time() {
     let (appeared, stopped) =
         watch_recording(&rec, t0, Duration::from_secs(30), Duration::from_secs(2));
     let (ok, summary, log) = d.finish(Duration::from_secs(20));
-    eprintln!("recording appeared at {appeared:?} s, last grew at {stopped:?} s");
+    eprintln!(
+        "window {opens_at:.2}..{:.2} s; recording appeared at {appeared:?} s, last grew at {stopped:?} s",
+        opens_at + 10.0
+    );
     assert!(ok, "polypush failed:\n{log}");
     assert!(log.contains("idle until the next window"), "{log}");
     let appeared = appeared.expect("nothing was published");
@@ -191,13 +197,14 @@ fn a_window_opens_and_closes_on_time() {
     // Publishing starts on time (the window opens at 5 s, plus the pipeline's start and the
     // RTMP handshake), and not before: idle means no connection.
     assert!(
-        (4.5..=7.0).contains(&appeared),
-        "publishing started at {appeared} s, the window at 5 s"
+        (opens_at - 0.2..=opens_at + 2.0).contains(&appeared),
+        "publishing started at {appeared} s, the window at {opens_at:.2} s"
     );
-    // And stops at the end (15 s), not at --duration (22 s).
+    // And stops at the end, not at --duration (22 s).
+    let closes_at = opens_at + 10.0;
     assert!(
-        (14.0..=17.0).contains(&stopped),
-        "publishing stopped at {stopped} s, the window at 15 s"
+        (closes_at - 1.0..=closes_at + 2.0).contains(&stopped),
+        "publishing stopped at {stopped} s, the window at {closes_at:.2} s"
     );
     let probe = ffprobe_json(&rec);
     let dur: f64 = probe["format"]["duration"]

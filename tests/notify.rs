@@ -383,11 +383,10 @@ impl Drop for Daemon {
 }
 
 #[test]
-#[ignore = "needs the daemon integration: `run` must call ready()/stopping() and spawn the watchdog and status tasks"]
 fn daemon_notifies_systemd_end_to_end() {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_run_config(dir.path(), None, "[status]\nenabled = false\n");
+    let cfg = write_run_config(dir.path(), None, "");
     let l = Listener::new();
     let socket = l.path.to_str().unwrap().to_string();
     let url = nginx.url("x");
@@ -511,7 +510,6 @@ impl FifoFeeder {
 }
 
 #[test]
-#[ignore = "needs the daemon integration: `run` must call ready()/stopping() and spawn the watchdog and status tasks"]
 fn watchdog_pings_stop_when_the_source_stalls() {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
@@ -645,7 +643,7 @@ fn stderr_pipe() -> (std::fs::File, std::os::fd::OwnedFd, String) {
 fn run_with_journal_stream(journal_stream: impl Fn(&str) -> String) -> (i32, String) {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_run_config(dir.path(), None, "[status]\nenabled = false\n");
+    let cfg = write_run_config(dir.path(), None, "");
     let url = nginx.url("logs");
     let (mut r, w, dev_ino) = stderr_pipe();
     let value = journal_stream(&dev_ino);

@@ -126,6 +126,104 @@ pub async fn connect(url: &RtmpUrl, opts: &ConnectOptions) -> Result<Publisher, 
     }
 }
 
+/// What [`probe`] measured: the ingest answered the handshake and accepted `connect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The ingest's socket address, e.g. `127.0.0.1:1935`.
+    pub peer: String,
+    /// From the start until the TCP connection was open.
+    pub tcp: Duration,
+    /// From the start until the RTMP handshake was complete.
+    pub handshake: Duration,
+    /// From the start until the ingest accepted `connect` (`NetConnection.Connect.Success`).
+    pub connected: Duration,
+}
+
+/// Checks an ingest without going live: opens the TCP connection, completes the RTMP handshake
+/// and `connect` to the application of `url`, waits for `NetConnection.Connect.Success`, then
+/// hangs up. No `createStream` or `publish` is ever written, so nothing is published and an
+/// ingest that records what is published records nothing. For preflight checks
+/// (`polypush selftest`).
+///
+/// `opts.connect_timeout` bounds resolving and the TCP connect, `opts.setup_timeout` the
+/// handshake and `connect`. Errors are those of [`connect`] (`Refused`, `Timeout`,
+/// `Closed` in the handshake or connect phase, `ConnectRejected`, …).
+pub async fn probe(url: &RtmpUrl, opts: &ConnectOptions) -> Result<ProbeReport, RtmpError> {
+    use tokio::io::AsyncReadExt;
+
+    let start = Instant::now();
+    let (mut stream, peer) = open_tcp(url, opts).await?;
+    let addr = peer.to_string();
+    let tcp = start.elapsed();
+    let mut session = Session::new(url, &opts.session)?;
+    let mut buf = vec![0u8; READ_BUFFER];
+    let io_error = |session: &Session, source: io::Error| {
+        if is_hang_up(&source) {
+            RtmpError::Closed {
+                addr: addr.clone(),
+                phase: session.phase(),
+            }
+        } else {
+            RtmpError::Io {
+                addr: addr.clone(),
+                phase: session.phase(),
+                source,
+            }
+        }
+    };
+    let exchange = async {
+        let mut handshake = None;
+        loop {
+            // Only what the handshake and `connect` need: the loop returns as soon as the
+            // connect is accepted, before the `createStream` the session queues then is written.
+            while let Some(bytes) = session.poll_transmit() {
+                if let Err(e) = stream.write_all(&bytes).await {
+                    return Err(io_error(&session, e));
+                }
+            }
+            let n = match stream.read(&mut buf).await {
+                Ok(0) => {
+                    return Err(RtmpError::Closed {
+                        addr: addr.clone(),
+                        phase: session.phase(),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) => return Err(io_error(&session, e)),
+            };
+            for event in session.handle_input(&buf[..n])? {
+                match event {
+                    Event::HandshakeCompleted => handshake = Some(start.elapsed()),
+                    Event::Connected => {
+                        let connected = start.elapsed();
+                        return Ok(ProbeReport {
+                            peer: addr.clone(),
+                            tcp,
+                            handshake: handshake.unwrap_or(connected),
+                            connected,
+                        });
+                    }
+                    other => tracing::debug!(ingest = %addr, event = ?other, "rtmp probe"),
+                }
+            }
+        }
+    };
+    let result = match timeout(opts.setup_timeout, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(RtmpError::Timeout {
+            addr: addr.clone(),
+            phase: session.phase(),
+            after: opts.setup_timeout,
+        }),
+    };
+    // Hang up without a word more; what the session queued after `connect` is dropped.
+    let _ = stream.shutdown().await;
+    if result.is_ok() {
+        tracing::debug!(ingest = %addr, url = %url, "probe: connect accepted, closed without publishing");
+    }
+    result
+}
+
 /// Publishes what `next` yields until it yields `None`, handling inbound messages while it
 /// waits; returns the number of packets sent. A pending `next()` future is kept across inbound
 /// traffic and polled to completion, so it need not be cancel-safe. The caller closes the

@@ -361,11 +361,24 @@ impl StatusHub {
     pub fn progress(&self) -> Option<Progress> {
         self.with(|i| match (&i.snap.state, &i.snap.broadcast) {
             (DaemonState::Live, Some(b)) => Some(Progress {
-                frames_encoded: b.pipeline.video.frames_encoded + b.pipeline.audio.frames_encoded,
+                // The camera's frames when there is a camera (a microphone that keeps going
+                // must not hide a wedged camera; a lost device is filled with stills or
+                // silence, which count), else the microphone's.
+                frames_encoded: if b.pipeline.video.frames_captured
+                    + b.pipeline.video.frames_encoded
+                    > 0
+                    || b.configured_fps > 0.0
+                {
+                    b.pipeline.video.frames_encoded
+                } else {
+                    b.pipeline.audio.frames_encoded
+                },
                 packets_sent: b.sender.packets_sent,
                 publishing: b.sender_state == "publishing",
             }),
-            (DaemonState::Live, None) => Some(Progress::default()),
+            // Logging in and opening the devices: nothing can flow yet, and the start has
+            // its own bounds (login retries, device timeouts).
+            (DaemonState::Live, None) => None,
             _ => None,
         })
     }
@@ -374,7 +387,7 @@ impl StatusHub {
 /// What the watchdog compares between pings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
-    /// Video plus audio frames through the encoders.
+    /// Frames through the video encoder (audio's when there is no video).
     pub frames_encoded: u64,
     /// Packets the sender wrote to the ingest.
     pub packets_sent: u64,
