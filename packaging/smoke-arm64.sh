@@ -9,12 +9,14 @@
 #
 # Environment: POLYPUSH_ARM64_BIN (default ${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-
 # gnu/release/polypush), QEMU (default qemu-aarch64-static), DURATION (push seconds, default
-# 10), KEEP=1 keeps the work directory (config, logs, recording).
+# 10), WIDTH/HEIGHT/FPS (default 320x240 at 15: emulated x264 keeps up with that, not with
+# 720p), KEEP=1 keeps the work directory (config, logs, recording).
 #
 # Prints a PASS/FAIL line per step and a summary; exits 1 on a failure. Exits 0 with
 # "SKIPPED: <why>" when the arm64 binary, qemu, the arm64 loader or the host tools (nginx with
 # the RTMP module, ffmpeg, ffprobe, python3) are absent. See docs/cross-arm64.md.
 set -euo pipefail
+export LC_ALL=C
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=aarch64-unknown-linux-gnu
@@ -23,7 +25,7 @@ QEMU=${QEMU:-qemu-aarch64-static}
 DURATION=${DURATION:-10}
 RTMP_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
 LOADER=/lib/ld-linux-aarch64.so.1
-WIDTH=320 HEIGHT=240 FPS=15 BITRATE_KBPS=300
+WIDTH=${WIDTH:-320} HEIGHT=${HEIGHT:-240} FPS=${FPS:-15} BITRATE_KBPS=${BITRATE_KBPS:-300}
 
 skip() {
   echo "SKIPPED: $*"
@@ -149,27 +151,30 @@ if [ "$up" != 1 ]; then
 else
   URL=rtmp://127.0.0.1:$PORT/live/arm64
   echo "   nginx-rtmp on 127.0.0.1:$PORT (pid $NGINX_PID); pushing ${DURATION} s of ${WIDTH}x${HEIGHT}@${FPS} to $URL"
-  t0=$(now)
-  rc=0
-  timeout --kill-after=10 $((DURATION * 5 + 60)) \
+  rc=0 wall=0 cpu_user=0 cpu_sys=0
+  # bash's `time`: wall clock and the CPU seconds (user, system) of qemu + polypush.
+  TIMEFORMAT='%R %U %S'
+  { time timeout --kill-after=10 $((DURATION * 5 + 60)) \
     "$QEMU" "$BIN" --config "$CFG" --json run --url "$URL" --duration "$DURATION" \
-    >"$WORK/run.json" 2>"$WORK/run.err" || rc=$?
-  wall=$(secs "$t0" "$(now)")
+    >"$WORK/run.json" 2>"$WORK/run.err"; } 2>"$WORK/run.time" || rc=$?
+  read -r wall cpu_user cpu_sys <"$WORK/run.time" || true
   # The recording is complete once nginx has let go of the publisher; stop nginx to be sure.
   kill "$NGINX_PID" 2>/dev/null || true
   wait "$NGINX_PID" 2>/dev/null || true
   NGINX_PID=""
   if [ "$rc" != 0 ]; then
     fail "push" "polypush run exited $rc after $wall s: $(grep -v '^\s*$' "$WORK/run.err" | tail -n 3 | tr '\n' ' ' | cut -c1-400)"
-  elif ! line=$(python3 - "$WORK/run.json" "$FPS" "$DURATION" "$wall" <<'PY'
+  elif ! line=$(python3 - "$WORK/run.json" "$FPS" "$DURATION" "$wall" "$cpu_user" "$cpu_sys" <<'PY'
 import json, sys
-path, fps, duration, wall = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+path, fps, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+wall, cpu = float(sys.argv[4]), float(sys.argv[5]) + float(sys.argv[6])
 s = json.load(open(path))
 el, v, a = s["elapsed_s"], s["video_frames_encoded"], s["audio_frames_encoded"]
 rt = v / (fps * el) if el > 0 else 0.0
 print(f"elapsed {el:.1f} s, {v} video frames ({v / el:.1f} fps, realtime factor {rt:.2f}), "
       f"{a} audio frames, {s['bytes_sent']} bytes sent, {s['dropped_packets']} packets dropped, "
-      f"{s['reconnects']} reconnects; wall {wall} s")
+      f"{s['reconnects']} reconnects; wall {wall:.1f} s, CPU {cpu:.1f} s "
+      f"({cpu / wall:.2f} cores)")
 ok = el >= duration * 0.9 and v > 0 and a > 0 and s["bytes_sent"] > 0 and s["reconnects"] == 0
 sys.exit(0 if ok else 1)
 PY

@@ -1093,6 +1093,7 @@ mod tests {
             video: VideoPacketizer::new(),
             audio: AudioPacketizer::new(),
             header_from_first_idr: Arc::new(AtomicBool::new(false)),
+            newest_dts: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let idr = |dts_ms: i64, params: &VideoParams| EncodedPacket {
             data: Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00]),
