@@ -75,7 +75,12 @@ else
   bin="${POLYPUSH_BIN:-}"
   if [ -z "$bin" ]; then
     target="${CARGO_TARGET_DIR:-$repo/target}"
-    bin="$(ls -t "$target/release/polypush" "$target/debug/polypush" 2>/dev/null | head -1)"
+    # The newer of the release and debug builds.
+    for candidate in "$target/release/polypush" "$target/debug/polypush"; do
+      if [ -x "$candidate" ] && { [ -z "$bin" ] || [ "$candidate" -nt "$bin" ]; }; then
+        bin="$candidate"
+      fi
+    done
   fi
   if [ -z "$bin" ] || [ ! -x "$bin" ]; then
     skip "no polypush binary (cargo build, or set POLYPUSH_BIN)"
@@ -111,8 +116,7 @@ if ! promtool="$("$repo/scripts/promtool.sh" 2>"$tmp/promtool.err")"; then
 else
   rules="$deploy/prometheus/rules"
   run "promtool check rules polypush.rules.yml" "$promtool" check rules "$rules/polypush.rules.yml"
-  ( cd "$rules" && "$promtool" test rules polypush.rules.test.yml ) >"$tmp/out" 2>&1
-  if [ $? -eq 0 ]; then
+  if (cd "$rules" && "$promtool" test rules polypush.rules.test.yml) >"$tmp/out" 2>&1; then
     ok "promtool test rules polypush.rules.test.yml"
   else
     cat "$tmp/out"

@@ -38,13 +38,15 @@ die() {
   exit 1
 }
 
-command -v nginx >/dev/null && [ -f "$module" ] ||
+if ! command -v nginx >/dev/null || [ ! -f "$module" ]; then
   die "nginx with the RTMP module is needed: apt-get install nginx libnginx-mod-rtmp (scripts/install-deps.sh)"
+fi
 command -v python3 >/dev/null || die "python3 is needed (free ports, the Prometheus API's JSON)"
 command -v curl >/dev/null || die "curl is needed"
 
 work="$(mktemp -d /tmp/polypush-rehearsal.XXXXXX)"
 pids=()
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   local i
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do

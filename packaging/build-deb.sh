@@ -17,7 +17,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 target="" build=1 output=""
 while [ $# -gt 0 ]; do
@@ -41,6 +41,11 @@ if ! cargo deb --version >/dev/null 2>&1; then
   echo "build-deb.sh: cargo-deb is missing: cargo install cargo-deb --version 3.8.0" >&2
   exit 1
 fi
+# dpkg-dev: dpkg-shlibdeps (the $auto dependencies) and dpkg-parsechangelog.
+if ! command -v dpkg-shlibdeps >/dev/null 2>&1 || ! command -v dpkg-parsechangelog >/dev/null 2>&1; then
+  echo "build-deb.sh: dpkg-dev is missing: apt-get install dpkg-dev" >&2
+  exit 1
+fi
 
 host=$(rustc -vV | sed -n 's/^host: //p')
 [ "$target" = "$host" ] && target=""
@@ -49,11 +54,7 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 # VERSION-1 from Cargo.toml; the changelog must say the same).
 pkg_version=$(cargo pkgid | sed 's/.*[@#]//')
 deb_version="$pkg_version-1"
-if command -v dpkg-parsechangelog >/dev/null 2>&1; then
-  changelog_version=$(dpkg-parsechangelog -l packaging/deb/changelog -S Version)
-else
-  changelog_version=$(sed -n '1s/^polypush (\([^)]*\)).*/\1/p' packaging/deb/changelog)
-fi
+changelog_version=$(dpkg-parsechangelog -l packaging/deb/changelog -S Version)
 if [ "$changelog_version" != "$deb_version" ]; then
   echo "build-deb.sh: packaging/deb/changelog's newest entry is $changelog_version, but the" \
     "package is $deb_version (Cargo.toml version $pkg_version): add a changelog entry" >&2
@@ -71,12 +72,16 @@ else
   release_dir=$target_dir/release
 fi
 
-# The host binary, without a cross environment a caller may have exported for the target
-# (pkg-config would otherwise hand the host build the target's libraries).
+# The host binary. When cross-building, without the cross environment a caller may have
+# exported for the target (pkg-config would hand the host build the target's libraries).
 build_host() {
   echo "== cargo build --release --bin polypush" >&2
-  env -u PKG_CONFIG_LIBDIR -u PKG_CONFIG_SYSROOT_DIR -u PKG_CONFIG_ALLOW_CROSS \
+  if [ -n "$target" ]; then
+    env -u PKG_CONFIG_LIBDIR -u PKG_CONFIG_SYSROOT_DIR -u PKG_CONFIG_ALLOW_CROSS \
+      cargo build --release --bin polypush >&2
+  else
     cargo build --release --bin polypush >&2
+  fi
 }
 
 if [ "$build" = 1 ]; then

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Cross-builds polypush for 64-bit ARM (Raspberry Pi OS / Debian arm64) on a Debian 12 x86_64
 # machine, with Debian multiarch: the aarch64 cross gcc as linker, FFmpeg's arm64 -dev packages
-# found through pkg-config, and bindgen pointed at the arm64 headers.
+# found through pkg-config, and bindgen generating the FFmpeg bindings for arm64.
 #
 #   packaging/cross-arm64.sh            check the arm64 toolchain; build if present, else print
 #                                       what is missing and exit 0 with "SKIPPED"
-#   packaging/cross-arm64.sh --install  install the toolchain first (root or sudo; ~300
-#                                       packages, a large download), then build
+#   packaging/cross-arm64.sh --install  install the toolchain first (root or sudo; about
+#                                       300 packages, 265 MB here), then build
 #   packaging/cross-arm64.sh --deb      also build the .deb (packaging/build-deb.sh, if present)
 #   packaging/cross-arm64.sh --check    only check the toolchain, do not build
 #

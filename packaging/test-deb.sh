@@ -62,7 +62,7 @@ pkg_status() { dpkg-query -W -f='${db:Status-Status}' polypush 2>/dev/null || ec
 version=$(dpkg-deb -f "$deb" Version)
 upstream_version=${version%-*}
 arch=$(dpkg-deb -f "$deb" Architecture)
-unit=/lib/systemd/system/polypush.service
+unit=/usr/lib/systemd/system/polypush.service
 wants=/etc/systemd/system/multi-user.target.wants/polypush.service
 user_existed=0
 getent passwd polypush >/dev/null && user_existed=1
@@ -82,7 +82,7 @@ echo
 echo "== contents"
 for path in \
   usr/bin/polypush \
-  lib/systemd/system/polypush.service \
+  usr/lib/systemd/system/polypush.service \
   etc/polypush/polypush.toml \
   usr/lib/sysusers.d/polypush.conf \
   usr/lib/tmpfiles.d/polypush.conf \

@@ -77,7 +77,10 @@ type Served = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
 fn served(text: &str) -> Served {
     let mut out = Served::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let end = line.find(['{', ' ']).unwrap_or(line.len());
         let labels = out.entry(line[..end].to_string()).or_default();
         if line[end..].starts_with('{') {
@@ -190,8 +193,7 @@ fn selectors(expr: &str) -> Vec<Selector> {
                     i += 1;
                 }
             }
-        } else if c.is_ascii_digit() || (c == '.' && i + 1 < b.len() && b[i + 1].is_ascii_digit())
-        {
+        } else if c.is_ascii_digit() || (c == '.' && i + 1 < b.len() && b[i + 1].is_ascii_digit()) {
             // A number (1e3, 0x1f, 2.5) or a duration (5m).
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == '.') {
                 i += 1;
@@ -209,7 +211,11 @@ fn selectors(expr: &str) -> Vec<Selector> {
             let next = b.get(j).copied();
             let lower = word.to_ascii_lowercase();
             // An aggregation with its clause first: `sum by (x) (…)`.
-            let rest: String = b[j..].iter().take(8).collect::<String>().to_ascii_lowercase();
+            let rest: String = b[j..]
+                .iter()
+                .take(8)
+                .collect::<String>()
+                .to_ascii_lowercase();
             let clause_follows = ["by", "without"].iter().any(|k| {
                 rest.strip_prefix(k)
                     .is_some_and(|r| r.starts_with(|c: char| c == '(' || c.is_whitespace()))
@@ -323,7 +329,12 @@ fn dashboard_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 /// Checks one query's selectors against what polypush serves; returns the problems.
-fn check_query(origin: &str, expr: &str, served: &Served, used: &mut BTreeSet<String>) -> Vec<String> {
+fn check_query(
+    origin: &str,
+    expr: &str,
+    served: &Served,
+    used: &mut BTreeSet<String>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let sels = selectors(expr);
     if sels.is_empty() {
@@ -365,7 +376,9 @@ fn check_query(origin: &str, expr: &str, served: &Served, used: &mut BTreeSet<St
 fn the_tokenizer_finds_metrics_and_nothing_else() {
     let names = |e: &str| -> Vec<String> { selectors(e).into_iter().map(|s| s.metric).collect() };
     assert_eq!(
-        names(r#"sum by (instance, reason) (rate(polypush_frames_dropped_total{job="polypush",instance=~"$instance"}[$__rate_interval])) > 0"#),
+        names(
+            r#"sum by (instance, reason) (rate(polypush_frames_dropped_total{job="polypush",instance=~"$instance"}[$__rate_interval])) > 0"#
+        ),
         ["polypush_frames_dropped_total"]
     );
     assert_eq!(
@@ -378,7 +391,10 @@ fn the_tokenizer_finds_metrics_and_nothing_else() {
         s.matchers,
         [
             ("state".to_string(), ("=".to_string(), "live".to_string())),
-            ("instance".to_string(), ("=~".to_string(), "$instance".to_string())),
+            (
+                "instance".to_string(),
+                ("=~".to_string(), "$instance".to_string())
+            ),
         ]
     );
     assert_eq!(
@@ -414,7 +430,11 @@ fn every_metric_in_rules_and_dashboard_is_served() {
         .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
         .collect();
     rule_files.sort();
-    assert!(!rule_files.is_empty(), "no rule files in {}", rules_dir.display());
+    assert!(
+        !rule_files.is_empty(),
+        "no rule files in {}",
+        rules_dir.display()
+    );
     for path in &rule_files {
         let yaml = read(path);
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -433,15 +453,25 @@ fn every_metric_in_rules_and_dashboard_is_served() {
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", dash_path.display()));
     let mut exprs = Vec::new();
     dashboard_exprs(&dash, &mut exprs);
-    assert!(exprs.len() > 10, "the dashboard has only {} queries", exprs.len());
+    assert!(
+        exprs.len() > 10,
+        "the dashboard has only {} queries",
+        exprs.len()
+    );
     for expr in &exprs {
         queries += 1;
         problems.extend(check_query("polypush-fleet.json", expr, &served, &mut used));
     }
     // The dashboard's variables: a Prometheus data source and a multi-select of boxes.
-    let vars = dash["templating"]["list"].as_array().expect("templating.list");
-    assert!(vars.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus"));
-    assert!(vars.iter().any(|v| v["name"] == "instance" && v["multi"] == true));
+    let vars = dash["templating"]["list"]
+        .as_array()
+        .expect("templating.list");
+    assert!(vars
+        .iter()
+        .any(|v| v["type"] == "datasource" && v["query"] == "prometheus"));
+    assert!(vars
+        .iter()
+        .any(|v| v["name"] == "instance" && v["multi"] == true));
 
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     let unused: Vec<&String> = served.keys().filter(|k| !used.contains(*k)).collect();
@@ -461,7 +491,10 @@ fn every_metric_in_rules_and_dashboard_is_served() {
         "PolypushBitrateAtFloor",
         "PolypushCredentialsRejected",
     ] {
-        assert!(rules.contains(&format!("- alert: {alert}\n")), "{alert} missing");
+        assert!(
+            rules.contains(&format!("- alert: {alert}\n")),
+            "{alert} missing"
+        );
     }
 }
 
@@ -493,7 +526,11 @@ fn promtool_ok(promtool: &str, args: &[&str], dir: &Path) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool {args:?}: {:?}\n{said}", out.status);
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {:?}\n{said}",
+        out.status
+    );
     said
 }
 
@@ -516,7 +553,11 @@ fn promtool_checks_config_and_rules_and_runs_the_rule_tests() {
     let rules = repo().join("deploy/prometheus/rules");
     let said = promtool_ok(&promtool, &["check", "rules", "polypush.rules.yml"], &rules);
     assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
-    let said = promtool_ok(&promtool, &["test", "rules", "polypush.rules.test.yml"], &rules);
+    let said = promtool_ok(
+        &promtool,
+        &["test", "rules", "polypush.rules.test.yml"],
+        &rules,
+    );
     assert!(said.contains("SUCCESS"), "{said}");
     eprintln!("{}", said.trim());
 
@@ -524,10 +565,19 @@ fn promtool_checks_config_and_rules_and_runs_the_rule_tests() {
     // (credentials_file, relative to the config) that promtool checks exists.
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo().join("deploy/prometheus"), dir.path());
-    std::fs::write(dir.path().join("polypush-status-token"), "not-a-real-token\n").unwrap();
-    let said = promtool_ok(&promtool, &["check", "config", "prometheus.yml"], dir.path());
+    std::fs::write(
+        dir.path().join("polypush-status-token"),
+        "not-a-real-token\n",
+    )
+    .unwrap();
+    let said = promtool_ok(
+        &promtool,
+        &["check", "config", "prometheus.yml"],
+        dir.path(),
+    );
     assert!(
-        said.contains("is valid prometheus config file syntax") && said.contains("SUCCESS: 7 rules found"),
+        said.contains("is valid prometheus config file syntax")
+            && said.contains("SUCCESS: 7 rules found"),
         "{said}"
     );
 }
