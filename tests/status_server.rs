@@ -506,6 +506,7 @@ async fn viewer_poller_fills_viewers_from_the_simulator_at_most_every_10_s() {
     assert!(list_users_at_ms(&sim).is_empty(), "idle: no polls");
 
     hub.set_state(DaemonState::Live);
+    hub.broadcast_started(SenderControl::new());
     wait_for_viewers(&hub, 7, Duration::from_secs(5)).await;
     sim.set_channel(CHANNEL, r#"{"viewers": 9}"#);
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -1,5 +1,5 @@
 //! The viewer poller: Polyv's chat-room `listUsers` count into [`StatusHub::set_viewers`],
-//! only while a broadcast runs (state `live`), never more often than every
+//! only while a broadcast runs (state `live`, devices open), never more often than every
 //! [`MIN_INTERVAL`] (Polyv asks for that). A failed poll keeps the last known count and is
 //! logged at DEBUG, at most once per [`ERROR_LOG_EVERY`]; outside a broadcast the count is
 //! unknown (`None`).
@@ -64,7 +64,9 @@ pub(crate) async fn poll_loop<F, Fut, E>(
     let mut was_live = false;
     let mut errors = ErrorLog::default();
     loop {
-        let live = hub.state() == DaemonState::Live;
+        // A broadcast runs (logged in, devices open): before that there is no stream to
+        // count viewers of, and the login must be the first request Polyv sees.
+        let live = hub.state() == DaemonState::Live && hub.snapshot().broadcast.is_some();
         if live {
             if last_poll.is_none_or(|t| t.elapsed() >= interval) {
                 last_poll = Some(Instant::now());
@@ -167,6 +169,7 @@ mod tests {
         assert_eq!(hub.snapshot().viewers, None);
 
         hub.set_state(DaemonState::Live);
+        hub.broadcast_started(crate::rtmp::SenderControl::new());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             calls.load(Ordering::SeqCst),
