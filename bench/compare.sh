@@ -27,20 +27,9 @@ if ! command -v "$TIME" >/dev/null; then
     echo "installing GNU time (package 'time')" >&2
     if [ "$(id -u)" = 0 ]; then apt-get install -y time >&2; else sudo apt-get install -y time >&2; fi
 fi
-for tool in nginx ffmpeg ffprobe cargo; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool (scripts/install-deps.sh installs the dependencies)" >&2; exit 2; }
-done
-[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || { echo "missing: libnginx-mod-rtmp" >&2; exit 2; }
-
-echo "building polypush (release)" >&2
-cargo build --release --bin polypush >&2
-polypush="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)/polypush"
-
-if [ -n "${BENCH_DIR:-}" ]; then
-    work="$BENCH_DIR"; keep=1
-else
-    work=$(mktemp -d /tmp/polypush-bench.XXXXXX); keep=0
-fi
+# shellcheck source=bench/common.sh
+. bench/common.sh
+bench_prepare bench nginx ffmpeg ffprobe cargo
 mkdir -p "$work/rec" "$work/logs" "$work/tmp"
 nginx_pid=""
 cleanup() {

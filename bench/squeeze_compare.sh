@@ -41,20 +41,9 @@ if [ "$(id -u)" != 0 ]; then
     echo "SKIPPED bench/squeeze_compare.sh: needs root for ip netns and tc (try: sudo -E $0)" >&2
     exit 0
 fi
-for tool in nginx ffmpeg ffprobe cargo ip tc python3; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool (scripts/install-deps.sh installs the dependencies)" >&2; exit 2; }
-done
-[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || { echo "missing: libnginx-mod-rtmp" >&2; exit 2; }
-
-echo "building polypush (release)" >&2
-cargo build --release --bin polypush >&2
-polypush="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)/polypush"
-
-if [ -n "${BENCH_DIR:-}" ]; then
-    work="$BENCH_DIR"; keep=1
-else
-    work=$(mktemp -d /tmp/polypush-squeeze.XXXXXX); keep=0
-fi
+# shellcheck source=bench/common.sh
+. bench/common.sh
+bench_prepare squeeze nginx ffmpeg ffprobe cargo ip tc python3
 mkdir -p "$work/nginx/rec" "$work/nginx/logs"
 
 # Names and a link-local /30 from the PID, as tests/common/netns.rs picks them (offset by 8 so

@@ -1092,21 +1092,6 @@ async fn check_ingest(cfg: &Config, url: &RtmpUrl, from_polyv: bool) -> Check {
 // ---------------------------------------------------------------------------------------------
 // Recording directory
 
-/// Bytes available to unprivileged users on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `statvfs` is plain old data, valid when zeroed; `path` is NUL-terminated and
-    // outlives the call, which writes only into `st`.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(clippy::useless_conversion)]
-    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
-}
-
 /// Creates the probe file, writes and fsyncs it, deletes it.
 fn probe_write(dir: &Path) -> io::Result<()> {
     let probe = dir.join(format!(".polypush-selftest-{}", std::process::id()));
@@ -1172,7 +1157,7 @@ fn record_check(cfg: &Config) -> Check {
             writable_fix,
         );
     }
-    let free = match free_bytes(&dir) {
+    let free = match crate::record::free_bytes(&dir) {
         Ok(f) => f,
         Err(e) => {
             return Check::fail(
@@ -1298,7 +1283,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         probe_write(dir.path()).unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(crate::record::free_bytes(dir.path()).unwrap() > 0);
     }
 
     #[test]

@@ -924,14 +924,14 @@ pub async fn run_broadcast(
 /// The ffmpeg-like live line on a TTY: elapsed, fps, bitrate, queue delay, drops, state.
 struct StatusLine {
     enabled: bool,
-    last: Option<(Instant, u64, u64)>,
+    rate: RateMeter,
 }
 
 impl StatusLine {
     fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            last: None,
+            rate: RateMeter::default(),
         }
     }
 
@@ -939,9 +939,6 @@ impl StatusLine {
         if !self.enabled {
             return;
         }
-        let now = Instant::now();
-        let frames = p.video.frames_encoded;
-        let bytes = sender.stats().bytes_sent;
         let mut state = sender.state().name().to_string();
         if p.video.state.is_reconnecting() {
             state.push_str(", camera reconnecting");
@@ -949,17 +946,9 @@ impl StatusLine {
         if p.audio.state.is_reconnecting() {
             state.push_str(", microphone reconnecting");
         }
-        let (fps, kbps) = match self.last {
-            Some((t, f, b)) => {
-                let dt = now.duration_since(t).as_secs_f64().max(1e-3);
-                (
-                    (frames - f) as f64 / dt,
-                    (bytes.saturating_sub(b)) as f64 * 8.0 / dt / 1000.0,
-                )
-            }
-            None => (0.0, 0.0),
-        };
-        self.last = Some((now, frames, bytes));
+        let (kbps, fps) = self
+            .rate
+            .update(sender.stats().bytes_sent, p.video.frames_encoded);
         let e = started.elapsed().as_secs();
         let line = format!(
             "\r{:02}:{:02}:{:02}  {fps:5.1} fps  {kbps:7.0} kbit/s  queue {:4} ms  dropped {}  {state}   ",
@@ -975,7 +964,7 @@ impl StatusLine {
     }
 
     fn finish(&mut self) {
-        if self.enabled && self.last.is_some() {
+        if self.enabled && self.rate.last.is_some() {
             eprintln!();
         }
     }
@@ -1009,7 +998,8 @@ impl RateMeter {
 /// tests and benchmarks read (`polypush run --stats-file FILE`).
 struct StatsFile {
     out: std::io::BufWriter<std::fs::File>,
-    last: Option<(Instant, u64)>,
+    /// Its own meter: the file's rates are per line (1 s), the hub's per tick.
+    rate: RateMeter,
 }
 
 impl StatsFile {
@@ -1022,7 +1012,7 @@ impl StatsFile {
         })?;
         Ok(Self {
             out: std::io::BufWriter::new(f),
-            last: None,
+            rate: RateMeter::default(),
         })
     }
 
@@ -1034,17 +1024,7 @@ impl StatsFile {
 
     /// The rate the ingest's TCP acknowledged since the last line, kbit/s.
     fn delivered_kbps(&mut self, delivered: u64) -> f64 {
-        let now = Instant::now();
-        let kbps = match self.last {
-            Some((t, b)) => {
-                delivered.saturating_sub(b) as f64 * 8.0
-                    / now.duration_since(t).as_secs_f64().max(1e-3)
-                    / 1000.0
-            }
-            None => 0.0,
-        };
-        self.last = Some((now, delivered));
-        kbps
+        self.rate.update(delivered, 0).0
     }
 }
 

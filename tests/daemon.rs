@@ -112,22 +112,12 @@ impl Drop for Daemon {
 
 /// `HH:MM:SS` in UTC of `t`, and its date.
 fn utc(t: SystemTime) -> (String, String) {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let z = jiff::Timestamp::try_from(t)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC);
     (
-        format!("{:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60),
-        format!("{y:04}-{m:02}-{d:02}"),
+        z.strftime("%H:%M:%S").to_string(),
+        z.strftime("%Y-%m-%d").to_string(),
     )
 }
 

@@ -4,9 +4,12 @@
 //! `promtool test rules` (`prometheus.yml`: `promtool check config`) when `scripts/promtool.sh`
 //! can provide promtool. Offline and fast apart from that script's first download.
 
+mod common;
+
+use common::status::broadcast;
 use polypush::rtmp::SenderControl;
 use polypush::status::metrics;
-use polypush::status::{BroadcastSnapshot, DaemonState, ScheduleStatus, StatusHub};
+use polypush::status::{DaemonState, ScheduleStatus, StatusHub};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -47,25 +50,7 @@ fn metrics_text() -> String {
     });
     hub.set_state(DaemonState::Live);
     hub.broadcast_started(SenderControl::new());
-    let mut b = BroadcastSnapshot {
-        started: Some(Instant::now()),
-        sender_state: "publishing",
-        target_kbps: 1800,
-        configured_kbps: 2500,
-        delivered_kbps: 1790.5,
-        encoder_fps: 25.0,
-        configured_fps: 25.0,
-        ..BroadcastSnapshot::default()
-    };
-    b.sender.sessions = 2;
-    b.sender.reconnects = 1;
-    b.sender.bytes_sent = 5_000_000;
-    b.sender.bytes_delivered = 4_900_000;
-    b.pipeline.video.frames_encoded = 1500;
-    b.pipeline.audio.frames_encoded = 2800;
-    b.pipeline.video.frames_dropped = 3;
-    b.ring.queued_delay_ms = 120;
-    hub.update_broadcast(b);
+    hub.update_broadcast(broadcast(Instant::now(), "publishing", None));
     hub.set_viewers(Some(42));
     hub.reload_applied();
     metrics::text(&hub.snapshot())

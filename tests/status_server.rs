@@ -4,14 +4,14 @@
 
 mod common;
 
+use common::status::broadcast;
 use common::*;
 use polypush::config::ops::StatusConfig;
 use polypush::config::{Endpoints, PolyvConfig, Secret};
 use polypush::platform::PolyvClient;
 use polypush::rtmp::SenderControl;
 use polypush::status::{
-    serve, spawn_viewer_poller, BroadcastSnapshot, DaemonState, ScheduleStatus, StatusError,
-    StatusHub,
+    serve, spawn_viewer_poller, DaemonState, ScheduleStatus, StatusError, StatusHub,
 };
 use std::io::Write;
 use std::net::SocketAddr;
@@ -77,35 +77,6 @@ fn scheduled(in_window: bool) -> ScheduleStatus {
         next_end: Some(now + Duration::from_secs(86_400 + 3600)),
         title: Some("Physics".into()),
     }
-}
-
-/// A running broadcast's numbers as the supervisor would report them.
-fn broadcast(
-    started: Instant,
-    sender_state: &'static str,
-    error: Option<&str>,
-) -> BroadcastSnapshot {
-    let mut b = BroadcastSnapshot {
-        started: Some(started),
-        sender_state,
-        sender_error: error.map(str::to_string),
-        target_kbps: 1800,
-        configured_kbps: 2500,
-        delivered_kbps: 1790.5,
-        encoder_fps: 25.0,
-        configured_fps: 25.0,
-        ..BroadcastSnapshot::default()
-    };
-    b.sender.sessions = 2;
-    b.sender.reconnects = 1;
-    b.sender.bytes_sent = 5_000_000;
-    b.sender.bytes_delivered = 4_900_000;
-    b.pipeline.video.frames_encoded = 1500;
-    b.pipeline.audio.frames_encoded = 2800;
-    b.pipeline.video.frames_dropped = 3;
-    b.pipeline.video.device_losses = 1;
-    b.ring.queued_delay_ms = 120;
-    b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,11 @@
 
 mod disk;
 mod name;
+
+/// Free space for a recording directory, and civil dates: also used by `selftest` and the
+/// status JSON.
+pub(crate) use disk::free_bytes;
+pub(crate) use name::civil_from_days;
 mod queue;
 mod segmenter;
 mod writer;

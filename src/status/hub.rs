@@ -269,6 +269,11 @@ impl StatusHub {
         self.with(|i| i.snap.state.clone())
     }
 
+    /// Live with a broadcast running (logged in, devices open), without copying the snapshot.
+    pub fn is_broadcasting(&self) -> bool {
+        self.with(|i| i.snap.state == DaemonState::Live && i.snap.broadcast.is_some())
+    }
+
     pub fn set_state(&self, state: DaemonState) {
         self.with(|i| {
             if i.snap.state != state {

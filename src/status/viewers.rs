@@ -4,7 +4,7 @@
 //! logged at DEBUG, at most once per [`ERROR_LOG_EVERY`]; outside a broadcast the count is
 //! unknown (`None`).
 
-use super::hub::{DaemonState, StatusHub};
+use super::hub::StatusHub;
 use crate::platform::PolyvClient;
 use std::fmt::Display;
 use std::future::Future;
@@ -66,7 +66,7 @@ pub(crate) async fn poll_loop<F, Fut, E>(
     loop {
         // A broadcast runs (logged in, devices open): before that there is no stream to
         // count viewers of, and the login must be the first request Polyv sees.
-        let live = hub.state() == DaemonState::Live && hub.snapshot().broadcast.is_some();
+        let live = hub.is_broadcasting();
         if live {
             if last_poll.is_none_or(|t| t.elapsed() >= interval) {
                 last_poll = Some(Instant::now());
@@ -125,6 +125,7 @@ impl ErrorLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::DaemonState;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 

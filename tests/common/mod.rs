@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod status;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
