@@ -19,6 +19,25 @@
 //!   the packet path logs per packet; the limiter is the safety net for a loop that would.
 //!   [`flush`] at exit logs what is still held back.
 
+use serde::{Deserialize, Serialize};
+
+/// `[log]`: what the daemon logs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// error, warn, info, debug or trace (or an `EnvFilter` directive); `RUST_LOG` and
+    /// `--log-level` override it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::hash::Hash;

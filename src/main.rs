@@ -1,20 +1,19 @@
 //! The `polypush` command: parses the command line, loads the config, runs one command and
-//! maps every failure to one actionable line on stderr and an exit code:
-//! 0 ok, 2 usage/config, 3 rejected by the platform, 4 network.
+//! maps every failure to one actionable line on stderr and an exit code
+//! ([`polypush::exit::ExitCode`]: 0 ok, 1 internal, 2 usage/config, 3 refused, 4 unavailable,
+//! 5 capture device or encoder).
 
 mod cli;
 
 use clap::{CommandFactory, Parser};
 use cli::{ChannelCommand, Cli, Command};
+use polypush::broadcast::{RunError, RunOptions};
 use polypush::config::{Config, ConfigError, Secret};
-use polypush::platform::error::ErrorClass;
+use polypush::exit::ExitCode;
 use polypush::platform::types::*;
 use polypush::platform::{PlatformError, PolyvClient};
-use polypush::rtmp::RtmpError;
-use polypush::supervisor::{RunError, RunOptions};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::process::ExitCode;
 
 /// Why a command failed; decides the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -30,22 +29,11 @@ enum Failure {
 }
 
 impl Failure {
-    fn exit_code(&self) -> u8 {
+    fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_) | Self::Usage(_) => 2,
-            Self::Platform(e) => platform_exit_code(e),
-            Self::Run(e) => match e {
-                RunError::Config(_) => 2,
-                RunError::Platform(e) => platform_exit_code(e),
-                RunError::Rtmp(e) if e.is_transient() => 4,
-                RunError::Rtmp(RtmpError::BadUrl { .. }) => 2,
-                RunError::Rtmp(_) => 3,
-                RunError::Media(_) => 5,
-                RunError::Record(_) => 2,
-                RunError::NeverPublished { refused: true, .. } => 3,
-                RunError::NeverPublished { refused: false, .. } => 4,
-                RunError::Internal(_) => 1,
-            },
+            Self::Config(_) | Self::Usage(_) => ExitCode::Config,
+            Self::Platform(e) => e.exit_code(),
+            Self::Run(e) => e.exit_code(),
         }
     }
 
@@ -54,25 +42,12 @@ impl Failure {
             Self::Config(_) => "config",
             Self::Usage(_) => "usage",
             Self::Platform(e) => e.kind(),
-            Self::Run(RunError::Platform(e)) => e.kind(),
-            Self::Run(RunError::Config(_)) => "config",
-            Self::Run(RunError::Rtmp(_)) => "rtmp",
-            Self::Run(RunError::Media(_)) => "media",
-            Self::Run(RunError::Record(_)) => "record",
-            Self::Run(RunError::NeverPublished { .. }) => "never_published",
-            Self::Run(RunError::Internal(_)) => "internal",
+            Self::Run(e) => e.kind(),
         }
     }
 }
 
-fn platform_exit_code(e: &PlatformError) -> u8 {
-    match e.class() {
-        ErrorClass::Rejected => 3,
-        ErrorClass::Network => 4,
-    }
-}
-
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref().unwrap_or("warn"));
     let json_out = cli.json;
@@ -90,15 +65,15 @@ fn main() -> ExitCode {
     // Repeats the rate limiter still holds back get their summary line before the exit.
     polypush::logging::flush();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::Ok.into(),
         Err(f) => {
             if json_out {
                 print_json(
-                    &json!({"error": {"kind": f.kind(), "message": f.to_string(), "exit_code": f.exit_code()}}),
+                    &json!({"error": {"kind": f.kind(), "message": f.to_string(), "exit_code": f.exit_code().code()}}),
                 );
             }
             eprintln!("polypush: error: {f}");
-            ExitCode::from(f.exit_code())
+            f.exit_code().into()
         }
     }
 }
@@ -152,10 +127,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             duration,
             stats_file,
         } => {
-            let mut cfg = Config::load(&cli.config)?;
-            if test_pattern {
-                cfg.use_test_pattern();
-            }
+            let cfg = Config::load(&cli.config)?;
             // The service logs at the config's level unless --log-level (or RUST_LOG) says.
             if cli.log_level.is_none() {
                 if let Err(e) = polypush::logging::set_level(&cfg.log.level) {
@@ -171,18 +143,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 None => None,
             };
-            let daemon = polypush::daemon::run(
+            let daemon = polypush::service::run(
                 cfg,
-                polypush::daemon::DaemonOptions {
+                polypush::service::ServiceOptions {
                     config_path: cli.config.clone(),
-                    test_pattern,
                     log_level_from_config: cli.log_level.is_none(),
                     run: RunOptions {
                         url,
-                        duration,
+                        test_pattern,
                         status_line: !j,
                         stats_file,
                     },
+                    duration,
                 },
             )
             .await?;
@@ -266,11 +238,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             // The table (or JSON) already says what failed and what to do: exit with the
             // first failure's code without a second error line or JSON document.
             match report.exit_code() {
-                0 => Ok(()),
+                ExitCode::Ok => Ok(()),
                 code => {
                     polypush::logging::flush();
                     let _ = std::io::stdout().flush();
-                    std::process::exit(i32::from(code))
+                    std::process::exit(i32::from(code.code()))
                 }
             }
         }

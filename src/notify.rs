@@ -16,6 +16,7 @@
 //! - [`spawn_watchdog`] pings at half of `WatchdogSec` from [`StatusHub::progress`];
 //!   [`spawn_status`] keeps `STATUS=` in step with [`StatusHub::snapshot`] ([`status_line`]).
 
+use crate::rtmp::SenderPhase;
 use crate::status::{DaemonState, Progress, Snapshot, StatusHub};
 use sd_notify::NotifyState;
 use std::ffi::{OsStr, OsString};
@@ -23,13 +24,14 @@ use std::fmt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 /// `STATUS=` text longer than this (in characters) is cut, with an ellipsis.
 pub const MAX_STATUS_CHARS: usize = 200;
 
 /// How long frames (or sent packets) may stand still before [`spawn_watchdog`] withholds a
-/// ping: twice the 500 ms in which the supervisor refreshes the hub, so two looks at the same
+/// ping: twice the 500 ms in which the broadcast refreshes the hub, so two looks at the same
 /// snapshot never count as a stall.
 pub const STALL_GRACE: Duration = Duration::from_secs(1);
 
@@ -447,7 +449,7 @@ pub fn status_line(s: &Snapshot, now: SystemTime) -> String {
             };
             let error = b.sender_error.as_deref().filter(|e| !e.is_empty());
             match b.sender_state {
-                "publishing" => {
+                SenderPhase::Publishing => {
                     let mut line = format!(
                         "live: publishing, {:.0} kbit/s, {:.1} fps, queue {} ms",
                         b.delivered_kbps, b.encoder_fps, b.ring.queued_delay_ms
@@ -460,16 +462,16 @@ pub fn status_line(s: &Snapshot, now: SystemTime) -> String {
                     }
                     line
                 }
-                "waiting" | "connecting" => match error {
+                SenderPhase::Waiting | SenderPhase::Connecting => match error {
                     Some(e) => format!("live: reconnecting ({e})"),
                     None => "live: connecting".into(),
                 },
-                "credentials_rejected" => match error {
+                SenderPhase::CredentialsRejected => match error {
                     Some(e) => format!("live: Polyv rejected the channel credentials ({e})"),
                     None => "live: Polyv rejected the channel credentials".into(),
                 },
-                "" | "starting" => "live: starting the broadcast".into(),
-                other => format!("live: {}", other.replace('_', " ")),
+                SenderPhase::Starting => "live: starting the broadcast".into(),
+                SenderPhase::Stopped => "live: stopped".into(),
             }
         }
     }
@@ -652,7 +654,7 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1\n");
     }
 
-    fn live(sender_state: &'static str, error: Option<&str>) -> Snapshot {
+    fn live(sender_state: SenderPhase, error: Option<&str>) -> Snapshot {
         Snapshot {
             state: DaemonState::Live,
             broadcast: Some(BroadcastSnapshot {
@@ -676,27 +678,28 @@ mod tests {
     fn status_lines() {
         let now = SystemTime::now();
         assert_eq!(
-            status_line(&live("publishing", None), now),
+            status_line(&live(SenderPhase::Publishing, None), now),
             "live: publishing, 2480 kbit/s, 25.0 fps, queue 40 ms"
         );
-        let mut adapted = live("publishing", None);
+        let mut adapted = live(SenderPhase::Publishing, None);
         adapted.broadcast.as_mut().unwrap().target_kbps = 1200;
         assert_eq!(
             status_line(&adapted, now),
             "live: publishing, 2480 kbit/s, 25.0 fps, queue 40 ms, video 1200 of 2500 kbit/s"
         );
         assert_eq!(
-            status_line(&live("waiting", Some("connection refused")), now),
+            status_line(&live(SenderPhase::Waiting, Some("connection refused")), now),
             "live: reconnecting (connection refused)"
         );
         assert_eq!(
-            status_line(&live("connecting", None), now),
+            status_line(&live(SenderPhase::Connecting, None), now),
             "live: connecting"
         );
-        assert!(
-            status_line(&live("credentials_rejected", Some("wrong password")), now)
-                .contains("rejected the channel credentials (wrong password)")
-        );
+        assert!(status_line(
+            &live(SenderPhase::CredentialsRejected, Some("wrong password")),
+            now
+        )
+        .contains("rejected the channel credentials (wrong password)"));
         let no_broadcast = Snapshot {
             state: DaemonState::Live,
             ..Default::default()

@@ -39,23 +39,14 @@ use crate::capture::{
     frame_queue, CaptureClock, CaptureCounters, CaptureError, CaptureOutputs, CaptureThread,
     Captured, FrameSender, Received, SourceInfo, SourceSpec, StopSignal,
 };
-use crate::config::{AudioSource, Config, VideoSource};
+use crate::config::Config;
 use crate::encode::{
-    AudioEncoder, AudioEncoderSettings, EncodeError, VideoEncoder, VideoEncoderSettings,
+    AudioEncoder, AudioSettings, AudioSource, EncodeError, VideoEncoder, VideoSettings, VideoSource,
 };
+use crate::exit::ExitCode;
 use crate::platform::client::RetryPolicy;
-use crate::platform::error::ErrorClass;
 use crate::platform::{PlatformError, PolyvClient};
 use crate::rtmp::{ConnectOptions, Phase, RtmpError, RtmpUrl};
-
-/// Exit code of a configuration problem (and of an unusable recording directory).
-pub const EXIT_CONFIG: u8 = 2;
-/// Exit code of a rejection: password, clock, the ingest refusing.
-pub const EXIT_REJECTED: u8 = 3;
-/// Exit code of Polyv or the ingest being unreachable.
-pub const EXIT_NETWORK: u8 = 4;
-/// Exit code of a capture device or encoder problem.
-pub const EXIT_MEDIA: u8 = 5;
 
 /// Polyv accepts request timestamps this far from its own clock, seconds.
 pub const SIGNING_WINDOW_S: f64 = 180.0;
@@ -93,8 +84,8 @@ pub struct Check {
     pub detail: String,
     /// What to do, for a failure.
     pub fix: Option<String>,
-    /// The exit code this failure asks for; 0 when ok or skipped.
-    pub exit_code: u8,
+    /// The exit code this failure asks for; [`ExitCode::Ok`] when ok or skipped.
+    pub exit_code: ExitCode,
 }
 
 impl Check {
@@ -105,7 +96,7 @@ impl Check {
             skipped: false,
             detail: detail.into(),
             fix: None,
-            exit_code: 0,
+            exit_code: ExitCode::Ok,
         }
     }
 
@@ -119,7 +110,7 @@ impl Check {
 
     fn fail(
         name: &'static str,
-        exit_code: u8,
+        exit_code: ExitCode,
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
@@ -141,7 +132,7 @@ impl Check {
             skipped: true,
             detail: format!("skipped: needs {needs}"),
             fix: None,
-            exit_code: 0,
+            exit_code: ExitCode::Ok,
         }
     }
 
@@ -167,12 +158,13 @@ impl Report {
         self.checks.iter().all(|c| c.ok)
     }
 
-    /// 0 when [`ok`](Self::ok); otherwise the exit code of the first failed check.
-    pub fn exit_code(&self) -> u8 {
+    /// [`ExitCode::Ok`] when [`ok`](Self::ok); otherwise the exit code of the first failed
+    /// check.
+    pub fn exit_code(&self) -> ExitCode {
         self.checks
             .iter()
             .find(|c| !c.ok && !c.skipped)
-            .map_or(0, |c| c.exit_code)
+            .map_or(ExitCode::Ok, |c| c.exit_code)
     }
 
     pub fn check(&self, name: &str) -> Option<&Check> {
@@ -196,7 +188,7 @@ impl Report {
             .collect();
         json!({
             "ok": self.ok(),
-            "exit_code": self.exit_code(),
+            "exit_code": self.exit_code().code(),
             "config": self.config_path,
             "checks": checks,
         })
@@ -261,7 +253,7 @@ pub async fn run(opts: &Options) -> Report {
         Err(e) => {
             checks.push(Check::fail(
                 "config",
-                EXIT_CONFIG,
+                ExitCode::Config,
                 e.to_string(),
                 "edit the file as the message says (packaging/polypush.toml documents every key), then run `polypush check`",
             ));
@@ -291,7 +283,7 @@ pub async fn run(opts: &Options) -> Report {
         ),
         Some(Err(e)) => Check::fail(
             "config",
-            EXIT_CONFIG,
+            ExitCode::Config,
             format!("{fixed_from}: {e}"),
             format!("give {fixed_from} as rtmp://host[:port]/app/stream-key"),
         ),
@@ -493,19 +485,19 @@ where
         Blocking::Done(Ok(c)) if c.frames > 0 => Ok(c),
         Blocking::Done(Ok(c)) => Err(Check::fail(
             name,
-            EXIT_MEDIA,
+            ExitCode::Media,
             format!("{}: opened, but delivered no frames", describe(&c)),
             capture_fix(name, None),
         )),
         Blocking::Done(Err(e)) => Err(Check::fail(
             name,
-            EXIT_MEDIA,
+            ExitCode::Media,
             e.to_string(),
             capture_fix(name, Some(&e)),
         )),
         Blocking::TimedOut => Err(Check::fail(
             name,
-            EXIT_MEDIA,
+            ExitCode::Media,
             format!(
                 "{what} neither opened nor delivered a frame within {} s",
                 limit.as_secs()
@@ -514,7 +506,7 @@ where
         )),
         Blocking::Failed(m) => Err(Check::fail(
             name,
-            EXIT_MEDIA,
+            ExitCode::Media,
             format!("{what}: {m}"),
             capture_fix(name, None),
         )),
@@ -563,7 +555,7 @@ fn audio_outputs(tx: FrameSender<ffmpeg::frame::Audio>) -> CaptureOutputs {
 }
 
 async fn check_video(cfg: &Config) -> Check {
-    let Some(spec) = crate::supervisor::pipeline_config(cfg).video_source else {
+    let Some(spec) = crate::broadcast::media_settings(cfg, false).video_source else {
         return Check::not_needed("video", "no video source configured");
     };
     let what = spec.describe();
@@ -610,7 +602,7 @@ async fn check_audio(cfg: &Config) -> Check {
     if cfg.audio.source == AudioSource::None {
         return Check::not_needed("audio", "no audio track ([audio] source = \"none\")");
     }
-    let Some(spec) = crate::supervisor::pipeline_config(cfg).audio_source else {
+    let Some(spec) = crate::broadcast::media_settings(cfg, false).audio_source else {
         return Check::not_needed("audio", "no audio source configured");
     };
     let what = spec.describe();
@@ -678,15 +670,15 @@ fn pattern(i: u32, width: u32, height: u32) -> ffmpeg::frame::Video {
 }
 
 fn encode_frames(
-    video: VideoEncoderSettings,
-    audio: Option<AudioEncoderSettings>,
+    video: VideoSettings,
+    audio: Option<AudioSettings>,
 ) -> Result<Encoded, EncodeError> {
     crate::capture::init_ffmpeg();
     let started = Instant::now();
     let mut encoder = VideoEncoder::open(&video)?;
     let open = started.elapsed();
     let (mut packets, mut bytes, mut first_is_keyframe) = (0u64, 0u64, None);
-    let mut on_packet = |p: crate::encode::EncodedPacket| {
+    let mut on_packet = |p: &crate::media::EncodedPacket<'_>| {
         packets += 1;
         bytes += p.data.len() as u64;
         first_is_keyframe.get_or_insert(p.keyframe);
@@ -723,7 +715,7 @@ fn encode_frames(
 }
 
 async fn check_encoder(cfg: &Config) -> Check {
-    let pc = crate::supervisor::pipeline_config(cfg);
+    let pc = crate::broadcast::media_settings(cfg, false);
     let v = pc.video_encoder.clone();
     let a = (cfg.audio.source != AudioSource::None).then(|| pc.audio_encoder.clone());
     let what = format!(
@@ -748,12 +740,12 @@ async fn check_encoder(cfg: &Config) -> Check {
                 }
                 _ => fix_media.to_string(),
             };
-            return Check::fail("encoder", EXIT_MEDIA, format!("{what}: {err}"), fix);
+            return Check::fail("encoder", ExitCode::Media, format!("{what}: {err}"), fix);
         }
         Blocking::TimedOut => {
             return Check::fail(
                 "encoder",
-                EXIT_MEDIA,
+                ExitCode::Media,
                 format!(
                     "{what}: did not open and encode {ENCODE_FRAMES} frames within {} s",
                     ENCODER_LIMIT.as_secs()
@@ -762,13 +754,18 @@ async fn check_encoder(cfg: &Config) -> Check {
             )
         }
         Blocking::Failed(m) => {
-            return Check::fail("encoder", EXIT_MEDIA, format!("{what}: {m}"), fix_media)
+            return Check::fail(
+                "encoder",
+                ExitCode::Media,
+                format!("{what}: {m}"),
+                fix_media,
+            )
         }
     };
     if e.packets == 0 || !e.first_is_keyframe {
         return Check::fail(
             "encoder",
-            EXIT_MEDIA,
+            ExitCode::Media,
             format!(
                 "{what}: {ENCODE_FRAMES} frames gave {} packet(s){}",
                 e.packets,
@@ -845,13 +842,6 @@ fn platform_fix(e: &PlatformError) -> String {
     }
 }
 
-fn platform_exit(e: &PlatformError) -> u8 {
-    match e.class() {
-        ErrorClass::Rejected => EXIT_REJECTED,
-        ErrorClass::Network => EXIT_NETWORK,
-    }
-}
-
 async fn check_login(cfg: &Config) -> Login {
     let unreachable = |check| Login {
         check,
@@ -861,7 +851,7 @@ async fn check_login(cfg: &Config) -> Login {
     if let Err(e) = cfg.polyv.password() {
         return unreachable(Check::fail(
             "login",
-            EXIT_CONFIG,
+            ExitCode::Config,
             format!("no channel password: {e}"),
             "set password_file under [polyv] (a root-only file with the channel password) or provide the systemd credential polyv-password",
         ));
@@ -874,7 +864,7 @@ async fn check_login(cfg: &Config) -> Login {
         Err(e) => {
             return unreachable(Check::fail(
                 "login",
-                platform_exit(&e),
+                e.exit_code(),
                 platform_detail(&e),
                 platform_fix(&e),
             ))
@@ -884,9 +874,9 @@ async fn check_login(cfg: &Config) -> Login {
     let reply = match tokio::time::timeout(limit, client.teacher_login()).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => {
-            let reachable = e.class() == ErrorClass::Rejected;
+            let reachable = e.exit_code() == ExitCode::Refused;
             return Login {
-                check: Check::fail("login", platform_exit(&e), platform_detail(&e), platform_fix(&e)),
+                check: Check::fail("login", e.exit_code(), platform_detail(&e), platform_fix(&e)),
                 url: None,
                 reachable,
             };
@@ -894,7 +884,7 @@ async fn check_login(cfg: &Config) -> Login {
         Err(_) => {
             return unreachable(Check::fail(
                 "login",
-                EXIT_NETWORK,
+                ExitCode::Unavailable,
                 format!(
                     "Polyv did not answer teacher_login within {} s",
                     limit.as_secs()
@@ -909,7 +899,7 @@ async fn check_login(cfg: &Config) -> Login {
             return Login {
                 check: Check::fail(
                     "login",
-                    EXIT_NETWORK,
+                    ExitCode::Unavailable,
                     format!("Polyv returned a push address polypush cannot use: {e}"),
                     "try again later; if it persists, report it to Polyv with `polypush login`",
                 ),
@@ -942,7 +932,7 @@ async fn check_clock(cfg: &Config) -> Check {
     let fail_net = |detail: String| {
         Check::fail(
             "clock",
-            EXIT_NETWORK,
+            ExitCode::Unavailable,
             detail,
             "check the network, DNS and polyv.endpoints.login",
         )
@@ -996,7 +986,7 @@ async fn check_clock(cfg: &Config) -> Check {
     if offset_s.abs() >= SIGNING_WINDOW_S {
         Check::fail(
             "clock",
-            EXIT_REJECTED,
+            ExitCode::Refused,
             detail,
             "enable NTP: timedatectl set-ntp true (then `timedatectl` should say \"System clock synchronized: yes\")",
         )
@@ -1059,7 +1049,7 @@ async fn check_ingest(cfg: &Config, url: &RtmpUrl, from_polyv: bool) -> Check {
         ..ConnectOptions::default()
     };
     let limit = opts.connect_timeout + opts.setup_timeout + Duration::from_secs(1);
-    let result = match tokio::time::timeout(limit, crate::rtmp::driver::probe(url, &opts)).await {
+    let result = match tokio::time::timeout(limit, crate::rtmp::probe(url, &opts)).await {
         Ok(r) => r,
         Err(_) => Err(RtmpError::Timeout {
             addr: format!("{}:{}", url.host(), url.port()),
@@ -1079,12 +1069,7 @@ async fn check_ingest(cfg: &Config, url: &RtmpUrl, from_polyv: bool) -> Check {
             ),
         ),
         Err(e) => {
-            let code = match &e {
-                RtmpError::BadUrl { .. } => EXIT_CONFIG,
-                e if e.is_transient() => EXIT_NETWORK,
-                _ => EXIT_REJECTED,
-            };
-            Check::fail("ingest", code, format!("{url}: {e}"), ingest_fix(&e, url, from_polyv))
+            Check::fail("ingest", e.exit_code(), format!("{url}: {e}"), ingest_fix(&e, url, from_polyv))
         }
     }
 }
@@ -1124,7 +1109,7 @@ fn record_check(cfg: &Config) -> Check {
         Ok(_) => {
             return Check::fail(
                 "record",
-                EXIT_CONFIG,
+                ExitCode::Config,
                 format!("{} exists but is not a directory", dir.display()),
                 "set record.dir to a directory",
             )
@@ -1133,7 +1118,7 @@ fn record_check(cfg: &Config) -> Check {
             if let Err(e) = DirBuilder::new().recursive(true).mode(0o750).create(&dir) {
                 return Check::fail(
                     "record",
-                    EXIT_CONFIG,
+                    ExitCode::Config,
                     format!("cannot create {}: {e}", dir.display()),
                     writable_fix,
                 );
@@ -1143,7 +1128,7 @@ fn record_check(cfg: &Config) -> Check {
         Err(e) => {
             return Check::fail(
                 "record",
-                EXIT_CONFIG,
+                ExitCode::Config,
                 format!("cannot look at {}: {e}", dir.display()),
                 writable_fix,
             )
@@ -1152,7 +1137,7 @@ fn record_check(cfg: &Config) -> Check {
     if let Err(e) = probe_write(&dir) {
         return Check::fail(
             "record",
-            EXIT_CONFIG,
+            ExitCode::Config,
             format!("{} is not writable: {e}", dir.display()),
             writable_fix,
         );
@@ -1162,7 +1147,7 @@ fn record_check(cfg: &Config) -> Check {
         Err(e) => {
             return Check::fail(
                 "record",
-                EXIT_CONFIG,
+                ExitCode::Config,
                 format!("cannot tell the free space of {}: {e}", dir.display()),
                 writable_fix,
             )
@@ -1187,7 +1172,7 @@ fn record_check(cfg: &Config) -> Check {
     if free < need {
         return Check::fail(
             "record",
-            EXIT_CONFIG,
+            ExitCode::Config,
             format!("{}: {numbers}", dir.display()),
             "free space on that file system, put record.dir on a larger disk, or lower record.min_free_mb or record.segment_s",
         );
@@ -1212,7 +1197,7 @@ async fn check_record(cfg: &Config) -> Check {
         Blocking::Done(c) => c,
         Blocking::TimedOut => Check::fail(
             "record",
-            EXIT_CONFIG,
+            ExitCode::Config,
             format!(
                 "{}: writing a probe file took longer than {} s",
                 dir.display(),
@@ -1222,7 +1207,7 @@ async fn check_record(cfg: &Config) -> Check {
         ),
         Blocking::Failed(m) => Check::fail(
             "record",
-            EXIT_CONFIG,
+            ExitCode::Config,
             format!("{}: {m}", dir.display()),
             "set record.dir to a writable directory",
         ),
@@ -1244,13 +1229,13 @@ mod tests {
     fn the_first_failure_decides_the_exit_code() {
         let r = report(vec![
             Check::pass("config", "valid"),
-            Check::fail("video", EXIT_MEDIA, "missing", "polypush devices"),
+            Check::fail("video", ExitCode::Media, "missing", "polypush devices"),
             Check::not_needed("audio", "none"),
-            Check::fail("login", EXIT_REJECTED, "password", "fix it"),
+            Check::fail("login", ExitCode::Refused, "password", "fix it"),
             Check::needs("ingest", "login"),
         ]);
         assert!(!r.ok());
-        assert_eq!(r.exit_code(), EXIT_MEDIA);
+        assert_eq!(r.exit_code(), ExitCode::Media);
         let text = r.render();
         assert!(text.contains("✓ config"), "{text}");
         assert!(text.contains("✗ video"), "{text}");
@@ -1272,7 +1257,7 @@ mod tests {
             Check::not_needed("record", "off"),
         ]);
         assert!(r.ok());
-        assert_eq!(r.exit_code(), 0);
+        assert_eq!(r.exit_code(), ExitCode::Ok);
         assert!(r
             .render()
             .contains("all checks passed (1 passed, 1 not needed)"));
@@ -1289,15 +1274,15 @@ mod tests {
     #[test]
     fn the_pattern_encodes() {
         let e = encode_frames(
-            VideoEncoderSettings {
+            VideoSettings {
                 width: 320,
                 height: 240,
                 fps: 25,
                 bitrate_kbps: 500,
                 threads: 1,
-                ..VideoEncoderSettings::default()
+                ..VideoSettings::default()
             },
-            Some(AudioEncoderSettings::default()),
+            Some(AudioSettings::default()),
         )
         .unwrap();
         assert!(e.packets >= u64::from(ENCODE_FRAMES), "{}", e.packets);

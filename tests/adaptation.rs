@@ -190,30 +190,20 @@ fn squeeze_once() -> Result<bool, String> {
 }
 
 trait WaitBounded {
-    fn wait_with_output_bounded(&mut self, limit: Duration) -> (bool, String);
+    fn wait_with_output_bounded(self, limit: Duration) -> (bool, String);
 }
 
 impl WaitBounded for std::process::Child {
     /// Waits at most `limit`; kills the child (by its PID) past it.
-    fn wait_with_output_bounded(&mut self, limit: Duration) -> (bool, String) {
-        let deadline = Instant::now() + limit;
-        let mut stderr = self.stderr.take().unwrap();
+    fn wait_with_output_bounded(self, limit: Duration) -> (bool, String) {
+        let mut child = self;
+        let mut stderr = child.stderr.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
             s
         });
-        let ok = loop {
-            if let Some(st) = self.try_wait().unwrap() {
-                break st.success();
-            }
-            if Instant::now() > deadline {
-                let _ = self.kill();
-                let _ = self.wait();
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let ok = common::wait_bounded(child, limit).is_some_and(|st| st.success());
         (ok, reader.join().unwrap_or_default())
     }
 }

@@ -12,9 +12,9 @@ use ffmpeg::format::Pixel;
 use ffmpeg_next as ffmpeg;
 use polypush::capture::{Captured, SourceSpec, Track};
 use polypush::encode::{
-    spawn_pipeline, AudioEncoder, AudioEncoderSettings, EncodedPacket, PipelineConfig,
-    StreamParams, VideoEncoder, VideoEncoderSettings,
+    spawn_pipeline, AudioEncoder, AudioSettings, PipelineConfig, VideoEncoder, VideoSettings,
 };
+use polypush::media::{EncodedPacket, EncodedPacketBuf, StreamParams, VideoParams};
 
 /// NAL unit types of an Annex B buffer (3- and 4-byte start codes).
 fn nal_types(data: &[u8]) -> Vec<u8> {
@@ -33,32 +33,32 @@ fn nal_types(data: &[u8]) -> Vec<u8> {
     types
 }
 
-fn small_video(fps: u32, keyframe_interval_s: f64) -> VideoEncoderSettings {
-    VideoEncoderSettings {
+fn small_video(fps: u32, keyframe_interval_s: f64) -> VideoSettings {
+    VideoSettings {
         width: 320,
         height: 240,
         fps,
         bitrate_kbps: 500,
         keyframe_interval_s,
         threads: 1,
-        ..VideoEncoderSettings::default()
+        ..VideoSettings::default()
     }
 }
 
-type Collected = Arc<Mutex<Vec<(Track, EncodedPacket)>>>;
+type Collected = Arc<Mutex<Vec<(Track, EncodedPacketBuf)>>>;
 
 fn collector() -> (
     Collected,
-    impl FnMut(Track, EncodedPacket) + Send + Clone + 'static,
+    impl FnMut(Track, &EncodedPacket<'_>) + Send + Clone + 'static,
 ) {
     let packets: Collected = Arc::default();
     let sink_packets = packets.clone();
-    (packets, move |track, packet| {
-        sink_packets.lock().unwrap().push((track, packet))
+    (packets, move |track, packet: &EncodedPacket<'_>| {
+        sink_packets.lock().unwrap().push((track, packet.into()))
     })
 }
 
-fn split(packets: &Collected) -> (Vec<EncodedPacket>, Vec<EncodedPacket>) {
+fn split(packets: &Collected) -> (Vec<EncodedPacketBuf>, Vec<EncodedPacketBuf>) {
     let all = packets.lock().unwrap();
     let video = all
         .iter()
@@ -73,7 +73,7 @@ fn split(packets: &Collected) -> (Vec<EncodedPacket>, Vec<EncodedPacket>) {
     (video, audio)
 }
 
-fn assert_strictly_increasing(name: &str, packets: &[EncodedPacket]) {
+fn assert_strictly_increasing(name: &str, packets: &[EncodedPacketBuf]) {
     for w in packets.windows(2) {
         assert!(
             w[1].dts_ms > w[0].dts_ms,
@@ -85,7 +85,7 @@ fn assert_strictly_increasing(name: &str, packets: &[EncodedPacket]) {
 }
 
 /// Audio packets are 1024 samples apart: 21 or 22 ms, and 21.333 ms on average.
-fn assert_aac_spacing(audio: &[EncodedPacket], rate: f64) {
+fn assert_aac_spacing(audio: &[EncodedPacketBuf], rate: f64) {
     for w in audio.windows(2) {
         let d = w[1].dts_ms - w[0].dts_ms;
         assert!((21..=22).contains(&d), "audio packets {d} ms apart");
@@ -113,7 +113,7 @@ fn test_pattern_pipeline_has_regular_keyframes_and_synchronized_tracks() {
             frequency_hz: 440,
         }),
         video_encoder: small_video(25, 0.4),
-        audio_encoder: AudioEncoderSettings::default(),
+        audio_encoder: AudioSettings::default(),
     };
     let (packets, sink) = collector();
     let ready: Arc<Mutex<Vec<StreamParams>>> = Arc::default();
@@ -223,12 +223,12 @@ fn looped_file_continues_with_monotonic_timestamps() {
     let config = PipelineConfig {
         video_source: Some(source.clone()),
         audio_source: Some(source),
-        video_encoder: VideoEncoderSettings {
+        video_encoder: VideoSettings {
             width: 160,
             height: 120,
             ..small_video(25, 1.0)
         },
-        audio_encoder: AudioEncoderSettings::default(),
+        audio_encoder: AudioSettings::default(),
     };
     let (packets, sink) = collector();
     let stop = Arc::new(AtomicBool::new(false));
@@ -284,7 +284,7 @@ fn camera_like_frame(i: usize, width: u32, height: u32) -> ffmpeg::frame::Video 
 fn keyframes_follow_the_gop_despite_intra_input_and_on_request() {
     let settings = small_video(25, 0.4); // GOP of 10
     let mut encoder = VideoEncoder::open(&settings).unwrap();
-    let mut out = Vec::new();
+    let mut out: Vec<EncodedPacketBuf> = Vec::new();
     for i in 0..40usize {
         if i == 25 {
             encoder.request_keyframe();
@@ -295,12 +295,12 @@ fn keyframes_follow_the_gop_despite_intra_input_and_on_request() {
         };
         let before = out.len();
         encoder
-            .encode(&mut frame, false, &mut |p| out.push(p))
+            .encode(&mut frame, false, &mut |p| out.push(p.into()))
             .unwrap();
         // zerolatency: one packet per frame, immediately.
         assert_eq!(out.len(), before + 1, "frame {i} produced no packet yet");
     }
-    encoder.flush(&mut |p| out.push(p)).unwrap();
+    encoder.flush(&mut |p| out.push(p.into())).unwrap();
     let keyframes: Vec<usize> = out
         .iter()
         .enumerate()
@@ -332,7 +332,7 @@ fn noise_frame(seed: &mut u64, width: u32, height: u32) -> ffmpeg::frame::Video 
 
 #[test]
 fn set_bitrate_changes_the_produced_rate() {
-    let settings = VideoEncoderSettings {
+    let settings = VideoSettings {
         bitrate_kbps: 2000,
         preset: "ultrafast".into(),
         ..small_video(25, 2.0)
@@ -387,8 +387,8 @@ fn tone_frame(index: usize, rate: u32, samples: usize) -> ffmpeg::frame::Audio {
 
 #[test]
 fn audio_starts_at_the_first_sample_and_fills_gaps_with_silence() {
-    let mut encoder = AudioEncoder::open(&AudioEncoderSettings::default()).unwrap();
-    let mut out = Vec::new();
+    let mut encoder = AudioEncoder::open(&AudioSettings::default()).unwrap();
+    let mut out: Vec<EncodedPacketBuf> = Vec::new();
     let start_us = 1_000_000;
     // 1 s of 10 ms periods, then 100 ms lost (an overrun), then 1 s more.
     for k in (0..100).chain(110..210) {
@@ -396,9 +396,9 @@ fn audio_starts_at_the_first_sample_and_fills_gaps_with_silence() {
             frame: tone_frame(k, 48_000, 480),
             pts_us: start_us + k as i64 * 10_000,
         };
-        encoder.encode(&frame, &mut |p| out.push(p)).unwrap();
+        encoder.encode(&frame, &mut |p| out.push(p.into())).unwrap();
     }
-    encoder.flush(&mut |p| out.push(p)).unwrap();
+    encoder.flush(&mut |p| out.push(p.into())).unwrap();
     // Priming is absorbed: the first packet carries the first sample's time.
     assert_eq!(out[0].dts_ms, 1000);
     assert_strictly_increasing("audio", &out);
@@ -415,7 +415,7 @@ fn audio_starts_at_the_first_sample_and_fills_gaps_with_silence() {
 
 #[test]
 fn a_missing_encoder_names_what_is_available() {
-    let settings = VideoEncoderSettings {
+    let settings = VideoSettings {
         encoder: "h264_nosuch".into(),
         ..small_video(25, 2.0)
     };
@@ -441,7 +441,7 @@ fn a_missing_camera_is_a_clear_error() {
         }),
         audio_source: None,
         video_encoder: small_video(30, 2.0),
-        audio_encoder: AudioEncoderSettings::default(),
+        audio_encoder: AudioSettings::default(),
     };
     let (packets, sink) = collector();
     let msg = spawn_pipeline(
@@ -467,8 +467,8 @@ fn a_missing_microphone_is_a_clear_error() {
             sample_rate: 48_000,
             channels: 2,
         }),
-        video_encoder: VideoEncoderSettings::default(),
-        audio_encoder: AudioEncoderSettings::default(),
+        video_encoder: VideoSettings::default(),
+        audio_encoder: AudioSettings::default(),
     };
     let (_, sink) = collector();
     let msg = spawn_pipeline(config, Arc::new(AtomicBool::new(false)), |_| {}, sink)

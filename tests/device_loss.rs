@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use polypush::capture::{reopen_delay, SourceSpec, Track, TrackState};
 use polypush::encode::{
-    spawn_pipeline, AudioEncoderSettings, EncodedPacket, PipelineConfig, PipelineStats,
-    VideoEncoderSettings,
+    spawn_pipeline, AudioSettings, PipelineConfig, PipelineStats, VideoSettings,
 };
+use polypush::media::{EncodedPacket, EncodedPacketBuf, StreamParams, VideoParams};
 
 const FPS: u32 = 25;
 const GOP: usize = 25; // keyframe_interval_s = 1
@@ -65,8 +65,8 @@ fn expected_outage() -> (Duration, u64) {
 }
 
 struct Broadcast {
-    video: Vec<EncodedPacket>,
-    audio: Vec<EncodedPacket>,
+    video: Vec<EncodedPacketBuf>,
+    audio: Vec<EncodedPacketBuf>,
     stats: PipelineStats,
     /// Stats sampled every 50 ms while running.
     samples: Vec<PipelineStats>,
@@ -76,7 +76,7 @@ fn broadcast(video_source: SourceSpec, audio_source: SourceSpec, run_for: Durati
     let config = PipelineConfig {
         video_source: Some(video_source),
         audio_source: Some(audio_source),
-        video_encoder: VideoEncoderSettings {
+        video_encoder: VideoSettings {
             width: 320,
             height: 240,
             fps: FPS,
@@ -84,14 +84,16 @@ fn broadcast(video_source: SourceSpec, audio_source: SourceSpec, run_for: Durati
             keyframe_interval_s: 1.0,
             preset: "ultrafast".into(),
             threads: 1,
-            ..VideoEncoderSettings::default()
+            ..VideoSettings::default()
         },
-        audio_encoder: AudioEncoderSettings::default(),
+        audio_encoder: AudioSettings::default(),
     };
-    let packets: Arc<Mutex<Vec<(Track, EncodedPacket)>>> = Arc::default();
+    let packets: Arc<Mutex<Vec<(Track, EncodedPacketBuf)>>> = Arc::default();
     let sink = {
         let packets = packets.clone();
-        move |track, packet| packets.lock().unwrap().push((track, packet))
+        move |track, packet: &EncodedPacket<'_>| {
+            packets.lock().unwrap().push((track, packet.into()))
+        }
     };
     let handle = spawn_pipeline(config, Arc::new(AtomicBool::new(false)), |_| {}, sink)
         .expect("pipeline starts");
@@ -126,7 +128,7 @@ fn run_time() -> Duration {
 }
 
 /// Every video frame 40 ms after the previous one, keyframes every GOP.
-fn assert_regular_video(video: &[EncodedPacket]) {
+fn assert_regular_video(video: &[EncodedPacketBuf]) {
     for w in video.windows(2) {
         let d = w[1].dts_ms - w[0].dts_ms;
         assert!(
@@ -141,7 +143,7 @@ fn assert_regular_video(video: &[EncodedPacket]) {
 }
 
 /// Audio packets 1024 samples apart over the whole run (the flush's short last frame aside).
-fn assert_continuous_audio(audio: &[EncodedPacket]) {
+fn assert_continuous_audio(audio: &[EncodedPacketBuf]) {
     let audio = &audio[..audio.len() - 1];
     for w in audio.windows(2) {
         let d = w[1].dts_ms - w[0].dts_ms;
@@ -161,8 +163,8 @@ fn assert_continuous_audio(audio: &[EncodedPacket]) {
 
 /// The longest run of consecutive packets with `small` true: (start index, length).
 fn longest_run(
-    packets: &[EncodedPacket],
-    small: impl Fn(&EncodedPacket) -> bool,
+    packets: &[EncodedPacketBuf],
+    small: impl Fn(&EncodedPacketBuf) -> bool,
 ) -> (usize, usize) {
     let (mut best, mut start) = ((0, 0), None);
     for (i, p) in packets.iter().enumerate() {
@@ -229,7 +231,7 @@ fn a_lost_camera_is_filled_with_a_still_and_comes_back() {
     // the last real frame is the first one stamped at 1 s or later.
     let last_real = run.video.iter().position(|p| p.dts_ms >= 1000).unwrap();
     let first_back = last_real + 1 + v.frames_filled as usize;
-    let median_p = |packets: &[EncodedPacket]| {
+    let median_p = |packets: &[EncodedPacketBuf]| {
         let mut sizes: Vec<usize> = packets
             .iter()
             .filter(|p| !p.keyframe)
@@ -355,13 +357,13 @@ fn a_device_that_never_delivered_is_a_start_up_error() {
     let config = PipelineConfig {
         video_source: Some(broken),
         audio_source: None,
-        video_encoder: VideoEncoderSettings {
+        video_encoder: VideoSettings {
             width: 320,
             height: 240,
             fps: FPS,
-            ..VideoEncoderSettings::default()
+            ..VideoSettings::default()
         },
-        audio_encoder: AudioEncoderSettings::default(),
+        audio_encoder: AudioSettings::default(),
     };
     let handle = spawn_pipeline(config, Arc::new(AtomicBool::new(false)), |_| {}, |_, _| {})
         .expect("the source opens");

@@ -8,12 +8,14 @@ mod common;
 
 use common::status::broadcast;
 use polypush::rtmp::SenderControl;
+use polypush::rtmp::SenderPhase;
 use polypush::status::metrics;
 use polypush::status::{DaemonState, ScheduleStatus, StatusHub};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 /// Series that are not polypush's but Prometheus's own (per scrape target).
 const BUILT_IN: &[&str] = &[
@@ -50,7 +52,7 @@ fn metrics_text() -> String {
     });
     hub.set_state(DaemonState::Live);
     hub.broadcast_started(SenderControl::new());
-    hub.update_broadcast(broadcast(Instant::now(), "publishing", None));
+    hub.update_broadcast(broadcast(Instant::now(), SenderPhase::Publishing, None));
     hub.set_viewers(Some(42));
     hub.reload_applied();
     metrics::text(&hub.snapshot())

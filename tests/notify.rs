@@ -2,8 +2,9 @@
 //! `NOTIFY_SOCKET`: `READY=1`, `STATUS=`, `WATCHDOG=1` only while frames flow (stop the
 //! source: the pings stop; start it again: they resume), `STOPPING=1`. First at the library
 //! level ([`Notifier`], [`spawn_watchdog`], [`spawn_status`] over a [`StatusHub`] the test
-//! drives), then end to end against the `polypush` binary with nginx-rtmp. And logging:
-//! without journald (as here) the daemon falls back to readable stderr lines cleanly.
+//! drives, on tokio's paused clock: the pings are counted exactly), then end to end against
+//! the `polypush` binary with nginx-rtmp. And logging: without journald (as here) the daemon
+//! falls back to readable stderr lines cleanly.
 
 mod common;
 
@@ -11,6 +12,7 @@ use common::nginx::Nginx;
 use common::*;
 use polypush::notify::{spawn_status, spawn_watchdog, Notifier};
 use polypush::rtmp::SenderControl;
+use polypush::rtmp::SenderPhase;
 use polypush::status::{BroadcastSnapshot, DaemonState, ScheduleStatus, StatusHub};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
@@ -47,6 +49,41 @@ impl Listener {
             Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
             Err(_) => None,
         }
+    }
+
+    /// Everything already queued, without waiting.
+    fn drain(&self) -> Vec<String> {
+        self.sock.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut out = Vec::new();
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        self.sock.set_nonblocking(false).unwrap();
+        out
+    }
+
+    /// Everything that is sent while `d` passes on tokio's clock.
+    async fn collect_during(&self, d: Duration) -> Vec<String> {
+        self.drain();
+        tokio::time::sleep_until(tokio::time::Instant::now() + d).await;
+        self.drain()
+    }
+
+    /// Datagrams until `done` holds for what came (or `within` passes).
+    fn collect_until(&self, within: Duration, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let end = Instant::now() + within;
+        let mut out = Vec::new();
+        while !done(&out) {
+            let Some(left) = end.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match self.recv(left.max(Duration::from_millis(1))) {
+                Some(m) => out.push(m),
+                None => break,
+            }
+        }
+        out
     }
 
     /// Everything that arrives within `d`.
@@ -129,14 +166,13 @@ fn without_a_socket_or_watchdog_nothing_runs() {
     status.abort();
 }
 
-/// Drives a hub the way the supervisor does: a broadcast whose counters move while `frames`
-/// (and `packets`) say so.
+/// Drives a hub the way the broadcast does (every 50 ms of tokio's clock): a broadcast whose
+/// counters move while `frames` (and `packets`) say so.
 struct FakeBroadcast {
     frames: Arc<AtomicBool>,
     packets: Arc<AtomicBool>,
     publishing: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeBroadcast {
@@ -144,18 +180,19 @@ impl FakeBroadcast {
         hub.set_state(DaemonState::Live);
         hub.broadcast_started(SenderControl::new());
         let flag = |v| Arc::new(AtomicBool::new(v));
-        let (frames, packets, publishing, stop) = (flag(true), flag(true), flag(true), flag(false));
-        let thread = {
-            let (hub, frames, packets, publishing, stop) = (
+        let (frames, packets, publishing) = (flag(true), flag(true), flag(true));
+        let task = {
+            let (hub, frames, packets, publishing) = (
                 hub.clone(),
                 frames.clone(),
                 packets.clone(),
                 publishing.clone(),
-                stop.clone(),
             );
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 let (mut f, mut p) = (0u64, 0u64);
-                while !stop.load(Ordering::SeqCst) {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                loop {
+                    tick.tick().await;
                     if frames.load(Ordering::SeqCst) {
                         f += 5;
                     }
@@ -164,16 +201,15 @@ impl FakeBroadcast {
                     }
                     let mut b = BroadcastSnapshot {
                         sender_state: if publishing.load(Ordering::SeqCst) {
-                            "publishing"
+                            SenderPhase::Publishing
                         } else {
-                            "waiting"
+                            SenderPhase::Waiting
                         },
                         ..Default::default()
                     };
                     b.pipeline.video.frames_encoded = f;
                     b.sender.packets_sent = p;
                     hub.update_broadcast(b);
-                    std::thread::sleep(Duration::from_millis(50));
                 }
             })
         };
@@ -181,71 +217,69 @@ impl FakeBroadcast {
             frames,
             packets,
             publishing,
-            stop,
-            thread: Some(thread),
+            task,
         }
     }
 }
 
 impl Drop for FakeBroadcast {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.task.abort();
     }
 }
 
-#[test]
-fn watchdog_pings_only_while_frames_flow() {
+#[tokio::test(start_paused = true)]
+async fn watchdog_pings_only_while_frames_flow() {
     // WatchdogSec=400ms: a look every 200 ms; a stall shows after the 400 ms grace.
     let l = Listener::new();
     let n = Notifier::with_socket(&l.path, Some(Duration::from_millis(400)));
     assert_eq!(n.watchdog_interval(), Some(Duration::from_millis(400)));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _in_rt = rt.enter();
     let hub = StatusHub::new();
     let fake = FakeBroadcast::start(&hub);
     let dog = spawn_watchdog(n, hub.clone()).expect("watchdog enabled");
     let second = Duration::from_secs(1);
     let settle = Duration::from_millis(1200);
 
-    let flowing = l.collect_for(2 * second);
-    assert!(pings(&flowing) >= 7, "frames flow: {flowing:?}");
+    // A look every 200 ms, a ping at every look: 10 in 2 s (one more at an edge).
+    let flowing = l.collect_during(2 * second).await;
+    assert!(
+        (10..=11).contains(&pings(&flowing)),
+        "frames flow: {flowing:?}"
+    );
     assert!(flowing.iter().all(|m| m == "WATCHDOG=1\n"), "{flowing:?}");
 
     // Stop the source: frames stand still, and so does the sender.
     fake.frames.store(false, Ordering::SeqCst);
     fake.packets.store(false, Ordering::SeqCst);
-    let stopping = l.collect_for(settle);
+    let stopping = l.collect_during(settle).await;
     assert!(pings(&stopping) <= 4, "{stopping:?}");
-    let stalled = l.collect_for(2 * second);
+    let stalled = l.collect_during(2 * second).await;
     assert_eq!(pings(&stalled), 0, "no frames: no pings");
 
-    // Start it again: pings resume.
+    // Start it again: pings resume, at the next look.
     fake.frames.store(true, Ordering::SeqCst);
     fake.packets.store(true, Ordering::SeqCst);
-    assert_eq!(
-        l.recv(second).as_deref(),
-        Some("WATCHDOG=1\n"),
-        "pings resume with the frames"
+    let resumed = l.collect_during(Duration::from_millis(250)).await;
+    assert!(
+        pings(&resumed) >= 1,
+        "pings resume with the frames: {resumed:?}"
     );
-    assert!(pings(&l.collect_for(second)) >= 3);
+    assert!(pings(&l.collect_during(second).await) >= 4);
 
     // The sender stuck while publishing: frames alone are not enough.
     fake.packets.store(false, Ordering::SeqCst);
-    l.collect_for(settle);
+    l.collect_during(settle).await;
     assert_eq!(
-        pings(&l.collect_for(2 * second)),
+        pings(&l.collect_during(2 * second).await),
         0,
         "sender stuck: no pings"
     );
 
     // Reconnecting (not publishing): its packets cannot move; frames suffice.
     fake.publishing.store(false, Ordering::SeqCst);
-    l.collect_for(Duration::from_millis(300));
+    l.collect_during(Duration::from_millis(300)).await;
     assert!(
-        pings(&l.collect_for(second)) >= 3,
+        pings(&l.collect_during(second).await) >= 4,
         "reconnecting: frames suffice"
     );
 
@@ -253,24 +287,25 @@ fn watchdog_pings_only_while_frames_flow() {
     drop(fake);
     hub.broadcast_ended(None, false);
     hub.set_state(DaemonState::Idle);
-    l.collect_for(Duration::from_millis(300));
-    assert!(pings(&l.collect_for(second)) >= 3, "idle pings");
+    l.collect_during(Duration::from_millis(300)).await;
+    assert!(pings(&l.collect_during(second).await) >= 4, "idle pings");
     hub.set_state(DaemonState::Stopping);
-    l.collect_for(Duration::from_millis(300));
-    assert!(pings(&l.collect_for(second)) >= 3, "stopping pings");
+    l.collect_during(Duration::from_millis(300)).await;
+    assert!(
+        pings(&l.collect_during(second).await) >= 4,
+        "stopping pings"
+    );
     dog.abort();
 }
 
-#[test]
-fn status_follows_the_state_once_per_change() {
+#[tokio::test(start_paused = true)]
+async fn status_follows_the_state_once_per_change() {
     let l = Listener::new();
     let n = Notifier::with_socket(&l.path, None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _in_rt = rt.enter();
     let hub = StatusHub::new();
     let task = spawn_status(n, hub.clone()).expect("status task");
-    let t = Duration::from_secs(3);
-    assert_eq!(l.recv(t).as_deref(), Some("STATUS=starting\n"));
+    let look = Duration::from_millis(1100); // the task looks once a second
+    assert_eq!(l.collect_during(look).await, ["STATUS=starting\n"]);
 
     hub.set_state(DaemonState::Idle);
     hub.set_schedule(ScheduleStatus {
@@ -278,13 +313,14 @@ fn status_follows_the_state_once_per_change() {
         next_start: Some(SystemTime::now() + Duration::from_secs(3600)),
         ..Default::default()
     });
-    let idle = l.recv(t).expect("idle status");
-    assert!(idle.starts_with("STATUS=idle: next window "), "{idle:?}");
+    let idle = l.collect_during(look).await;
+    assert_eq!(idle.len(), 1, "{idle:?}");
+    assert!(idle[0].starts_with("STATUS=idle: next window "), "{idle:?}");
 
     // The broadcast's numbers first, then the state: one change, one line.
     hub.broadcast_started(SenderControl::new());
     let mut b = BroadcastSnapshot {
-        sender_state: "publishing",
+        sender_state: SenderPhase::Publishing,
         delivered_kbps: 2480.0,
         encoder_fps: 25.0,
         ..Default::default()
@@ -293,21 +329,21 @@ fn status_follows_the_state_once_per_change() {
     hub.update_broadcast(b.clone());
     hub.set_state(DaemonState::Live);
     assert_eq!(
-        l.recv(t).as_deref(),
-        Some("STATUS=live: publishing, 2480 kbit/s, 25.0 fps, queue 40 ms\n")
+        l.collect_during(look).await,
+        ["STATUS=live: publishing, 2480 kbit/s, 25.0 fps, queue 40 ms\n"]
     );
     // Unchanged: nothing more is sent.
     assert_eq!(
-        l.collect_for(Duration::from_millis(2500)),
+        l.collect_during(Duration::from_secs(10)).await,
         Vec::<String>::new()
     );
 
-    b.sender_state = "waiting";
+    b.sender_state = SenderPhase::Waiting;
     b.sender_error = Some("connection refused".into());
     hub.update_broadcast(b);
     assert_eq!(
-        l.recv(t).as_deref(),
-        Some("STATUS=live: reconnecting (connection refused)\n")
+        l.collect_during(look).await,
+        ["STATUS=live: reconnecting (connection refused)\n"]
     );
     task.abort();
 }
@@ -353,23 +389,16 @@ impl Daemon {
 
     /// Waits for the exit; SIGKILL after `within`. The exit code, if it exited by itself.
     fn wait(&mut self, within: Duration) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let end = Instant::now() + within;
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.code();
-            }
-            if Instant::now() >= end {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_bounded(self.child.take()?, within)?.code()
     }
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the daemon's stderr (a file) contains `needle`.
+    fn wait_for_stderr(&self, needle: &str, within: Duration) -> bool {
+        poll_until(within, || self.stderr().contains(needle))
     }
 }
 
@@ -411,11 +440,12 @@ fn daemon_notifies_systemd_end_to_end() {
         nginx.publish_count("x") >= 1,
         "READY=1 came before nginx saw the publish"
     );
-    // Running: pings every half second, and a STATUS line that says we publish.
-    let running = l.collect_for(Duration::from_secs(4));
+    // Running: pings (every half second; counted exactly in the paused-clock test above),
+    // and a STATUS line that says we publish.
+    let running = l.collect_until(Duration::from_secs(30), |seen| pings(seen) >= 3);
     let all: Vec<&String> = before.iter().chain(&running).collect();
     assert!(
-        pings(&running) >= 5,
+        pings(&running) >= 3,
         "watchdog pings while frames flow: {running:?}"
     );
     assert!(
@@ -565,45 +595,32 @@ fn watchdog_pings_stop_when_the_source_stalls() {
         "no READY=1 within 30 s; got {before:?}\n{}",
         d.stderr()
     );
-    let flowing = l.collect_for(Duration::from_secs(3));
+    let flowing = l.collect_until(Duration::from_secs(30), |seen| pings(seen) >= 3);
     assert!(
-        pings(&flowing) >= 4,
+        pings(&flowing) >= 3,
         "frames flow: {flowing:?}\n{}",
         d.stderr()
     );
 
     // Stop the source; the writer stays open, so the capture blocks instead of seeing EOF.
-    feeder.pause();
-    let stopped_at = Instant::now();
-    assert!(feeder.written.load(Ordering::SeqCst) > 0);
     // What the FIFO and the demuxer still hold plays out (a few hundred ms at 1 Mbit/s), then
-    // frames stop. Pings must stop within about two watchdog intervals of that.
-    let mut last_ping = None;
-    let end = stopped_at + Duration::from_secs(8);
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        if let Some(m) = l.recv(left.max(Duration::from_millis(1))) {
-            if m == "WATCHDOG=1\n" {
-                last_ping = Some(stopped_at.elapsed());
-            }
-        }
-    }
-    let last = last_ping.unwrap_or_default();
-    eprintln!("last ping {last:?} after the source stopped");
+    // frames stop, and the daemon withholds its pings (and says so).
+    feeder.pause();
+    assert!(feeder.written.load(Ordering::SeqCst) > 0);
     assert!(
-        last <= Duration::from_millis(3000),
-        "pings went on {last:?} after the source stopped\n{}",
+        d.wait_for_stderr(
+            "withholding the systemd watchdog ping: no frames encoded",
+            Duration::from_secs(30)
+        ),
+        "{}",
         d.stderr()
     );
+    l.drain();
     let quiet = l.collect_for(Duration::from_secs(2));
     assert_eq!(
         pings(&quiet),
         0,
         "pings while the source is stalled: {quiet:?}"
-    );
-    let stderr = d.stderr();
-    assert!(
-        stderr.contains("withholding the systemd watchdog ping: no frames encoded"),
-        "{stderr}"
     );
 
     // Let the blocked read see EOF so the daemon can stop.

@@ -1,6 +1,7 @@
 //! The RTMP publisher against real peers on loopback: nginx-rtmp (publishing and recording,
-//! rejections) and small TCP servers in the test that misbehave (hang up, send garbage, stay
-//! silent). Every wait is bounded by a deadline; nothing sleeps and hopes.
+//! rejections), and peers that misbehave (hang up, send garbage, stay silent) at the far end
+//! of an in-memory pipe, on tokio's paused clock so their timeouts fire exactly. Every wait is
+//! bounded by a deadline; nothing sleeps and hopes.
 
 #[path = "common/nginx.rs"]
 mod nginx;
@@ -12,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use polypush::media::{AudioInfo, PacketKind, StreamInfo};
-use polypush::rtmp::{self, ConnectOptions, Phase, RtmpError, RtmpUrl};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use polypush::rtmp::{self, ConnectOptions, Connection, Phase, Publisher, RtmpError, RtmpUrl};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use nginx::{decode_errors, ffprobe_json, Nginx};
@@ -166,12 +166,10 @@ async fn a_stream_name_in_use_is_rejected_with_bad_name() {
         let first = rtmp::connect(&url(&nginx.url("busy123")), &ConnectOptions::default())
             .await
             .expect("first publisher");
-        let started = Instant::now();
         let err = rtmp::connect(&url(&nginx.url("busy123")), &ConnectOptions::default())
             .await
             .err()
             .expect("second publisher must be rejected");
-        assert!(started.elapsed() < Duration::from_secs(5));
         match &err {
             RtmpError::PublishRejected {
                 stream,
@@ -309,26 +307,24 @@ async fn nothing_listening_is_a_transient_refusal_naming_the_address() {
     );
 }
 
-/// A TCP server that runs `behave` on the first connection, and the URL pointing at it.
-async fn misbehaving<F, Fut>(behave: F) -> (RtmpUrl, SocketAddr)
+/// The address the misbehaving peers answer at.
+const PEER: &str = "peer.test:1935";
+
+/// Publishes to a peer that runs `behave` on its end of an in-memory pipe.
+async fn connect_to_misbehaving<F, Fut>(behave: F) -> Result<Publisher, RtmpError>
 where
-    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    F: FnOnce(DuplexStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        if let Ok((socket, _)) = listener.accept().await {
-            behave(socket).await;
-        }
-    });
-    (url(&format!("rtmp://{addr}/live/key")), addr)
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(behave(server));
+    let target = url(&format!("rtmp://{PEER}/live/key"));
+    Publisher::start(Connection::new(client, PEER), &target, &short()).await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_peer_that_hangs_up_at_once_is_a_transient_error() {
-    let (url, addr) = misbehaving(|socket| async move { drop(socket) }).await;
-    let err = bounded("hang-up", rtmp::connect(&url, &short()))
+    let err = connect_to_misbehaving(|socket| async move { drop(socket) })
         .await
         .err()
         .expect("must fail");
@@ -343,24 +339,22 @@ async fn a_peer_that_hangs_up_at_once_is_a_transient_error() {
         "{err:?}"
     );
     assert!(err.is_transient());
-    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    assert!(err.to_string().contains(PEER), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_peer_that_answers_http_is_a_protocol_error() {
-    let (url, _) = misbehaving(|mut socket| async move {
+    let err = connect_to_misbehaving(|mut socket| async move {
         let mut buf = [0u8; 1537];
         let _ = socket.read_exact(&mut buf).await;
         let _ = socket
             .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             .await;
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        std::future::pending::<()>().await;
     })
-    .await;
-    let err = bounded("garbage", rtmp::connect(&url, &short()))
-        .await
-        .err()
-        .expect("must fail");
+    .await
+    .err()
+    .expect("must fail");
     assert!(
         matches!(
             &err,
@@ -374,9 +368,9 @@ async fn a_peer_that_answers_http_is_a_protocol_error() {
     assert!(err.to_string().contains("not RTMPS/HTTP"), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn garbage_after_a_valid_handshake_is_an_error_not_a_panic() {
-    let (url, _) = misbehaving(|mut socket| async move {
+    let err = connect_to_misbehaving(|mut socket| async move {
         let mut c0c1 = [0u8; 1537];
         if socket.read_exact(&mut c0c1).await.is_err() {
             return;
@@ -390,13 +384,11 @@ async fn garbage_after_a_valid_handshake_is_an_error_not_a_panic() {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         let _ = socket.write_all(&garbage).await;
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        std::future::pending::<()>().await;
     })
-    .await;
-    let err = bounded("garbage after handshake", rtmp::connect(&url, &short()))
-        .await
-        .err()
-        .expect("must fail");
+    .await
+    .err()
+    .expect("must fail");
     // Depending on what the bytes look like as chunk headers: a parse error, or a message that
     // never completes.
     assert!(
@@ -405,26 +397,24 @@ async fn garbage_after_a_valid_handshake_is_an_error_not_a_panic() {
     );
 }
 
-#[tokio::test]
-async fn a_silent_peer_times_out_in_the_handshake() {
-    let (url, addr) = misbehaving(|socket| async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_times_out_in_the_handshake_after_exactly_the_setup_timeout() {
+    let started = Instant::now();
+    let err = connect_to_misbehaving(|socket| async move {
+        std::future::pending::<()>().await;
         drop(socket);
     })
-    .await;
-    let started = Instant::now();
-    let err = bounded("silent", rtmp::connect(&url, &short()))
-        .await
-        .err()
-        .expect("must time out");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    .await
+    .err()
+    .expect("must time out");
+    assert_eq!(Instant::now() - started, short().setup_timeout);
     match &err {
         RtmpError::Timeout {
-            addr: a,
+            addr,
             phase: Phase::Handshake,
             after,
         } => {
-            assert_eq!(*a, addr.to_string());
+            assert_eq!(addr, PEER);
             assert_eq!(*after, Duration::from_millis(500));
         }
         other => panic!("expected a handshake timeout, got {other:?}"),

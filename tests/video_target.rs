@@ -12,19 +12,19 @@ use std::time::{Duration, Instant};
 use ffmpeg_next as ffmpeg;
 use polypush::capture::{SourceSpec, Track};
 use polypush::encode::{
-    spawn_pipeline, AudioEncoderSettings, EncodedPacket, PipelineConfig, PipelineHandle,
-    StreamParams, Target, VideoEncoderSettings, VideoParams,
+    spawn_pipeline, AudioSettings, PipelineConfig, PipelineHandle, Target, VideoSettings,
 };
+use polypush::media::{EncodedPacket, EncodedPacketBuf, StreamParams, VideoParams};
 
 const FPS: u32 = 25;
 const FRAME_MS: i64 = 1000 / FPS as i64;
 
-type Collected = Arc<Mutex<Vec<EncodedPacket>>>;
+type Collected = Arc<Mutex<Vec<EncodedPacketBuf>>>;
 
 fn start(
     width: u32,
     height: u32,
-    video_encoder: VideoEncoderSettings,
+    video_encoder: VideoSettings,
 ) -> (PipelineHandle, Collected, StreamParams) {
     let config = PipelineConfig {
         video_source: Some(SourceSpec::TestPatternVideo {
@@ -34,14 +34,14 @@ fn start(
         }),
         audio_source: None,
         video_encoder,
-        audio_encoder: AudioEncoderSettings::default(),
+        audio_encoder: AudioSettings::default(),
     };
     let packets: Collected = Arc::default();
     let sink = {
         let packets = packets.clone();
-        move |track, packet| {
+        move |track, packet: &EncodedPacket<'_>| {
             if track == Track::Video {
-                packets.lock().unwrap().push(packet)
+                packets.lock().unwrap().push(packet.into())
             }
         }
     };
@@ -68,7 +68,7 @@ fn sleep_until(t0: Instant, ms: u64) {
 }
 
 /// Encoded kbit/s over packets with `from_ms <= dts < to_ms`.
-fn kbps(packets: &[EncodedPacket], from_ms: i64, to_ms: i64) -> f64 {
+fn kbps(packets: &[EncodedPacketBuf], from_ms: i64, to_ms: i64) -> f64 {
     let bytes: usize = packets
         .iter()
         .filter(|p| (from_ms..to_ms).contains(&p.dts_ms))
@@ -78,7 +78,7 @@ fn kbps(packets: &[EncodedPacket], from_ms: i64, to_ms: i64) -> f64 {
 }
 
 /// Frames per second over packets with `from_ms <= dts < to_ms`.
-fn fps(packets: &[EncodedPacket], from_ms: i64, to_ms: i64) -> f64 {
+fn fps(packets: &[EncodedPacketBuf], from_ms: i64, to_ms: i64) -> f64 {
     let n = packets
         .iter()
         .filter(|p| (from_ms..to_ms).contains(&p.dts_ms))
@@ -87,7 +87,7 @@ fn fps(packets: &[EncodedPacket], from_ms: i64, to_ms: i64) -> f64 {
 }
 
 /// Indices of the packets that start a reopened encoder, with what it runs at.
-fn reopens(packets: &[EncodedPacket]) -> Vec<(usize, Arc<VideoParams>)> {
+fn reopens(packets: &[EncodedPacketBuf]) -> Vec<(usize, Arc<VideoParams>)> {
     packets
         .iter()
         .enumerate()
@@ -96,7 +96,7 @@ fn reopens(packets: &[EncodedPacket]) -> Vec<(usize, Arc<VideoParams>)> {
 }
 
 /// The largest step between consecutive DTS, asserting they strictly increase.
-fn max_step(packets: &[EncodedPacket]) -> i64 {
+fn max_step(packets: &[EncodedPacketBuf]) -> i64 {
     packets
         .windows(2)
         .map(|w| {
@@ -115,7 +115,7 @@ fn max_step(packets: &[EncodedPacket]) -> i64 {
 #[test]
 fn a_reopened_encoder_changes_its_rate_without_a_gap_and_a_second_change_waits() {
     // libx264 on the reopen path: what h264_v4l2m2m does for every bitrate change.
-    let settings = VideoEncoderSettings {
+    let settings = VideoSettings {
         width: 640,
         height: 360,
         fps: FPS,
@@ -125,7 +125,7 @@ fn a_reopened_encoder_changes_its_rate_without_a_gap_and_a_second_change_waits()
         threads: 2,
         reopen_on_rate_change: true,
         min_reopen_interval: Duration::from_millis(1500),
-        ..VideoEncoderSettings::default()
+        ..VideoSettings::default()
     };
     let (handle, packets, params) = start(640, 360, settings);
     let control = handle.control();
@@ -191,7 +191,7 @@ fn a_reopened_encoder_changes_its_rate_without_a_gap_and_a_second_change_waits()
 /// Decodes the packets with FFmpeg's H.264 decoder and returns each picture's size. libx264's
 /// SPS/PPS are in the global header, so they are put in front of every IDR, from the latest
 /// parameters announced.
-fn decoded_sizes(packets: &[EncodedPacket], extradata: &[u8]) -> Vec<(u32, u32)> {
+fn decoded_sizes(packets: &[EncodedPacketBuf], extradata: &[u8]) -> Vec<(u32, u32)> {
     let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).expect("h264 decoder");
     let mut decoder = ffmpeg::codec::context::Context::new_with_codec(codec)
         .decoder()
@@ -225,7 +225,7 @@ fn decoded_sizes(packets: &[EncodedPacket], extradata: &[u8]) -> Vec<(u32, u32)>
 
 #[test]
 fn halving_the_size_and_the_frame_rate_reopens_at_a_new_size_and_drops_every_other_frame() {
-    let settings = VideoEncoderSettings {
+    let settings = VideoSettings {
         width: 320,
         height: 240,
         fps: FPS,
@@ -234,7 +234,7 @@ fn halving_the_size_and_the_frame_rate_reopens_at_a_new_size_and_drops_every_oth
         keyframe_interval_s: 1.0,
         threads: 1,
         min_reopen_interval: Duration::from_millis(1000),
-        ..VideoEncoderSettings::default()
+        ..VideoSettings::default()
     };
     let (handle, packets, params) = start(320, 240, settings);
     let control = handle.control();

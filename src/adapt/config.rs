@@ -3,18 +3,8 @@
 //! The defaults are what the scenario tests (`tests/adapt_scenarios/`) were tuned and checked
 //! with; a deployment should not need to touch them beyond `min_kbps` and the step-downs.
 
+use crate::setting::InvalidSetting;
 use serde::{Deserialize, Serialize};
-
-/// A value out of range or inconsistent with another key. `key` is the full dotted key
-/// (`adapt.cut_delay_ms`) so the config loader can point at its line and column.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct AdaptConfigError {
-    /// The dotted key, such as `adapt.cut_delay_ms`.
-    pub key: &'static str,
-    /// What is wrong and what to use instead.
-    pub message: String,
-}
 
 /// `[adapt]`: how the video bitrate follows the uplink.
 ///
@@ -39,7 +29,7 @@ pub struct AdaptConfig {
     /// Raises need a clear queue; between the two thresholds nothing changes (hysteresis).
     pub clear_delay_ms: u64,
     /// Queue delay at which the ring starts dropping video GOP-aware, ms (1000..=30000, and at
-    /// least 3 × `cut_delay_ms`). Not used by the controller; the supervisor passes it to the
+    /// least 3 × `cut_delay_ms`). Not used by the controller; the broadcast passes it to the
     /// ring (in place of `target.max_queue_delay_ms` while adaptation is enabled) so that
     /// dropping stays the last resort, well behind the cuts.
     pub hard_delay_ms: u64,
@@ -155,19 +145,19 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(
     lo: T,
     hi: T,
     unit: &str,
-) -> Result<(), AdaptConfigError> {
+) -> Result<(), InvalidSetting> {
     if value < lo || value > hi {
-        return Err(AdaptConfigError {
+        return Err(InvalidSetting::new(
             key,
-            message: format!("{value} is out of range: use {lo} to {hi}{unit}"),
-        });
+            format!("{value} is out of range: use {lo} to {hi}{unit}"),
+        ));
     }
     Ok(())
 }
 
 impl AdaptConfig {
     /// Checks every range and the relations between keys. The error names the key.
-    pub fn validate(&self) -> Result<(), AdaptConfigError> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         range("adapt.min_kbps", self.min_kbps, 50, 20_000, " kbit/s")?;
         range("adapt.cut_delay_ms", self.cut_delay_ms, 100, 5000, " ms")?;
         range(
@@ -272,16 +262,16 @@ impl AdaptConfig {
     }
 
     /// Checks `min_kbps` against the configured video rate, which lives in `[video]`.
-    pub fn validate_with_video(&self, video_kbps: u32) -> Result<(), AdaptConfigError> {
+    pub fn validate_with_video(&self, video_kbps: u32) -> Result<(), InvalidSetting> {
         self.validate()?;
         if self.enabled && self.min_kbps > video_kbps {
-            return Err(AdaptConfigError {
-                key: "adapt.min_kbps",
-                message: format!(
+            return Err(InvalidSetting::new(
+                "adapt.min_kbps",
+                format!(
                     "{} is above video.bitrate_kbps ({video_kbps}): the floor must be at or below the configured rate",
                     self.min_kbps
                 ),
-            });
+            ));
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Turns the supervisor's successive counters into the two numbers the controller decides on:
+//! Turns the broadcast's successive counters into the two numbers the controller decides on:
 //! how fast the peer takes our bytes, and how long media now waits before it leaves.
 //!
 //! **Delivery rate.** Bytes the peer's TCP acknowledged (`bytes sent − SIOCOUTQ`), falling
@@ -37,7 +37,7 @@ use std::time::Duration;
 pub const QUEUE_DELAY_CAP_MS: u64 = 600_000;
 
 /// Samples kept at most: a 10 s window at 100 ms ticks fits with room to spare. Bounded so a
-/// supervisor ticking far too often only shortens the window, never grows memory.
+/// broadcast ticking far too often only shortens the window, never grows memory.
 const MAX_SAMPLES: usize = 256;
 
 /// `ring_delay_ms` plus `queued_bytes` converted to time at `rate_bps` (bits per second).
@@ -247,7 +247,7 @@ impl Measure {
 
     fn push(&mut self, s: Sample) {
         // Ticks closer than the window allows to keep replace the newest sample, so a
-        // supervisor ticking far too often still gets the full window.
+        // broadcast ticking far too often still gets the full window.
         let spacing = self.window / (MAX_SAMPLES as u32 / 2);
         let len = self.samples.len();
         if len >= 2 && s.at.saturating_sub(self.samples[len - 2].at) < spacing {

@@ -2,7 +2,7 @@
 //! picture quality, never the broadcast and never seconds of delay.
 //!
 //! This module owns the *decision* only. It is sans-IO like quinn's congestion controllers:
-//! the supervisor fills a [`LinkStats`] from the ring and the sender every tick (100 ms is
+//! the broadcast fills a [`LinkStats`] from the ring and the sender every tick (100 ms is
 //! what the tests use), calls [`Controller::on_tick`] with a monotonic `now`, and hands a
 //! returned [`Target`] to `PipelineControl::set_video_target`. Nothing here reads a clock,
 //! touches a socket or sleeps, so every behaviour is tested with injected time
@@ -30,7 +30,7 @@
 //!   left unused accumulates in its bucket and the next keyframe leaves at line rate, so the
 //!   peak shows room that is not there. The controller learns that (below).
 //!
-//! The sender refreshes these counters every 50 ms (`rtmp::reconnect`): counters older than
+//! The sender refreshes these counters every 50 ms (`rtmp::sender`): counters older than
 //! `stall_ms` would read as a stalled link.
 //!
 //! # The algorithm ([`DelayController`])
@@ -97,23 +97,21 @@ pub mod config;
 pub mod delay;
 pub mod measure;
 
-pub use config::{AdaptConfig, AdaptConfigError};
+pub use config::AdaptConfig;
 pub use delay::DelayController;
 pub use measure::{queue_delay_ms, Measure, Measurement, QUEUE_DELAY_CAP_MS};
 
-use crate::ring::RingStats;
-use crate::rtmp::reconnect::SenderStats;
 use std::time::Duration;
 
-/// What the supervisor knows about the uplink at one tick. Plain data, filled from
-/// [`RingStats`] and [`SenderStats`] (see [`LinkStats::from_stats`]).
+/// What the broadcast knows about the uplink at one tick. Plain data, filled from the ring's
+/// and the sender's snapshots by the broadcast's wiring (this module imports neither).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
     /// A session is publishing. While false the controller holds.
     pub connected: bool,
-    /// Media duration queued in the ring (`RingStats::queued_delay_ms`).
+    /// Media duration queued in the ring.
     pub ring_delay_ms: u64,
-    /// Bytes queued in the ring (`RingStats::queued_bytes`).
+    /// Bytes queued in the ring.
     pub ring_bytes: u64,
     /// Bytes in the kernel's send queue not yet acknowledged (`SIOCOUTQ`).
     pub kernel_unsent_bytes: u64,
@@ -131,31 +129,7 @@ pub struct LinkStats {
     pub audio_kbps: u32,
 }
 
-impl LinkStats {
-    /// One tick's stats from the ring's and the sender's snapshots.
-    pub fn from_stats(
-        ring: &RingStats,
-        sender: &SenderStats,
-        connected: bool,
-        current_target_kbps: u32,
-        audio_kbps: u32,
-    ) -> Self {
-        Self {
-            connected,
-            ring_delay_ms: ring.queued_delay_ms,
-            ring_bytes: ring.queued_bytes as u64,
-            kernel_unsent_bytes: sender.socket_unsent_bytes,
-            backlog_bytes: sender.backlog_bytes,
-            bytes_sent_total: sender.bytes_sent,
-            bytes_delivered_total: sender.bytes_delivered,
-            bytes_acked_total: sender.bytes_acked,
-            current_target_kbps,
-            audio_kbps,
-        }
-    }
-}
-
-/// What the controller asks of the encoder; the supervisor applies all of it
+/// What the controller asks of the encoder; the broadcast applies all of it
 /// (`PipelineControl::set_video_target`): the bitrate in place where the encoder can (libx264),
 /// by a rate-limited reopen at a keyframe otherwise (`h264_v4l2m2m`), and the divisors by a
 /// reopen at the smaller frame rate or size. 1 means "as configured".
@@ -238,7 +212,7 @@ pub struct AdaptStats {
 /// bitrate in place of the congestion window. Implementations are sans-IO and deterministic:
 /// the same `now`s and stats give the same targets.
 pub trait Controller: Send {
-    /// One tick: `now` is monotonic time since start, `stats` the uplink as the supervisor
+    /// One tick: `now` is monotonic time since start, `stats` the uplink as the broadcast
     /// sees it. Returns the new target when it changed, `None` otherwise.
     fn on_tick(&mut self, now: Duration, stats: &LinkStats) -> Option<Target>;
     /// The target in force.

@@ -1,4 +1,5 @@
-//! `[target]`, `[video]` and `[audio]`: where to push and what to capture and encode.
+//! `[target]` and `[record]`: where to push, and the safety recording. (`[video]` and
+//! `[audio]` are the encode layer's own tables, [`crate::encode::settings`].)
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -44,126 +45,7 @@ impl Default for TargetConfig {
     }
 }
 
-/// Where video comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VideoSource {
-    /// A V4L2 camera (`device`, `input_format`, size, fps).
-    V4l2,
-    /// The built-in test pattern (lavfi testsrc2), paced in real time.
-    Test,
-    /// A media file (`file`), looped.
-    File,
-}
-
-/// `[video]`: camera and H.264 encoder.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VideoConfig {
-    /// `v4l2`, `test` or `file`.
-    pub source: VideoSource,
-    /// The V4L2 device (`polypush devices` lists them).
-    pub device: PathBuf,
-    /// The camera's pixel format, such as `mjpeg` or `yuyv422`; empty: the driver's default.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub input_format: String,
-    /// The media file for `source = "file"`; it is played in a loop.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-    /// Frame size (even numbers, 160x120..=3840x2160).
-    pub width: u32,
-    pub height: u32,
-    /// Frames per second (1..=60). Polyv's own push client uses 25.
-    pub fps: u32,
-    /// `libx264` (software) or `h264_v4l2m2m` (the Raspberry Pi's hardware encoder).
-    pub encoder: String,
-    /// Target bitrate, kbit/s (100..=20000). Capped at the `maxRate` Polyv returns at login.
-    pub bitrate_kbps: u32,
-    /// libx264 preset: ultrafast … veryslow. veryfast suits a Pi 5 or a small x86 box at 720p.
-    pub preset: String,
-    /// H.264 profile: baseline, main or high.
-    pub profile: String,
-    /// Seconds between keyframes (0.5..=10). Polyv recommends 2.
-    pub keyframe_interval_s: f64,
-    /// VBV buffer in seconds of the target bitrate (0.1..=5): smaller is steadier on a weak
-    /// uplink, larger looks better.
-    pub vbv_seconds: f64,
-    /// Encoder threads; 0 lets the encoder decide.
-    pub threads: u32,
-}
-
-impl Default for VideoConfig {
-    fn default() -> Self {
-        Self {
-            source: VideoSource::V4l2,
-            device: PathBuf::from("/dev/video0"),
-            input_format: String::new(),
-            file: None,
-            width: 1280,
-            height: 720,
-            fps: 25,
-            encoder: "libx264".into(),
-            bitrate_kbps: 2500,
-            preset: "veryfast".into(),
-            profile: "high".into(),
-            keyframe_interval_s: 2.0,
-            vbv_seconds: 1.0,
-            threads: 0,
-        }
-    }
-}
-
-/// Where audio comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AudioSource {
-    /// An ALSA capture device (`device`).
-    Alsa,
-    /// The built-in test tone (lavfi sine).
-    Test,
-    /// The audio track of `[video] file`.
-    File,
-    /// No audio track.
-    None,
-}
-
-/// `[audio]`: microphone and AAC encoder.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AudioConfig {
-    /// `alsa`, `test`, `file` or `none`.
-    pub source: AudioSource,
-    /// ALSA device, such as `hw:1,0` or `default` (`polypush devices` lists them).
-    pub device: String,
-    /// Sample rate, Hz: 44100 or 48000.
-    pub sample_rate: u32,
-    /// 1 (mono) or 2 (stereo).
-    pub channels: u16,
-    /// AAC-LC bitrate, kbit/s (32..=320).
-    pub bitrate_kbps: u32,
-}
-
-impl Default for AudioConfig {
-    fn default() -> Self {
-        Self {
-            source: AudioSource::Alsa,
-            device: "default".into(),
-            sample_rate: 48000,
-            channels: 2,
-            bitrate_kbps: 128,
-        }
-    }
-}
-
 impl super::Config {
-    /// Switches capture to the built-in test pattern and tone (`polypush run --test-pattern`).
-    pub fn use_test_pattern(&mut self) {
-        self.video.source = VideoSource::Test;
-        if self.audio.source != AudioSource::None {
-            self.audio.source = AudioSource::Test;
-        }
-    }
-
     pub(super) fn validate_media(&self, src: &super::Source<'_>) -> Result<(), super::ConfigError> {
         let t = &self.target;
         if !t.url.is_empty() && !(t.url.starts_with("rtmp://")) {
@@ -223,101 +105,10 @@ impl super::Config {
             range(src, "record.min_free_mb", r.min_free_mb, 0, 1 << 20)?;
         }
 
-        let v = &self.video;
-        range(src, "video.width", v.width as u64, 160, 3840)?;
-        range(src, "video.height", v.height as u64, 120, 2160)?;
-        if v.width % 2 != 0 || v.height % 2 != 0 {
-            return Err(src.invalid(
-                "video.width",
-                format!(
-                    "{}x{} has an odd side: H.264 with 4:2:0 needs even sizes, such as 1280x720",
-                    v.width, v.height
-                ),
-            ));
-        }
-        range(src, "video.fps", v.fps as u64, 1, 60)?;
-        range(
-            src,
-            "video.bitrate_kbps",
-            v.bitrate_kbps as u64,
-            100,
-            20_000,
-        )?;
-        range(src, "video.threads", v.threads as u64, 0, 16)?;
-        if !(0.5..=10.0).contains(&v.keyframe_interval_s) {
-            return Err(src.invalid(
-                "video.keyframe_interval_s",
-                format!(
-                    "{} is out of range: use 0.5 to 10 seconds (Polyv recommends 2)",
-                    v.keyframe_interval_s
-                ),
-            ));
-        }
-        if !(0.1..=5.0).contains(&v.vbv_seconds) {
-            return Err(src.invalid(
-                "video.vbv_seconds",
-                format!(
-                    "{} is out of range: use 0.1 to 5 seconds (1 is a good default)",
-                    v.vbv_seconds
-                ),
-            ));
-        }
-        const PRESETS: [&str; 10] = [
-            "ultrafast",
-            "superfast",
-            "veryfast",
-            "faster",
-            "fast",
-            "medium",
-            "slow",
-            "slower",
-            "veryslow",
-            "placebo",
-        ];
-        if !PRESETS.contains(&v.preset.as_str()) {
-            return Err(src.invalid(
-                "video.preset",
-                format!(
-                    "{:?} is not a libx264 preset: use one of {}",
-                    v.preset,
-                    PRESETS.join(", ")
-                ),
-            ));
-        }
-        if !["baseline", "main", "high"].contains(&v.profile.as_str()) {
-            return Err(src.invalid(
-                "video.profile",
-                format!(
-                    "{:?} is not supported: use baseline, main or high",
-                    v.profile
-                ),
-            ));
-        }
-        if v.encoder.trim().is_empty() {
-            return Err(src.invalid(
-                "video.encoder",
-                "is empty: use libx264, or h264_v4l2m2m on a Raspberry Pi",
-            ));
-        }
-        if v.source == VideoSource::File && v.file.is_none() {
-            return Err(src.invalid(
-                "video.source",
-                "is \"file\" but [video] file is not set: set file = \"/path/to/lesson.mp4\"",
-            ));
-        }
-
-        let a = &self.audio;
-        if a.source == AudioSource::File && v.source != VideoSource::File {
-            return Err(src.invalid("audio.source", "\"file\" takes the audio of [video] file, so [video] source must be \"file\" too; use alsa, test or none"));
-        }
-        if ![44_100, 48_000].contains(&a.sample_rate) {
-            return Err(src.invalid(
-                "audio.sample_rate",
-                format!("{} Hz is not supported: use 48000 or 44100", a.sample_rate),
-            ));
-        }
-        range(src, "audio.channels", a.channels as u64, 1, 2)?;
-        range(src, "audio.bitrate_kbps", a.bitrate_kbps as u64, 32, 320)?;
+        self.video
+            .validate()
+            .and_then(|()| self.audio.validate(&self.video))
+            .map_err(|e| src.invalid(&e.key, e.message))?;
         Ok(())
     }
 }

@@ -8,12 +8,18 @@
 //! `packaging/polypush.toml` documents every key; keep it in step with these structs.
 
 mod media;
-pub mod ops;
-pub mod schedule;
 mod secret;
+mod token;
 
-pub use media::{AudioConfig, AudioSource, RecordConfig, TargetConfig, VideoConfig, VideoSource};
+pub use media::{RecordConfig, TargetConfig};
 pub use secret::Secret;
+
+use crate::adapt::AdaptConfig;
+use crate::encode::{AudioSettings, VideoSettings};
+use crate::logging::LogSettings;
+use crate::schedule::ScheduleEntry;
+use crate::status::StatusSettings;
+pub use token::CREDENTIAL_STATUS_TOKEN;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -34,20 +40,20 @@ pub struct Config {
     /// Where to push and how much to queue.
     pub target: TargetConfig,
     /// Camera and H.264 encoder.
-    pub video: VideoConfig,
+    pub video: VideoSettings,
     /// Microphone and AAC encoder.
-    pub audio: AudioConfig,
+    pub audio: AudioSettings,
     /// The local safety recording.
     pub record: RecordConfig,
     /// Bitrate adaptation to the uplink.
-    pub adapt: crate::adapt::AdaptConfig,
+    pub adapt: AdaptConfig,
     /// The status HTTP server.
-    pub status: ops::StatusConfig,
+    pub status: StatusSettings,
     /// Logging.
-    pub log: ops::LogConfig,
+    pub log: LogSettings,
     /// Broadcast windows; none means stream all the time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub schedule: Vec<schedule::ScheduleEntry>,
+    pub schedule: Vec<ScheduleEntry>,
 }
 
 /// `[polyv]`: which channel to broadcast on and how to reach the platform.
@@ -332,9 +338,10 @@ impl Config {
         }
         self.validate_media(src)?;
         if let Err(e) = self.adapt.validate_with_video(self.video.bitrate_kbps) {
-            return Err(src.invalid(e.key, e.message.clone()));
+            return Err(src.invalid(&e.key, e.message.clone()));
         }
-        schedule::validate(&self.schedule).map_err(|e| src.invalid(&e.key, e.message))?;
+        crate::schedule::Schedule::from_config(&self.schedule)
+            .map_err(|e| src.invalid(&e.key, e.message))?;
         if let Some(app_id) = &p.app_id {
             if app_id.trim().is_empty() || app_id.chars().any(char::is_whitespace) {
                 return Err(src.invalid(
@@ -343,7 +350,7 @@ impl Config {
                 ));
             }
         }
-        self.status.validate_in(src)?;
+        self.validate_status(src)?;
         Ok(())
     }
 
@@ -633,7 +640,7 @@ mod tests {
         full.target.url = "x".into();
         full.video.input_format = "x".into();
         full.video.file = Some("x".into());
-        full.schedule = vec![schedule::ScheduleEntry {
+        full.schedule = vec![ScheduleEntry {
             days: vec!["x".into()],
             date: Some("x".into()),
             start: "x".into(),

@@ -32,33 +32,17 @@ use ffmpeg::packet::Mut as _;
 use ffmpeg::ChannelLayout;
 use ffmpeg_next as ffmpeg;
 
-use super::{extradata_of, open_codec, EncodeError, EncodedPacket};
+use super::settings::AudioSettings;
+use super::{extradata_of, open_codec, EncodeError};
 use crate::capture::{init_ffmpeg, AudioFrame};
+use crate::media::EncodedPacket;
 
 /// The counted timeline is corrected when it is this far from the capture clock.
 pub const RESYNC_THRESHOLD_US: i64 = 40_000;
 
-/// How to encode audio.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AudioEncoderSettings {
-    pub bitrate_kbps: u32,
-    pub sample_rate: u32,
-    /// 1 or 2.
-    pub channels: u16,
-}
-
-impl Default for AudioEncoderSettings {
-    fn default() -> Self {
-        Self {
-            bitrate_kbps: 128,
-            sample_rate: 48_000,
-            channels: 2,
-        }
-    }
-}
-
-impl AudioEncoderSettings {
-    pub fn validate(&self) -> Result<(), EncodeError> {
+impl AudioSettings {
+    /// What the encoder itself can take (broader than [`AudioSettings::validate`]).
+    pub fn check_encodable(&self) -> Result<(), EncodeError> {
         const RATES: &[u32] = &[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
         let invalid = |what: String| Err(EncodeError::InvalidSettings { what });
         if !RATES.contains(&self.sample_rate) {
@@ -242,7 +226,7 @@ struct Resampler {
 /// An open AAC encoder.
 pub struct AudioEncoder {
     encoder: ffmpeg::encoder::audio::Encoder,
-    settings: AudioEncoderSettings,
+    settings: AudioSettings,
     layout: ChannelLayout,
     frame_size: usize,
     initial_padding: i64,
@@ -260,9 +244,9 @@ pub struct AudioEncoder {
 }
 
 impl AudioEncoder {
-    pub fn open(settings: &AudioEncoderSettings) -> Result<Self, EncodeError> {
+    pub fn open(settings: &AudioSettings) -> Result<Self, EncodeError> {
         init_ffmpeg();
-        settings.validate()?;
+        settings.check_encodable()?;
         let codec =
             ffmpeg::encoder::find_by_name("aac").ok_or_else(|| EncodeError::EncoderNotFound {
                 name: "aac".into(),
@@ -345,7 +329,7 @@ impl AudioEncoder {
         &self.asc
     }
 
-    pub fn settings(&self) -> &AudioEncoderSettings {
+    pub fn settings(&self) -> &AudioSettings {
         &self.settings
     }
 
@@ -364,7 +348,7 @@ impl AudioEncoder {
     pub fn encode(
         &mut self,
         frame: &AudioFrame,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<(), EncodeError> {
         let input = &frame.frame;
         let layout = if input.channel_layout().is_empty() {
@@ -441,7 +425,7 @@ impl AudioEncoder {
     pub fn fill_silence(
         &mut self,
         until_us: i64,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<u64, EncodeError> {
         let missing = self.timeline.missing_until(until_us);
         let whole = (self.fifo.len() + missing) / self.frame_size * self.frame_size;
@@ -454,7 +438,7 @@ impl AudioEncoder {
     fn push_silence(
         &mut self,
         mut n: usize,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<u64, EncodeError> {
         let mut frames = 0;
         while n > 0 {
@@ -473,7 +457,10 @@ impl AudioEncoder {
 
     /// Encodes what is left (a short last frame) and drains the encoder; the encoder cannot be
     /// used afterwards.
-    pub fn flush(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+    pub fn flush(
+        &mut self,
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
+    ) -> Result<(), EncodeError> {
         if self.flushed {
             return Ok(());
         }
@@ -491,7 +478,7 @@ impl AudioEncoder {
     fn send_frame(
         &mut self,
         n: usize,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<(), EncodeError> {
         // SAFETY: the encoder frame is ours; make_writable copies its buffer only if the
         // encoder still references it.
@@ -514,23 +501,21 @@ impl AudioEncoder {
         self.drain(on_packet)
     }
 
-    fn drain(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+    fn drain(&mut self, on_packet: &mut dyn FnMut(&EncodedPacket<'_>)) -> Result<(), EncodeError> {
         loop {
             match self.encoder.receive_packet(&mut self.packet) {
                 Ok(()) => {
-                    let data = Bytes::copy_from_slice(self.packet.data().unwrap_or_default());
                     let pts = self.packet.pts().unwrap_or(0) + self.initial_padding;
                     let ms = self.timeline.ms_at(pts);
-                    let keyframe = self.packet.is_key();
-                    // SAFETY: the packet is ours; its payload has been copied.
-                    unsafe { ffmpeg::ffi::av_packet_unref(self.packet.as_mut_ptr()) };
-                    on_packet(EncodedPacket {
-                        data,
+                    on_packet(&EncodedPacket {
+                        data: self.packet.data().unwrap_or_default(),
                         pts_ms: ms,
                         dts_ms: ms,
-                        keyframe,
+                        keyframe: self.packet.is_key(),
                         reopened: None,
                     });
+                    // SAFETY: the packet is ours and nothing borrows its payload any more.
+                    unsafe { ffmpeg::ffi::av_packet_unref(self.packet.as_mut_ptr()) };
                 }
                 Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
                 Err(ffmpeg::Error::Eof) => return Ok(()),
@@ -550,6 +535,7 @@ impl AudioEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::EncodedPacketBuf;
 
     #[test]
     fn timeline_pads_gaps_and_skips_excess() {
@@ -585,7 +571,7 @@ mod tests {
 
     #[test]
     fn silence_fills_whole_frames_up_to_the_clock() {
-        let mut enc = AudioEncoder::open(&AudioEncoderSettings::default()).unwrap();
+        let mut enc = AudioEncoder::open(&AudioSettings::default()).unwrap();
         let mut out = Vec::new();
         // 500 samples of a real frame at 1 s, then the microphone is gone.
         let mut frame =
@@ -598,25 +584,33 @@ mod tests {
             frame,
             pts_us: 1_000_000,
         };
-        enc.encode(&captured, &mut |p| out.push(p)).unwrap();
+        enc.encode(&captured, &mut |p| out.push(EncodedPacketBuf::from(p)))
+            .unwrap();
         // 100 ms later: 4800 samples are due, 500 + 4300 of silence is 4 whole frames (4096).
-        let filled = enc.fill_silence(1_100_000, &mut |p| out.push(p)).unwrap();
+        let filled = enc
+            .fill_silence(1_100_000, &mut |p| out.push(EncodedPacketBuf::from(p)))
+            .unwrap();
         assert_eq!(filled, 4);
         assert_eq!(enc.fifo.len(), 0);
         // Nothing more is due until another frame's worth of time has passed.
         assert_eq!(
-            enc.fill_silence(1_100_000, &mut |p| out.push(p)).unwrap(),
+            enc.fill_silence(1_100_000, &mut |p| out.push(EncodedPacketBuf::from(p)))
+                .unwrap(),
             0
         );
         assert_eq!(
-            enc.fill_silence(1_107_000, &mut |p| out.push(p)).unwrap(),
+            enc.fill_silence(1_107_000, &mut |p| out.push(EncodedPacketBuf::from(p)))
+                .unwrap(),
             1
         );
         // A long gap (a minute) is encoded frame by frame, never buffered whole.
-        let filled = enc.fill_silence(61_107_000, &mut |p| out.push(p)).unwrap();
+        let filled = enc
+            .fill_silence(61_107_000, &mut |p| out.push(EncodedPacketBuf::from(p)))
+            .unwrap();
         assert_eq!(filled, 60 * 48_000 / 1024);
         assert!(enc.fifo.len() < 1024);
-        enc.flush(&mut |p| out.push(p)).unwrap();
+        enc.flush(&mut |p| out.push(EncodedPacketBuf::from(p)))
+            .unwrap();
         let dts: Vec<i64> = out.iter().map(|p| p.dts_ms).collect();
         assert!(dts.windows(2).all(|w| (21..=22).contains(&(w[1] - w[0]))));
     }
@@ -662,7 +656,7 @@ mod tests {
 
     #[test]
     fn asc_for_48k_stereo_is_1190() {
-        let enc = AudioEncoder::open(&AudioEncoderSettings::default()).unwrap();
+        let enc = AudioEncoder::open(&AudioSettings::default()).unwrap();
         assert_eq!(&enc.extradata()[..], &[0x11, 0x90]);
         assert_eq!(enc.frame_size(), 1024);
     }

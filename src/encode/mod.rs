@@ -7,16 +7,18 @@
 //! configuration (regular keyframes, VBV set at open so the bitrate can change live), keyframe
 //! requests, applying the adaptation controller's [`Target`] while running, and the mapping of
 //! encoder timestamps back to the pipeline clock in milliseconds. It knows nothing of FLV or
-//! RTMP: its output is [`EncodedPacket`] (Annex B H.264 access units, raw AAC frames) and
-//! [`pipeline::StreamParams`] (what the packetizer needs for sequence headers).
+//! RTMP: its output is [`EncodedPacket`](crate::media::EncodedPacket) (Annex B H.264 access units, raw AAC frames, borrowed
+//! from the encoder's packet while the sink runs) and [`StreamParams`](crate::media::StreamParams) (what the muxer needs for
+//! sequence headers), both from [`crate::media`].
 //!
 //! A target ([`PipelineControl::set_video_target`]) is applied by the video encode thread
 //! before the next frame ([`target`]): a bitrate alone is changed in place where the encoder
 //! can (libx264); otherwise (`h264_v4l2m2m` and any encoder not known to, a frame-rate or size
 //! divisor) the encoder is reopened ([`VideoEncoder::reopen`]) at that frame, at most once per
-//! [`VideoEncoderSettings::min_reopen_interval`] (5 s; the latest target wins). A reopened
+//! [`VideoSettings::min_reopen_interval`] (5 s; the latest target wins). A reopened
 //! encoder starts with an IDR on the same timeline (no gap, nothing backwards), and its first
-//! packet carries the new [`VideoParams`] ([`EncodedPacket::reopened`]) so the packetizer sends
+//! packet carries the new [`VideoParams`](crate::media::VideoParams)
+//! ([`EncodedPacket::reopened`](crate::media::EncodedPacket::reopened)) so the muxer sends
 //! a new sequence header when the SPS/PPS changed. A divided frame rate leaves out captured
 //! frames on the frame grid (timestamps stay the capture times, the GOP stays as long in
 //! seconds); a divided size is scaled to by the same conversion as any input.
@@ -25,52 +27,30 @@
 //! darkened still picture, or silence) on the pipeline clock until it is back; see
 //! [`pipeline`].
 //!
-//! The encoders reuse one `AVPacket` and their conversion frames; the only per-packet
-//! allocation is the `Bytes` the payload is copied into (the packetizer rewrites start codes
-//! anyway, so a zero-copy hand-over would buy nothing).
+//! The encoders reuse one `AVPacket` and their conversion frames. A packet is handed to the
+//! sink as a borrow of that `AVPacket`'s payload, where the FLV muxer writes the tag body from
+//! it in one pass; nothing here copies or allocates per packet.
 
 pub mod audio;
 pub mod pipeline;
+pub mod settings;
 pub mod target;
 pub mod video;
-
-use std::sync::Arc;
 
 use bytes::Bytes;
 use ffmpeg_next as ffmpeg;
 
 pub use crate::capture::{Track, TrackState};
-pub use audio::{AudioEncoder, AudioEncoderSettings};
+pub use audio::AudioEncoder;
 pub use pipeline::{
-    spawn_pipeline, AudioParams, PipelineConfig, PipelineControl, PipelineError, PipelineHandle,
-    PipelineStats, StreamParams, TrackStats, VideoParams,
+    spawn_pipeline, PipelineConfig, PipelineControl, PipelineError, PipelineHandle, PipelineStats,
+    TrackStats,
 };
+pub use settings::{AudioSettings, AudioSource, VideoSettings, VideoSource};
 pub use target::Target;
 pub use video::{
-    available_h264_encoders, Reopened, VideoEncoder, VideoEncoderSettings, KNOWN_H264_ENCODERS,
-    MIN_REOPEN_INTERVAL,
+    available_h264_encoders, Reopened, VideoEncoder, KNOWN_H264_ENCODERS, MIN_REOPEN_INTERVAL,
 };
-
-/// One encoded unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedPacket {
-    /// Video: one access unit in Annex B (start codes of 3 or 4 bytes; libx264 with a global
-    /// header puts no SPS/PPS in it, `h264_v4l2m2m` repeats them before IDRs).
-    /// Audio: one raw AAC frame (no ADTS header).
-    pub data: Bytes,
-    /// Presentation time, milliseconds on the pipeline clock.
-    pub pts_ms: i64,
-    /// Decode time, milliseconds on the pipeline clock (equal to `pts_ms`: no B-frames, and
-    /// AAC has no reordering). Strictly increasing per track.
-    pub dts_ms: i64,
-    /// Video: an IDR picture. Audio: always true (every AAC frame decodes on its own).
-    pub keyframe: bool,
-    /// Video: set on the first packet of a reopened encoder (an IDR), with what it runs at
-    /// now: a new bitrate, frame rate or size. When its SPS/PPS differ from those sent before
-    /// (`extradata`, or in front of this IDR when they come inline), the packetizer must send
-    /// a new sequence header before this packet. `None` otherwise, and always for audio.
-    pub reopened: Option<Arc<VideoParams>>,
-}
 
 /// An encoding problem. Every message says what to do.
 #[derive(Debug, thiserror::Error)]

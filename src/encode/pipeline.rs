@@ -13,7 +13,7 @@
 //!
 //! Shutdown: the caller's stop flag (or [`PipelineHandle::stop_and_join`]) stops the capture
 //! threads; each encode thread then drains its queue, flushes the encoder into the sink and
-//! exits. A thread that fails, or a source that ends, halts the whole pipeline: the supervisor
+//! exits. A thread that fails, or a source that ends, halts the whole pipeline: the broadcast
 //! sees [`PipelineHandle::is_finished`] and collects the error from `stop_and_join`.
 //!
 //! Device loss is not a failure: a live camera or microphone that goes away mid-broadcast is
@@ -40,17 +40,13 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::target::{Decimator, Step, Target, TargetCell, TargetGate};
-use super::{
-    AudioEncoder, AudioEncoderSettings, EncodeError, EncodedPacket, Reopened, VideoEncoder,
-    VideoEncoderSettings,
-};
+use super::{AudioEncoder, AudioSettings, EncodeError, Reopened, VideoEncoder, VideoSettings};
 use crate::capture::{
     frame_queue, init_ffmpeg, CaptureClock, CaptureCounters, CaptureError, CaptureOutputs,
     CaptureThread, Received, SourceSpec, StopSignal, Track, TrackState,
 };
+use crate::media::{AudioParams, EncodedPacket, StreamParams};
 
 /// Frames queued between video capture and encoder (100 ms at 30 fps). Sources are paced or
 /// live, so the queue only absorbs an encoder's hiccup (a keyframe, a busy moment): an encoder
@@ -75,40 +71,8 @@ pub const MAX_STILL_CATCHUP_US: i64 = 3_000_000;
 pub struct PipelineConfig {
     pub video_source: Option<SourceSpec>,
     pub audio_source: Option<SourceSpec>,
-    pub video_encoder: VideoEncoderSettings,
-    pub audio_encoder: AudioEncoderSettings,
-}
-
-/// What the packetizer needs before the first packet.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamParams {
-    pub video: Option<VideoParams>,
-    pub audio: Option<AudioParams>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VideoParams {
-    /// e.g. `libx264`.
-    pub encoder: String,
-    pub width: u32,
-    pub height: u32,
-    /// Nominal frames per second (rounded when the frame rate is divided).
-    pub fps: u32,
-    pub bitrate_kbps: u32,
-    /// SPS and PPS in Annex B (libx264's global header); `None` when they come inline.
-    pub extradata: Option<Bytes>,
-    /// SPS/PPS are in front of the first IDR instead of `extradata`: build the AVC sequence
-    /// header from the first keyframe packet.
-    pub parameter_sets_inline: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AudioParams {
-    pub sample_rate: u32,
-    pub channels: u16,
-    pub bitrate_kbps: u32,
-    /// AudioSpecificConfig for the AAC sequence header.
-    pub asc: Bytes,
+    pub video_encoder: VideoSettings,
+    pub audio_encoder: AudioSettings,
 }
 
 /// One track's counters, as a snapshot.
@@ -280,7 +244,7 @@ impl PipelineControl {
     /// Asks the video encoder for `target`: bitrate, frame-rate divisor, size divisor. A
     /// bitrate change alone is applied in place from the next frame where the encoder can
     /// (libx264); anything else reopens the encoder at the next frame, at most once per
-    /// [`VideoEncoderSettings::min_reopen_interval`] (the latest target wins). See
+    /// [`VideoSettings::min_reopen_interval`] (the latest target wins). See
     /// [`super::target`] and [`VideoEncoder::reopen`]. Values out of range are clamped.
     pub fn set_video_target(&self, target: Target) {
         self.shared.target_requested.store(target);
@@ -432,7 +396,7 @@ pub fn spawn_pipeline<R, S>(
 ) -> Result<PipelineHandle, PipelineError>
 where
     R: FnOnce(&StreamParams),
-    S: FnMut(Track, EncodedPacket) + Send + Clone + 'static,
+    S: FnMut(Track, &EncodedPacket<'_>) + Send + Clone + 'static,
 {
     init_ffmpeg();
     if config.video_source.is_none() && config.audio_source.is_none() {
@@ -645,7 +609,7 @@ fn run_video<S>(
     sink: &mut S,
 ) -> Result<(), EncodeError>
 where
-    S: FnMut(Track, EncodedPacket),
+    S: FnMut(Track, &EncodedPacket<'_>),
 {
     // The last frame encoded as is, kept for the still (`keep_last`).
     let mut kept: Option<ffmpeg_next::frame::Video> = None;
@@ -667,10 +631,10 @@ fn video_loop<S>(
     sink: &mut S,
 ) -> Result<(), EncodeError>
 where
-    S: FnMut(Track, EncodedPacket),
+    S: FnMut(Track, &EncodedPacket<'_>),
 {
-    let mut on_packet = |packet: EncodedPacket| {
-        shared.count_packet(Track::Video, &packet);
+    let mut on_packet = |packet: &EncodedPacket<'_>| {
+        shared.count_packet(Track::Video, packet);
         sink(Track::Video, packet);
     };
     let mut control = VideoControl::new(encoder);
@@ -806,7 +770,7 @@ impl VideoControl {
         &mut self,
         encoder: &mut VideoEncoder,
         shared: &Shared,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<bool, EncodeError> {
         if let Some(target) = shared.target_requested.take() {
             self.gate.request(target);
@@ -852,10 +816,10 @@ fn run_audio<S>(
     sink: &mut S,
 ) -> Result<(), EncodeError>
 where
-    S: FnMut(Track, EncodedPacket),
+    S: FnMut(Track, &EncodedPacket<'_>),
 {
-    let mut on_packet = |packet: EncodedPacket| {
-        shared.count_packet(Track::Audio, &packet);
+    let mut on_packet = |packet: &EncodedPacket<'_>| {
+        shared.count_packet(Track::Audio, packet);
         sink(Track::Audio, packet);
     };
     let mut filling = false;

@@ -4,16 +4,16 @@
 //! ([`TargetCell`]). Pure: time is an argument.
 //!
 //! - A bitrate change on an encoder that can change its rate while running (libx264, see
-//!   [`VideoEncoderSettings::changes_rate_in_place`]) is applied at the next frame, always.
+//!   [`VideoSettings::changes_rate_in_place`]) is applied at the next frame, always.
 //! - Everything else reopens the encoder ([`super::VideoEncoder::reopen`]): a bitrate change
 //!   on any other encoder (`h264_v4l2m2m`), and any change of the frame-rate or size divisor.
-//!   Reopens are rate limited to one per [`VideoEncoderSettings::min_reopen_interval`],
+//!   Reopens are rate limited to one per [`VideoSettings::min_reopen_interval`],
 //!   counted from the encoder's first open; a target requested sooner waits, and the latest
 //!   request wins when the interval has passed (nothing is lost, nothing stale is applied).
 //!   Meanwhile an encoder that can change its rate in place follows the requested bitrate.
 //!
-//! [`VideoEncoderSettings::changes_rate_in_place`]: super::VideoEncoderSettings::changes_rate_in_place
-//! [`VideoEncoderSettings::min_reopen_interval`]: super::VideoEncoderSettings::min_reopen_interval
+//! [`VideoSettings::changes_rate_in_place`]: super::VideoSettings::changes_rate_in_place
+//! [`VideoSettings::min_reopen_interval`]: super::VideoSettings::min_reopen_interval
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

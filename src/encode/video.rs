@@ -12,7 +12,7 @@
 //!
 //! Everything else the adaptation controller asks for is a reopen ([`VideoEncoder::reopen`]):
 //! a bitrate change on an encoder that cannot make it while running (`h264_v4l2m2m`; every
-//! encoder but libx264, or libx264 with [`VideoEncoderSettings::reopen_on_rate_change`]), and a
+//! encoder but libx264, or libx264 with [`VideoSettings::reopen_on_rate_change`]), and a
 //! divided frame rate or size ([`super::Target`]). Between two frames the old encoder is flushed
 //! and closed (a hardware encoder may not run two sessions), and a new one opened at
 //! `fps / fps_divisor` (GOP recomputed, so keyframes stay `keyframe_interval_s` apart) and
@@ -22,7 +22,7 @@
 //! SPS/PPS come out byte for byte the same, so only a size change needs a new sequence header.
 //! A reopen takes 2–8 ms for libx264 at 720p on an x86 box. Should the encoder refuse the new
 //! settings it is opened again at the old ones ([`Reopened::Refused`]); should that fail too,
-//! the pipeline stops with the error and the supervisor restarts it.
+//! the pipeline stops with the error and the broadcast ends with it.
 //!
 //! With `AV_CODEC_FLAG_GLOBAL_HEADER`, libx264's extradata is the SPS and PPS in Annex B (not
 //! an avcC record) and IDR packets do not repeat them. `h264_v4l2m2m` may leave extradata empty
@@ -51,10 +51,11 @@ use ffmpeg::format::Pixel;
 use ffmpeg::packet::Mut as _;
 use ffmpeg_next as ffmpeg;
 
-use super::pipeline::VideoParams;
+use super::settings::{VideoSettings, PROFILES, X264_PRESETS};
 use super::target::{normalized, Target, MAX_DIVISOR};
-use super::{extradata_of, open_codec, EncodeError, EncodedPacket};
+use super::{extradata_of, open_codec, EncodeError};
 use crate::capture::{init_ffmpeg, VideoFrame};
+use crate::media::{EncodedPacket, VideoParams};
 
 /// H.264 encoders polypush knows about, in order of preference. Only some are usable (see
 /// [`VideoEncoder::open`]); the list is what error messages check for.
@@ -74,23 +75,10 @@ const HW_FRAME_ENCODERS: &[&str] = &["h264_vaapi", "h264_qsv"];
 /// Encoders known to change their bitrate while running; every other one is reopened.
 const IN_PLACE_RATE_ENCODERS: &[&str] = &["libx264"];
 
-/// The default [`VideoEncoderSettings::min_reopen_interval`]: a reopen costs an IDR (and, on a
+/// The default [`VideoSettings::min_reopen_interval`]: a reopen costs an IDR (and, on a
 /// hardware encoder, a few frames of latency), so a link that keeps moving does not get one
 /// every controller tick.
 pub const MIN_REOPEN_INTERVAL: Duration = Duration::from_secs(5);
-
-const X264_PRESETS: &[&str] = &[
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-];
-const PROFILES: &[&str] = &["baseline", "main", "high"];
 
 /// The H.264 encoders of [`KNOWN_H264_ENCODERS`] present in the linked FFmpeg that polypush
 /// can feed (software frames).
@@ -104,57 +92,7 @@ pub fn available_h264_encoders() -> Vec<String> {
         .collect()
 }
 
-/// How to encode video.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VideoEncoderSettings {
-    /// FFmpeg encoder name: `libx264` or `h264_v4l2m2m`.
-    pub encoder: String,
-    /// Output size; frames of another size are scaled.
-    pub width: u32,
-    pub height: u32,
-    /// Nominal frame rate: sets the GOP length and x264's rate control (timestamps come from
-    /// the capture clock, not from this).
-    pub fps: u32,
-    pub bitrate_kbps: u32,
-    /// x264 preset (`ultrafast` … `veryslow`); ignored by hardware encoders.
-    pub preset: String,
-    /// `baseline`, `main` or `high`.
-    pub profile: String,
-    pub keyframe_interval_s: f64,
-    /// VBV buffer length in seconds of the target bitrate.
-    pub vbv_seconds: f64,
-    /// Encoder threads, 0 = automatic.
-    pub threads: u32,
-    /// Change the bitrate by closing and reopening the encoder even where it can be changed
-    /// while running (libx264): the path hardware encoders take, for tests and as a fallback
-    /// should an encoder's in-place change misbehave. Default false.
-    pub reopen_on_rate_change: bool,
-    /// At most one reopen (see [`VideoEncoder::reopen`]) per this interval, counted from the
-    /// first open; a target requested sooner waits and the latest one wins. Default
-    /// [`MIN_REOPEN_INTERVAL`].
-    pub min_reopen_interval: Duration,
-}
-
-impl Default for VideoEncoderSettings {
-    fn default() -> Self {
-        Self {
-            encoder: "libx264".into(),
-            width: 1280,
-            height: 720,
-            fps: 30,
-            bitrate_kbps: 2500,
-            preset: "veryfast".into(),
-            profile: "high".into(),
-            keyframe_interval_s: 2.0,
-            vbv_seconds: 1.0,
-            threads: 0,
-            reopen_on_rate_change: false,
-            min_reopen_interval: MIN_REOPEN_INTERVAL,
-        }
-    }
-}
-
-impl VideoEncoderSettings {
+impl VideoSettings {
     /// Frames per GOP.
     pub fn gop_frames(&self) -> u32 {
         self.gop_frames_at(1)
@@ -187,7 +125,9 @@ impl VideoEncoderSettings {
         self.encoder == "libx264"
     }
 
-    pub fn validate(&self) -> Result<(), EncodeError> {
+    /// What the encoder itself can take (broader than what a box is configured with:
+    /// [`VideoSettings::validate`] checks that).
+    pub fn check_encodable(&self) -> Result<(), EncodeError> {
         let invalid = |what: String| Err(EncodeError::InvalidSettings { what });
         if self.width < 16 || self.height < 16 || self.width > 8192 || self.height > 8192 {
             return invalid(format!(
@@ -349,7 +289,7 @@ struct Opened {
 
 /// Opens the encoder named in `settings` for `target` (bitrate, frame rate and size divided
 /// as it says).
-fn open_context(settings: &VideoEncoderSettings, target: Target) -> Result<Opened, EncodeError> {
+fn open_context(settings: &VideoSettings, target: Target) -> Result<Opened, EncodeError> {
     init_ffmpeg();
     let name = settings.encoder.as_str();
     let codec =
@@ -370,7 +310,7 @@ fn open_context(settings: &VideoEncoderSettings, target: Target) -> Result<Opene
             ),
         });
     }
-    settings.validate()?;
+    settings.check_encodable()?;
     let pix_fmt = codec
         .video()
         .ok()
@@ -476,7 +416,7 @@ pub enum Reopened {
 pub struct VideoEncoder {
     /// `None` only once a reopen failed with the new target and with the previous one.
     encoder: Option<ffmpeg::encoder::video::Encoder>,
-    settings: VideoEncoderSettings,
+    settings: VideoSettings,
     /// What the encoder runs at: bitrate and the frame-rate and size divisors.
     target: Target,
     /// Output size: the configured one divided by `target.scale_divisor`.
@@ -508,7 +448,7 @@ pub struct VideoEncoder {
 impl VideoEncoder {
     /// Opens the encoder named in `settings`. A name that is missing from this FFmpeg build is
     /// an error listing the H.264 encoders that are present.
-    pub fn open(settings: &VideoEncoderSettings) -> Result<Self, EncodeError> {
+    pub fn open(settings: &VideoSettings) -> Result<Self, EncodeError> {
         let target = Target::kbps(settings.bitrate_kbps);
         let opened = open_context(settings, target)?;
         tracing::info!(
@@ -558,7 +498,7 @@ impl VideoEncoder {
     }
 
     /// The settings the encoder was first opened with (the target divides them).
-    pub fn settings(&self) -> &VideoEncoderSettings {
+    pub fn settings(&self) -> &VideoSettings {
         &self.settings
     }
 
@@ -608,7 +548,7 @@ impl VideoEncoder {
 
     /// Changes the target bitrate (and the VBV maximum and buffer with it) from the next frame
     /// on, in place. Only for encoders that can
-    /// ([`VideoEncoderSettings::changes_rate_in_place`]); the others return
+    /// ([`VideoSettings::changes_rate_in_place`]); the others return
     /// [`EncodeError::BitrateChangeUnsupported`] and change it by [`reopen`](Self::reopen).
     ///
     /// libx264's wrapper re-targets the VBV before the bitrate within one frame. Lowering both
@@ -678,7 +618,7 @@ impl VideoEncoder {
     pub fn reopen(
         &mut self,
         target: Target,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<Reopened, EncodeError> {
         let target = normalized(target);
         let started = Instant::now();
@@ -785,7 +725,7 @@ impl VideoEncoder {
         &mut self,
         frame: &mut VideoFrame,
         force_keyframe: bool,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<(), EncodeError> {
         self.submit(
             Picture::Captured(&mut frame.frame),
@@ -834,7 +774,7 @@ impl VideoEncoder {
         &mut self,
         pts_us: i64,
         force_keyframe: bool,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<(), EncodeError> {
         if self.still.is_none() {
             self.prepare_still()?;
@@ -871,7 +811,7 @@ impl VideoEncoder {
         picture: Picture<'_>,
         pts_us: i64,
         force_keyframe: bool,
-        on_packet: &mut dyn FnMut(EncodedPacket),
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<(), EncodeError> {
         if self.encoder.is_none() {
             return Err(closed(&self.settings.encoder));
@@ -942,7 +882,10 @@ impl VideoEncoder {
 
     /// Drains the encoder at the end of the stream (or before a reopen); the encoder cannot
     /// be used afterwards.
-    pub fn flush(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+    pub fn flush(
+        &mut self,
+        on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
+    ) -> Result<(), EncodeError> {
         if self.flushed {
             return Ok(());
         }
@@ -957,26 +900,26 @@ impl VideoEncoder {
         self.drain(on_packet)
     }
 
-    fn drain(&mut self, on_packet: &mut dyn FnMut(EncodedPacket)) -> Result<(), EncodeError> {
+    fn drain(&mut self, on_packet: &mut dyn FnMut(&EncodedPacket<'_>)) -> Result<(), EncodeError> {
         let Some(encoder) = self.encoder.as_mut() else {
             return Err(closed(&self.settings.encoder));
         };
         loop {
             match encoder.receive_packet(&mut self.packet) {
                 Ok(()) => {
-                    let data = Bytes::copy_from_slice(self.packet.data().unwrap_or_default());
                     let pts_ms = self.packet.pts().or(self.packet.dts()).unwrap_or(0);
                     let dts_ms = self.packet.dts().unwrap_or(pts_ms);
-                    let keyframe = self.packet.is_key();
-                    // SAFETY: the packet is ours; its payload has been copied.
-                    unsafe { ffmpeg::ffi::av_packet_unref(self.packet.as_mut_ptr()) };
-                    on_packet(EncodedPacket {
-                        data,
+                    // The sink reads the payload where FFmpeg wrote it (the muxer makes the
+                    // tag body from it in one pass), then the packet is reused.
+                    on_packet(&EncodedPacket {
+                        data: self.packet.data().unwrap_or_default(),
                         pts_ms,
                         dts_ms,
-                        keyframe,
+                        keyframe: self.packet.is_key(),
                         reopened: self.announce.take(),
                     });
+                    // SAFETY: the packet is ours and nothing borrows its payload any more.
+                    unsafe { ffmpeg::ffi::av_packet_unref(self.packet.as_mut_ptr()) };
                 }
                 Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
                 Err(ffmpeg::Error::Eof) => return Ok(()),
@@ -1067,16 +1010,17 @@ fn vbv_bits(kbps: u32, seconds: f64) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::EncodedPacketBuf;
 
     #[test]
     fn gop_is_interval_times_fps() {
-        let s = VideoEncoderSettings {
+        let s = VideoSettings {
             fps: 25,
             keyframe_interval_s: 2.0,
             ..Default::default()
         };
         assert_eq!(s.gop_frames(), 50);
-        let s = VideoEncoderSettings {
+        let s = VideoSettings {
             fps: 30,
             keyframe_interval_s: 0.1,
             ..Default::default()
@@ -1086,20 +1030,24 @@ mod tests {
 
     #[test]
     fn settings_errors_name_the_key() {
-        let s = VideoEncoderSettings {
+        let s = VideoSettings {
             preset: "warp".into(),
             ..Default::default()
         };
-        let msg = s.validate().unwrap_err().to_string();
+        let msg = s.check_encodable().unwrap_err().to_string();
         assert!(
             msg.contains("[video] preset") && msg.contains("veryfast"),
             "{msg}"
         );
-        let s = VideoEncoderSettings {
+        let s = VideoSettings {
             width: 641,
             ..Default::default()
         };
-        assert!(s.validate().unwrap_err().to_string().contains("even"));
+        assert!(s
+            .check_encodable()
+            .unwrap_err()
+            .to_string()
+            .contains("even"));
     }
 
     #[test]
@@ -1114,7 +1062,7 @@ mod tests {
 
     #[test]
     fn stills_repeat_the_last_picture_darkened_and_keep_the_gop() {
-        let settings = VideoEncoderSettings {
+        let settings = VideoSettings {
             width: 64,
             height: 48,
             fps: 25,
@@ -1124,10 +1072,10 @@ mod tests {
             ..Default::default()
         };
         let mut encoder = VideoEncoder::open(&settings).unwrap();
-        let mut out = Vec::new();
+        let mut out: Vec<EncodedPacketBuf> = Vec::new();
         // A still before any picture is a dark frame.
         encoder
-            .encode_still(0, false, &mut |p| out.push(p))
+            .encode_still(0, false, &mut |p| out.push(p.into()))
             .unwrap();
         let mut frame = crate::capture::Captured {
             frame: ffmpeg::frame::Video::new(Pixel::YUV420P, 64, 48),
@@ -1142,7 +1090,7 @@ mod tests {
             }
         }
         encoder
-            .encode(&mut frame, false, &mut |p| out.push(p))
+            .encode(&mut frame, false, &mut |p| out.push(p.into()))
             .unwrap();
         // Encoded as is: the loop keeps the frame and hands it over when the camera is lost.
         assert!(encoder.encoded_as_is());
@@ -1153,7 +1101,7 @@ mod tests {
         assert_eq!(still.data(1)[0], 128);
         for i in 2..25 {
             encoder
-                .encode_still(i * 40_000, false, &mut |p| out.push(p))
+                .encode_still(i * 40_000, false, &mut |p| out.push(p.into()))
                 .unwrap();
         }
         let keyframes: Vec<usize> = out
@@ -1171,7 +1119,7 @@ mod tests {
 
     #[test]
     fn divided_sizes_are_even_and_at_least_16() {
-        let s = |width, height| VideoEncoderSettings {
+        let s = |width, height| VideoSettings {
             width,
             height,
             ..Default::default()
@@ -1181,7 +1129,7 @@ mod tests {
         assert_eq!(s(20, 16).frame_size(2), (16, 16));
         assert_eq!(s(1280, 720).frame_size(0), (1280, 720), "0 is 1");
         assert_eq!(s(1280, 720).frame_size(200), (320, 180), "clamped to 4");
-        let s = VideoEncoderSettings {
+        let s = VideoSettings {
             fps: 25,
             keyframe_interval_s: 2.0,
             ..Default::default()
@@ -1204,7 +1152,7 @@ mod tests {
 
     #[test]
     fn a_reopen_goes_on_from_an_idr_with_continuous_timestamps() {
-        let settings = VideoEncoderSettings {
+        let settings = VideoSettings {
             width: 320,
             height: 240,
             fps: 25,
@@ -1220,14 +1168,14 @@ mod tests {
             Err(EncodeError::BitrateChangeUnsupported { .. })
         ));
         let first_extradata = encoder.extradata().cloned().unwrap();
-        let mut out: Vec<EncodedPacket> = Vec::new();
-        let frame_at = |encoder: &mut VideoEncoder, i: i64, out: &mut Vec<EncodedPacket>| {
+        let mut out: Vec<EncodedPacketBuf> = Vec::new();
+        let frame_at = |encoder: &mut VideoEncoder, i: i64, out: &mut Vec<EncodedPacketBuf>| {
             let mut frame = crate::capture::Captured {
                 frame: gradient(i, 320, 240),
                 pts_us: i * 40_000,
             };
             encoder
-                .encode(&mut frame, false, &mut |p| out.push(p))
+                .encode(&mut frame, false, &mut |p| out.push(p.into()))
                 .unwrap();
         };
         for i in 0..10 {
@@ -1235,7 +1183,7 @@ mod tests {
         }
         // Bitrate alone: the same parameter sets, an IDR, the same grid.
         let r = encoder
-            .reopen(Target::kbps(300), &mut |p| out.push(p))
+            .reopen(Target::kbps(300), &mut |p| out.push(p.into()))
             .unwrap();
         assert!(matches!(r, Reopened::Applied));
         for i in 10..20 {
@@ -1255,7 +1203,7 @@ mod tests {
                     fps_divisor: 2,
                     scale_divisor: 2,
                 },
-                &mut |p| out.push(p),
+                &mut |p| out.push(p.into()),
             )
             .unwrap();
         assert_eq!(encoder.frame_size(), (160, 120));
@@ -1289,9 +1237,9 @@ mod tests {
         // And a camera frame kept from before the size change is converted.
         encoder.remember_picture(&gradient(0, 320, 240)).unwrap();
         encoder
-            .encode_still(40 * 80_000, false, &mut |p| out.push(p))
+            .encode_still(40 * 80_000, false, &mut |p| out.push(p.into()))
             .unwrap();
-        encoder.flush(&mut |p| out.push(p)).unwrap();
+        encoder.flush(&mut |p| out.push(p.into())).unwrap();
         assert!(out.last().unwrap().dts_ms > dts[dts.len() - 1]);
     }
 

@@ -1,4 +1,4 @@
-//! The pure FLV packetizer: everything that turns encoder output into FLV tag bodies, plus a
+//! The pure FLV muxer: everything that turns encoder output into FLV tag bodies, plus a
 //! writer for FLV files.
 //!
 //! This module owns the byte layouts of FLV (Adobe FLV spec v10.1, annex E), of the
@@ -15,11 +15,15 @@
 //! - `aac`: AudioSpecificConfig, AAC audio tag bodies ([`AudioPacketizer`]).
 //! - `amf`: the AMF0 `onMetaData` script body ([`script_metadata_body`]).
 //! - `file`: FLV file header and tag framing ([`FlvFileWriter`]), used by recorders and tests.
+//! - `mux`: the muxer the encode threads call: stream parameters → [`headers`], a borrowed
+//!   encoded packet → [`MediaPacket`](crate::media::MediaPacket) ([`VideoMuxer`],
+//!   [`AudioMuxer`]).
 
 mod aac;
 mod amf;
 mod avc;
 mod file;
+mod mux;
 
 pub use aac::{aac_specific_config, audio_sequence_header_body, AudioPacketizer};
 pub use amf::script_metadata_body;
@@ -28,6 +32,7 @@ pub use avc::{
     video_sequence_header_body, AnnexBNals, VideoPacketizer,
 };
 pub use file::{file_header, tag_header, FlvFileWriter};
+pub use mux::{headers, stream_info, AudioMuxer, SequenceHeader, VideoMuxer};
 
 use crate::media::PacketKind;
 

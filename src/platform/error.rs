@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::exit::ExitCode;
+
 /// What the platform answered, or why it could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -69,22 +71,15 @@ impl fmt::Display for Skew {
     }
 }
 
-/// Which exit code family an error belongs to (the CLI maps these to 3 and 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The platform answered and said no: fix credentials, clock or request.
-    Rejected,
-    /// The platform could not be reached or did not answer properly.
-    Network,
-}
-
 impl PlatformError {
-    pub fn class(&self) -> ErrorClass {
+    /// Unavailable when Polyv could not be reached or did not answer properly; refused when
+    /// it answered and said no (credentials, clock, request).
+    pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::Server { .. } | Self::Transport { .. } | Self::Undecodable { .. } => {
-                ErrorClass::Network
+                ExitCode::Unavailable
             }
-            _ => ErrorClass::Rejected,
+            _ => ExitCode::Refused,
         }
     }
 
@@ -123,7 +118,7 @@ mod tests {
         let m = e.to_string();
         assert!(m.contains("245 s behind Polyv's"), "{m}");
         assert!(m.contains("timedatectl set-ntp true"), "{m}");
-        assert_eq!(e.class(), ErrorClass::Rejected);
+        assert_eq!(e.exit_code(), ExitCode::Refused);
         assert!(!e.is_retryable());
     }
 }

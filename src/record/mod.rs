@@ -70,7 +70,7 @@ use crate::media::MediaPacket;
 use queue::Queue;
 use segmenter::Discards;
 
-/// Where and how to record. Built by the supervisor from `[record]` in the configuration.
+/// Where and how to record. Built by the broadcast from `[record]` in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordConfig {
     /// The recording directory, created (mode 0750) if missing. Put it under the service's

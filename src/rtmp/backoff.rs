@@ -29,7 +29,8 @@
 //! 0.5, 1, 1, 1 … s for the first 10 s of an outage, then 1, 2, 4, 8, 16, 30, 30 … s; a run of
 //! rejections gets 0.5, 1, 2, 4, 8, 16, 30 … s.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use rand::Rng;
 

@@ -2,7 +2,7 @@
 //!
 //! Every message names the ingest (or the masked stream) and says what to do, because these
 //! errors end up in the journal of an unattended box. Two classifications serve two readers:
-//! [`RtmpError::recovery`] tells the reconnect loop ([`super::reconnect`]) what to do next (retry
+//! [`RtmpError::recovery`] tells the reconnect loop ([`super::sender`]) what to do next (retry
 //! the same address, ask for a fresh one, or stop), and [`RtmpError::is_transient`] tells the CLI
 //! which exit code family an error that ended the run belongs to (network vs. rejected).
 
@@ -10,6 +10,9 @@ use std::io;
 use std::time::Duration;
 
 use thiserror::Error;
+
+use super::sender::AddressError;
+use crate::exit::ExitCode;
 
 /// Where in the life of a connection something happened; part of the error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,9 +151,9 @@ pub enum RtmpError {
     Encode { detail: String },
 
     /// The push address source (Polyv login, or configuration) failed in a way retrying cannot
-    /// fix. `message` is the source's own, already actionable, message.
-    #[error("cannot get a push address: {message}")]
-    Address { message: String },
+    /// fix; the cause's own message says what to do.
+    #[error("cannot get a push address: {0}")]
+    Address(#[source] AddressError),
 
     /// `backoff.max_attempts` consecutive attempts failed; `last` is the last failure.
     #[error("gave up after {attempts} failed attempts to publish (the configured maximum); the last one: {last}")]
@@ -187,12 +190,23 @@ impl RtmpError {
             | RtmpError::Protocol { .. }
             | RtmpError::GaveUp { .. } => true,
             RtmpError::BadUrl { .. }
-            | RtmpError::Address { .. }
+            | RtmpError::Address(_)
             | RtmpError::PublishDropped { .. }
             | RtmpError::ConnectRejected { .. }
             | RtmpError::PublishRejected { .. }
             | RtmpError::InvalidState { .. }
             | RtmpError::Encode { .. } => false,
+        }
+    }
+
+    /// The exit code of a run this error ended: a bad address is a configuration problem,
+    /// network trouble unavailable, anything the ingest refused refused.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            RtmpError::BadUrl { .. } => ExitCode::Config,
+            RtmpError::Address(e) => e.exit_code(),
+            e if e.is_transient() => ExitCode::Unavailable,
+            _ => ExitCode::Refused,
         }
     }
 
@@ -214,7 +228,7 @@ impl RtmpError {
             RtmpError::PublishDropped { .. }
             | RtmpError::ConnectRejected { .. }
             | RtmpError::PublishRejected { .. } => Recovery::FreshAddress,
-            RtmpError::BadUrl { .. } | RtmpError::Address { .. } | RtmpError::GaveUp { .. } => {
+            RtmpError::BadUrl { .. } | RtmpError::Address(_) | RtmpError::GaveUp { .. } => {
                 Recovery::Fatal
             }
         }
@@ -272,9 +286,9 @@ mod tests {
         };
         assert_eq!(bug.recovery(), Recovery::Retry);
         assert!(!bug.is_transient());
-        let address = RtmpError::Address {
-            message: "no password".into(),
-        };
+        let address = RtmpError::Address(AddressError::BadConfig(std::sync::Arc::new(
+            std::io::Error::other("no password"),
+        )));
         assert_eq!(address.recovery(), Recovery::Fatal);
         assert!(!address.is_transient());
         let gave_up = RtmpError::GaveUp {

@@ -9,7 +9,8 @@
 //! one is the fastest way back. When nothing is waiting (the encoders paused) nothing is
 //! expected to move, so that is never a stall; TCP keepalive covers that case.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
 pub(crate) struct StallDetector {

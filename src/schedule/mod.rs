@@ -38,29 +38,20 @@
 //! Validation ([`Schedule::from_config`], also run when the config is loaded) names the key
 //! (`schedule[N].start`, entries counted from 0) and says what to write.
 
+mod entry;
 mod report;
 mod rule;
 
 pub use report::{parse_instant, print, render};
 
-use crate::config::schedule::ScheduleEntry;
+use crate::setting::InvalidSetting;
+pub use entry::ScheduleEntry;
 use jiff::{SignedDuration, Timestamp};
 use rule::Rule;
 use std::time::{Duration, SystemTime};
 
 /// How far (days) a run of touching windows is followed from the instant asked about.
 pub const MAX_CHAIN_DAYS: i64 = 400;
-
-/// A `[[schedule]]` entry that cannot be used. `Display` is `key: what is wrong and what to
-/// do`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ScheduleError {
-    /// The key at fault, such as `schedule[1].start` (entries counted from 0).
-    pub key: String,
-    /// What is wrong and what to write instead.
-    pub message: String,
-}
 
 /// One broadcast window as instants (merged over overlapping entries).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +94,7 @@ struct Stretch {
 
 impl Schedule {
     /// Parses and checks the `[[schedule]]` entries.
-    pub fn from_config(entries: &[ScheduleEntry]) -> Result<Self, ScheduleError> {
+    pub fn from_config(entries: &[ScheduleEntry]) -> Result<Self, InvalidSetting> {
         if entries.is_empty() {
             return Ok(Self::default());
         }

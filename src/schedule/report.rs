@@ -1,7 +1,8 @@
 //! `polypush schedule`: the window open now and the next ones, as a table or as JSON.
 
-use super::{rule, Schedule, ScheduleError, Window};
-use crate::config::schedule::ScheduleEntry;
+use super::entry::ScheduleEntry;
+use super::{rule, Schedule, Window};
+use crate::setting::InvalidSetting;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 use serde_json::{json, Value};
@@ -29,7 +30,7 @@ pub fn print(
     now: SystemTime,
     count: usize,
     json: bool,
-) -> Result<(), ScheduleError> {
+) -> Result<(), InvalidSetting> {
     let schedule = Schedule::from_config(entries)?;
     let text = render(&schedule, now, count, json);
     let mut out = std::io::stdout().lock();

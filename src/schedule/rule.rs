@@ -1,8 +1,8 @@
 //! One `[[schedule]]` entry, parsed: when it applies, its wall-clock times and zone, and how
 //! a wall-clock time becomes an instant (daylight-saving gaps and folds).
 
-use super::ScheduleError;
-use crate::config::schedule::ScheduleEntry;
+use super::entry::ScheduleEntry;
+use crate::setting::InvalidSetting;
 use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{Timestamp, ToSpan};
@@ -36,7 +36,7 @@ impl Rule {
         index: usize,
         e: &ScheduleEntry,
         local: &(TimeZone, String),
-    ) -> Result<Rule, ScheduleError> {
+    ) -> Result<Rule, InvalidSetting> {
         let key = |field: &str| {
             if field.is_empty() {
                 format!("schedule[{index}]")
@@ -44,7 +44,7 @@ impl Rule {
                 format!("schedule[{index}].{field}")
             }
         };
-        let err = |field: &str, message: String| ScheduleError {
+        let err = |field: &str, message: String| InvalidSetting {
             key: key(field),
             message,
         };

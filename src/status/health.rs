@@ -7,7 +7,9 @@
 //! publishing" counts; rejected credentials count at once, since waiting will not fix them.
 
 use super::hub::{DaemonState, Snapshot};
-use std::time::{Duration, Instant};
+use crate::rtmp::SenderPhase;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How long a starting broadcast may take to publish before it counts as unhealthy.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -77,8 +79,8 @@ fn live(snap: &Snapshot, now: Instant, where_: &str) -> Health {
         .map(|e| format!(" ({e})"))
         .unwrap_or_default();
     match b.sender_state {
-        "publishing" => return Health::ok("ok: live"),
-        "credentials_rejected" => {
+        SenderPhase::Publishing => return Health::ok("ok: live"),
+        SenderPhase::CredentialsRejected => {
             return Health::bad(format!(
                 "credentials rejected{error}: fix the channel password"
             ))
@@ -87,14 +89,14 @@ fn live(snap: &Snapshot, now: Instant, where_: &str) -> Health {
     }
     let started = b.started.or(snap.state_since).unwrap_or(now);
     if now.saturating_duration_since(started) < GRACE {
-        return Health::ok(format!("ok: live (starting: {})", b.sender_state));
+        return Health::ok(format!("ok: live (starting: {})", b.sender_state.as_str()));
     }
     let doing = match b.sender_state {
-        "connecting" | "waiting" if b.sender.sessions > 0 => "reconnecting",
-        "connecting" | "waiting" => "connecting",
-        "starting" => "the sender has not started",
-        "stopped" => "the sender stopped",
-        other => other,
+        SenderPhase::Connecting | SenderPhase::Waiting if b.sender.sessions > 0 => "reconnecting",
+        SenderPhase::Connecting | SenderPhase::Waiting => "connecting",
+        SenderPhase::Starting => "the sender has not started",
+        SenderPhase::Stopped => "the sender stopped",
+        other => other.as_str(),
     };
     let since = snap.not_publishing_since.unwrap_or(started);
     Health::bad(format!(
@@ -116,7 +118,7 @@ mod tests {
         }
     }
 
-    fn live_snapshot(t0: Instant, sender_state: &'static str, error: Option<&str>) -> Snapshot {
+    fn live_snapshot(t0: Instant, sender_state: SenderPhase, error: Option<&str>) -> Snapshot {
         let mut b = BroadcastSnapshot {
             started: Some(t0),
             sender_state,
@@ -129,7 +131,7 @@ mod tests {
             schedule: scheduled(true),
             broadcast: Some(b),
             state_since: Some(t0),
-            not_publishing_since: (sender_state != "publishing").then_some(t0),
+            not_publishing_since: (sender_state != SenderPhase::Publishing).then_some(t0),
             ..Snapshot::default()
         }
     }
@@ -158,7 +160,7 @@ mod tests {
     #[test]
     fn publishing_inside_a_window_or_unscheduled_is_healthy() {
         let t0 = Instant::now();
-        let mut s = live_snapshot(t0, "publishing", None);
+        let mut s = live_snapshot(t0, SenderPhase::Publishing, None);
         assert_eq!(
             health(&s, t0 + Duration::from_secs(3600)),
             Health::ok("ok: live")
@@ -173,7 +175,7 @@ mod tests {
     #[test]
     fn not_publishing_counts_after_the_grace_period() {
         let t0 = Instant::now();
-        let s = live_snapshot(t0, "waiting", Some("connection refused"));
+        let s = live_snapshot(t0, SenderPhase::Waiting, Some("connection refused"));
         let h = health(&s, t0 + Duration::from_secs(5));
         assert!(h.healthy, "{h:?}");
         assert_eq!(h.message, "ok: live (starting: waiting)");
@@ -185,7 +187,7 @@ mod tests {
             )
         );
         // Lost after publishing for an hour: counted from the loss, no new grace.
-        let mut s = live_snapshot(t0, "connecting", None);
+        let mut s = live_snapshot(t0, SenderPhase::Connecting, None);
         s.not_publishing_since = Some(t0 + Duration::from_secs(3600));
         let h = health(&s, t0 + Duration::from_secs(3605));
         assert_eq!(
@@ -193,7 +195,7 @@ mod tests {
             Health::bad("inside a window but not publishing: reconnecting for 5 s")
         );
         // Never published yet.
-        let mut s = live_snapshot(t0, "connecting", None);
+        let mut s = live_snapshot(t0, SenderPhase::Connecting, None);
         s.broadcast.as_mut().unwrap().sender.sessions = 0;
         s.schedule = ScheduleStatus::default();
         let h = health(&s, t0 + GRACE);
@@ -206,7 +208,7 @@ mod tests {
     #[test]
     fn rejected_credentials_and_failures_are_unhealthy_at_once() {
         let t0 = Instant::now();
-        let s = live_snapshot(t0, "credentials_rejected", Some("password wrong"));
+        let s = live_snapshot(t0, SenderPhase::CredentialsRejected, Some("password wrong"));
         let h = health(&s, t0);
         assert!(!h.healthy);
         assert!(

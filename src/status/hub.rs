@@ -1,4 +1,4 @@
-//! The daemon's shared state: what the supervisor and the schedule loop write, and what the
+//! The daemon's shared state: what the broadcast and the service loop write, and what the
 //! status server, the metrics, the health check and the systemd watchdog read. One mutex over
 //! a plain snapshot, written twice a second and read at scrape time: nothing here is on the
 //! packet path.
@@ -6,9 +6,10 @@
 use crate::adapt::AdaptStats;
 use crate::encode::PipelineStats;
 use crate::ring::{DropReason, RingStats};
-use crate::rtmp::{SenderControl, SenderStats};
+use crate::rtmp::{SenderControl, SenderPhase, SenderStats};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+use tokio::time::Instant;
 
 /// Where the daemon is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -56,7 +57,7 @@ pub struct ScheduleStatus {
     pub title: Option<String>,
 }
 
-/// The live numbers of a running broadcast, refreshed by the supervisor every 500 ms.
+/// The live numbers of a running broadcast, refreshed by the broadcast every 500 ms.
 #[derive(Debug, Clone, Default)]
 pub struct BroadcastSnapshot {
     /// When this broadcast started.
@@ -64,8 +65,8 @@ pub struct BroadcastSnapshot {
     pub pipeline: PipelineStats,
     pub ring: RingStats,
     pub sender: SenderStats,
-    /// `SenderState::name()`: connecting, publishing, waiting, credentials_rejected, …
-    pub sender_state: &'static str,
+    /// What the sender is doing: connecting, publishing, waiting, credentials_rejected, …
+    pub sender_state: SenderPhase,
     /// The last error the sender saw, if any (for /status and /healthz reasons).
     pub sender_error: Option<String>,
     pub adapt: Option<AdaptStats>,
@@ -120,7 +121,7 @@ impl Snapshot {
     pub fn publishing(&self) -> bool {
         self.broadcast
             .as_ref()
-            .is_some_and(|b| b.sender_state == "publishing")
+            .is_some_and(|b| b.sender_state == SenderPhase::Publishing)
     }
 }
 
@@ -238,9 +239,20 @@ struct Inner {
 }
 
 /// Cheap to clone; every clone sees the same state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StatusHub {
     inner: Arc<Mutex<Inner>>,
+    /// Bumped on every change, so a reader can wait for one instead of polling.
+    version: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for StatusHub {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            version: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 impl std::fmt::Debug for StatusHub {
@@ -254,24 +266,41 @@ impl StatusHub {
         Self::default()
     }
 
+    /// A change: waiters of [`StatusHub::wait_for`] look again.
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let r = self.read(f);
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+        r
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut g)
     }
 
+    /// Waits until `pred` holds for the snapshot (checked now and after every change).
+    pub async fn wait_for(&self, mut pred: impl FnMut(&Snapshot) -> bool) {
+        let mut changes = self.version.subscribe();
+        while !pred(&self.snapshot()) {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// A copy of everything.
     pub fn snapshot(&self) -> Snapshot {
-        self.with(|i| i.snap.clone())
+        self.read(|i| i.snap.clone())
     }
 
     /// The state alone (cheaper than a whole snapshot).
     pub fn state(&self) -> DaemonState {
-        self.with(|i| i.snap.state.clone())
+        self.read(|i| i.snap.state.clone())
     }
 
     /// Live with a broadcast running (logged in, devices open), without copying the snapshot.
     pub fn is_broadcasting(&self) -> bool {
-        self.with(|i| i.snap.state == DaemonState::Live && i.snap.broadcast.is_some())
+        self.read(|i| i.snap.state == DaemonState::Live && i.snap.broadcast.is_some())
     }
 
     pub fn set_state(&self, state: DaemonState) {
@@ -309,7 +338,7 @@ impl StatusHub {
             let prev = i.counted.unwrap_or_default();
             i.snap.totals.advance(&prev, &now);
             i.counted = Some(now);
-            if b.sender_state == "publishing" {
+            if b.sender_state == SenderPhase::Publishing {
                 i.snap.not_publishing_since = None;
             } else if i.snap.not_publishing_since.is_none() {
                 i.snap.not_publishing_since = Some(Instant::now());
@@ -352,7 +381,7 @@ impl StatusHub {
     /// `POST /reconnect`: asks the running broadcast's sender to reconnect now. `false` when
     /// no broadcast runs.
     pub fn reconnect_now(&self) -> bool {
-        match self.with(|i| i.reconnect.clone()) {
+        match self.read(|i| i.reconnect.clone()) {
             Some(c) => {
                 c.reconnect_now();
                 true
@@ -364,7 +393,7 @@ impl StatusHub {
     /// For the watchdog: `None` while no broadcast should run (idle, starting, stopping, or
     /// waiting after a failure), else the counters that move only while frames flow.
     pub fn progress(&self) -> Option<Progress> {
-        self.with(|i| match (&i.snap.state, &i.snap.broadcast) {
+        self.read(|i| match (&i.snap.state, &i.snap.broadcast) {
             (DaemonState::Live, Some(b)) => Some(Progress {
                 // The camera's frames when there is a camera (a microphone that keeps going
                 // must not hide a wedged camera; a lost device is filled with stills or
@@ -379,7 +408,7 @@ impl StatusHub {
                     b.pipeline.audio.frames_encoded
                 },
                 packets_sent: b.sender.packets_sent,
-                publishing: b.sender_state == "publishing",
+                publishing: b.sender_state == SenderPhase::Publishing,
             }),
             // Logging in and opening the devices: nothing can flow yet, and the start has
             // its own bounds (login retries, device timeouts).
@@ -409,7 +438,7 @@ mod tests {
         let mut b = BroadcastSnapshot::default();
         b.sender.bytes_sent = sent;
         b.pipeline.video.frames_encoded = video;
-        b.sender_state = "publishing";
+        b.sender_state = SenderPhase::Publishing;
         b
     }
 
@@ -448,7 +477,7 @@ mod tests {
         assert_eq!(s.broadcasts, 2);
         assert!(s.not_publishing_since.is_none(), "publishing");
         let mut waiting = with_counters(300, 6);
-        waiting.sender_state = "waiting";
+        waiting.sender_state = SenderPhase::Waiting;
         hub.update_broadcast(waiting.clone());
         let since = hub.snapshot().not_publishing_since.expect("not publishing");
         hub.update_broadcast(waiting);

@@ -6,8 +6,10 @@ use super::health::health;
 use super::hub::{BroadcastSnapshot, DaemonState, Snapshot, Totals};
 use crate::encode::TrackStats;
 use crate::ring::DropReason;
+use crate::rtmp::SenderPhase;
 use serde_json::{json, Map, Value};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 /// `/status` for `snap` at `now`.
 pub fn status_json(snap: &Snapshot, now: Instant) -> Value {
@@ -55,9 +57,9 @@ fn broadcast(b: &BroadcastSnapshot, snap: &Snapshot, now: Instant) -> Value {
         .collect();
     json!({
         "uptime_s": b.started.map(|t| secs(now.saturating_duration_since(t))),
-        "sender_state": b.sender_state,
+        "sender_state": b.sender_state.as_str(),
         "sender_error": b.sender_error,
-        "publishing": b.sender_state == "publishing",
+        "publishing": b.sender_state == SenderPhase::Publishing,
         "not_publishing_for_s": snap
             .not_publishing_since
             .map(|t| secs(now.saturating_duration_since(t))),
@@ -84,8 +86,8 @@ fn broadcast(b: &BroadcastSnapshot, snap: &Snapshot, now: Instant) -> Value {
             "queued_delay_ms": b.ring.queued_delay_ms,
             "dropped": dropped,
         },
-        "video": track(&b.pipeline.video, now),
-        "audio": track(&b.pipeline.audio, now),
+        "video": track(&b.pipeline.video),
+        "audio": track(&b.pipeline.audio),
         "pipeline_errors": b.pipeline.errors,
         "adapt": b.adapt.as_ref().map(|a| json!({
             "state": a.state.as_str(),
@@ -102,11 +104,11 @@ fn broadcast(b: &BroadcastSnapshot, snap: &Snapshot, now: Instant) -> Value {
     })
 }
 
-fn track(t: &TrackStats, now: Instant) -> Value {
+/// A track's numbers. A lost device's `since` is on the capture threads' own clock, so it is
+/// read against that clock.
+fn track(t: &TrackStats) -> Value {
     let reconnecting_for_s = match t.state {
-        crate::encode::TrackState::Reconnecting { since } => {
-            Some(secs(now.saturating_duration_since(since)))
-        }
+        crate::encode::TrackState::Reconnecting { since } => Some(secs(since.elapsed())),
         crate::encode::TrackState::Live => None,
     };
     json!({

@@ -13,6 +13,7 @@
 
 use super::hub::Snapshot;
 use crate::ring::DropReason;
+use crate::rtmp::SenderPhase;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -133,7 +134,7 @@ pub fn registry(snap: &Snapshot) -> Registry {
     m.int_gauge(
         "polypush_credentials_rejected",
         "1 while Polyv rejects the channel credentials (the sender retries every credentials_retry_s), else 0",
-        i64::from(b.is_some_and(|b| b.sender_state == "credentials_rejected")),
+        i64::from(b.is_some_and(|b| b.sender_state == SenderPhase::CredentialsRejected)),
     );
     m.counter(
         "polypush_reconnects",
@@ -413,7 +414,7 @@ mod tests {
         hub.set_state(DaemonState::Live);
         hub.broadcast_started(crate::rtmp::SenderControl::new());
         let mut b = BroadcastSnapshot {
-            sender_state: "publishing",
+            sender_state: SenderPhase::Publishing,
             target_kbps: 2000,
             configured_kbps: 2500,
             delivered_kbps: 1600.0,

@@ -1,24 +1,35 @@
 //! Watching the daemon: the shared [`StatusHub`], and the HTTP status server over it
 //! (`/metrics`, `/healthz`, `/status`, `POST /reconnect`).
 //!
-//! - [`hub`]: the state the supervisor and the schedule loop write and everything else reads,
+//! - [`hub`]: the state the broadcast and the service loop write and everything else reads,
 //!   with daemon-wide monotonic counters ([`Totals`]).
 //! - [`health`]: the `/healthz` rule, a pure function of a snapshot and "now".
 //! - [`metrics`]: the `/metrics` registry (`prometheus-client`), built at scrape time.
 //! - [`json`]: the `/status` document.
 //! - [`server`]: the axum server, bearer-token check included.
 //! - [`viewers`]: the listUsers poller that fills in the viewer count.
+//! - [`settings`]: `[status]` ([`StatusSettings`]).
+//! - [`line`]: the live status line on a terminal; [`stats_file`]: `--stats-file`, one JSON
+//!   line per second; both from the broadcast's snapshot, with `rate`'s [`RateMeter`].
 
 pub mod health;
 pub mod hub;
 pub mod json;
+pub mod line;
 pub mod metrics;
+mod rate;
 pub mod server;
+pub mod settings;
+pub mod stats_file;
 pub mod viewers;
 
 pub use health::{health, Health};
 pub use hub::{
     BroadcastSnapshot, DaemonState, Progress, ScheduleStatus, Snapshot, StatusHub, Totals,
 };
+pub use line::StatusLine;
+pub use rate::RateMeter;
 pub use server::{serve, StatusError};
+pub use settings::{is_loopback, StatusSettings};
+pub use stats_file::{StatsFile, StatsFileError};
 pub use viewers::spawn_viewer_poller;

@@ -9,8 +9,9 @@ use super::health::health;
 use super::hub::StatusHub;
 use super::json::status_json;
 use super::metrics;
-use crate::config::ops::{is_loopback, StatusConfig};
+use super::settings::{is_loopback, StatusSettings};
 use crate::config::Secret;
+use crate::setting::InvalidSetting;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -21,14 +22,14 @@ use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Why the status server cannot start. Every message names the key to change.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("status.listen: {0}")]
-    Address(String),
+    #[error(transparent)]
+    Address(InvalidSetting),
     #[error("status.listen: cannot listen on {addr}: {source}; pick a free port or another address for listen under [status] (or set enabled = false)")]
     Bind {
         addr: SocketAddr,
@@ -76,7 +77,7 @@ pub fn router(hub: StatusHub, token: Option<Secret>) -> Router {
 /// spawned task. Returns the bound address and the task. Serves whatever `cfg.enabled` says:
 /// the caller decides whether to call this. Refuses a non-loopback address without a token.
 pub async fn serve(
-    cfg: &StatusConfig,
+    cfg: &StatusSettings,
     hub: StatusHub,
     token: Option<Secret>,
     shutdown: impl Future<Output = ()> + Send + 'static,

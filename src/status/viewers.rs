@@ -126,7 +126,7 @@ impl ErrorLog {
 mod tests {
     use super::*;
     use crate::status::DaemonState;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     #[test]
@@ -139,18 +139,23 @@ mod tests {
         );
     }
 
-    /// Scaled down 50×: a 200 ms interval checked every 20 ms.
-    #[tokio::test]
+    /// The real schedule (10 s, the state looked at every second) on tokio's paused clock:
+    /// the polls are counted exactly.
+    #[tokio::test(start_paused = true)]
     async fn polls_only_while_live_and_at_most_once_per_interval() {
         let hub = StatusHub::new();
         hub.set_state(DaemonState::Idle);
-        let calls = Arc::new(AtomicU64::new(0));
+        let calls: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn(poll_loop(
             {
                 let (calls, fail) = (calls.clone(), fail.clone());
                 move || {
-                    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    let n = {
+                        let mut c = calls.lock().unwrap();
+                        c.push(Instant::now());
+                        c.len() as u64
+                    };
                     let fail = fail.load(Ordering::SeqCst);
                     async move {
                         if fail {
@@ -162,31 +167,41 @@ mod tests {
                 }
             },
             hub.clone(),
-            Duration::from_millis(200),
-            Duration::from_millis(20),
+            effective_interval(Duration::from_secs(1)),
+            STATE_CHECK,
         ));
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 0, "idle: no polls");
+        let pass = |d: u64| tokio::time::sleep_until(Instant::now() + Duration::from_millis(d));
+        let count = || calls.lock().unwrap().len();
+        pass(30_000).await;
+        assert_eq!(count(), 0, "idle: no polls");
         assert_eq!(hub.snapshot().viewers, None);
 
         hub.set_state(DaemonState::Live);
         hub.broadcast_started(crate::rtmp::SenderControl::new());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            1,
-            "the first poll comes at once"
-        );
+        let live_at = Instant::now();
+        pass(1_500).await;
+        assert_eq!(count(), 1, "the first poll at the next look");
         assert_eq!(hub.snapshot().viewers, Some(10));
 
-        tokio::time::sleep(Duration::from_millis(900)).await;
-        let n = calls.load(Ordering::SeqCst);
-        assert!((4..=6).contains(&n), "1 s live at 200 ms: {n} polls");
+        pass(60_000).await;
+        let polls = calls.lock().unwrap().clone();
+        assert!(
+            polls[0] - live_at <= STATE_CHECK,
+            "{:?}",
+            polls[0] - live_at
+        );
+        let gaps: Vec<Duration> = polls.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.iter()
+                .all(|g| *g >= MIN_INTERVAL && *g <= MIN_INTERVAL + STATE_CHECK),
+            "every 10 s (at the next look): {gaps:?}"
+        );
+        assert_eq!(polls.len(), 7, "61.5 s live: {gaps:?}");
 
         fail.store(true, Ordering::SeqCst);
         let known = hub.snapshot().viewers;
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        assert!(calls.load(Ordering::SeqCst) > n, "still polling");
+        pass(25_000).await;
+        assert!(count() > polls.len(), "still polling");
         assert_eq!(
             hub.snapshot().viewers,
             known,
@@ -194,11 +209,11 @@ mod tests {
         );
 
         hub.set_state(DaemonState::Idle);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let n = calls.load(Ordering::SeqCst);
+        pass(1_500).await;
+        let n = count();
         assert_eq!(hub.snapshot().viewers, None, "unknown outside a broadcast");
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        assert_eq!(calls.load(Ordering::SeqCst), n, "idle again: no polls");
+        pass(60_000).await;
+        assert_eq!(count(), n, "idle again: no polls");
         task.abort();
     }
 }

@@ -2,7 +2,9 @@
 //! free port and stopped by its own PID when the handle drops, also when a test fails.
 #![allow(dead_code)]
 
+pub mod memory_ingest;
 pub mod nginx;
+pub mod sender;
 pub mod status;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,6 +13,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+#[allow(unused_imports)] // not every test binary polls
+pub use nginx::poll_until;
+
+/// Waits for `child` to exit, at most `within` (a thread blocks in `wait`; nothing polls);
+/// past it the child is killed by its PID. The exit status, if it exited by itself.
+pub fn wait_bounded(
+    mut child: std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(within) {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child, not reaped yet: the waiting thread reaps it
+            // only after this signal ends it.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = rx.recv();
+            None
+        }
+    }
+}
 
 pub const CHANNEL: &str = "153884";
 pub const PASSWORD: &str = "461666";

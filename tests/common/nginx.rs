@@ -29,7 +29,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -173,16 +173,12 @@ impl Nginx {
 
     /// Waits until the error log contains `needle`; false at the deadline.
     pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.error_log().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(within, || self.error_log().contains(needle))
+    }
+
+    /// Waits until nginx logged `n` publishes of `stream`; false at the deadline.
+    pub fn wait_for_publishes(&self, stream: &str, n: usize, within: Duration) -> bool {
+        poll_until(within, || self.publish_count(stream) >= n)
     }
 
     /// Stops nginx (SIGTERM, then SIGKILL after 5 s) and waits for it to exit. The port stays
@@ -196,15 +192,10 @@ impl Nginx {
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !poll_until(STOP_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_)))) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Starts nginx again on the same port, e.g. after [`Nginx::stop`] in a reconnect test.
@@ -212,12 +203,15 @@ impl Nginx {
         self.stop();
         let mut last_error = String::new();
         // The old listening socket may linger for a moment after the process exits.
-        for _ in 0..20 {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(e) => last_error = e,
+        let started = poll_until(Duration::from_secs(1), || match self.spawn() {
+            Ok(()) => true,
+            Err(e) => {
+                last_error = e;
+                false
             }
-            std::thread::sleep(Duration::from_millis(50));
+        });
+        if started {
+            return;
         }
         panic!(
             "nginx did not start again on port {}: {last_error}",
@@ -257,30 +251,33 @@ impl Nginx {
             .stderr(stderr)
             .spawn()
             .map_err(|e| format!("cannot run nginx: {e}"))?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
+        let mut exited = None;
+        let addr = self.addr();
+        let ready = poll_until(READY_TIMEOUT, || {
             if let Ok(Some(status)) = child.try_wait() {
-                let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                return Err(format!(
-                    "nginx exited with {status}: {stderr}\n{}",
-                    self.error_log()
-                ));
+                exited = Some(status);
+                return true;
             }
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "nginx did not accept connections on {} within {READY_TIMEOUT:?}\n{}",
-                    self.addr(),
-                    self.error_log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        if let Some(status) = exited {
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            return Err(format!(
+                "nginx exited with {status}: {stderr}\n{}",
+                self.error_log()
+            ));
         }
+        if !ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "nginx did not accept connections on {} within {READY_TIMEOUT:?}\n{}",
+                self.addr(),
+                self.error_log()
+            ));
+        }
+        self.child = Some(child);
+        Ok(())
     }
 }
 
@@ -417,4 +414,19 @@ pub fn read_flv(
         packets.push(pkt);
     }
     packets
+}
+
+/// Polls `cond` (on the real clock: an outside process, a file) until it holds or `within`
+/// passes; whether it held. The one polling loop of the harness.
+pub fn poll_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -1,12 +1,13 @@
 //! Status-hub fixtures shared by the status server and fleet kit tests.
 
+use polypush::rtmp::SenderPhase;
 use polypush::status::BroadcastSnapshot;
-use std::time::Instant;
+use tokio::time::Instant;
 
-/// A running broadcast's numbers as the supervisor would report them.
+/// A running broadcast's numbers as the broadcast would report them.
 pub fn broadcast(
     started: Instant,
-    sender_state: &'static str,
+    sender_state: SenderPhase,
     error: Option<&str>,
 ) -> BroadcastSnapshot {
     let mut b = BroadcastSnapshot {

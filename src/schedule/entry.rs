@@ -1,6 +1,6 @@
-//! `[[schedule]]`: broadcast windows, as written in the file. The rules (days, time zones,
-//! daylight-saving changes, merging) and the validation live in [`crate::schedule`]; this is
-//! only the TOML shape, so the whole config stays one serde tree.
+//! `[[schedule]]` as written in the file: one entry per window rule. The schedule layer owns
+//! this shape and reads it ([`super::Schedule::from_config`]); `config` composes it into the
+//! file's serde tree.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,10 +31,4 @@ pub struct ScheduleEntry {
     /// `{title}`, `{date}` (YYYY-MM-DD), `{start}` and `{end}` (HH:MM), in the window's zone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rename: Option<String>,
-}
-
-/// Checks every entry the way [`crate::schedule::Schedule::from_config`] reads them: the error
-/// names the key (`schedule[N].start`, entries counted from 0) and says what to write.
-pub fn validate(entries: &[ScheduleEntry]) -> Result<(), crate::schedule::ScheduleError> {
-    crate::schedule::Schedule::from_config(entries).map(|_| ())
 }

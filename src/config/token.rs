@@ -1,68 +1,34 @@
-//! `[status]` and `[log]`: how the daemon is watched.
+//! Reading the status server's bearer token (`[status] token_file`, or a systemd credential)
+//! and checking `[status]` against it. (`[status]` itself is [`crate::status::StatusSettings`],
+//! `[log]` is [`crate::logging::LogSettings`].)
 
 use super::{ConfigError, Secret, Source};
-use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The systemd credential read for the status token when `token_file` is not set
 /// (`LoadCredential=status-token:/etc/polypush/status-token`).
 pub const CREDENTIAL_STATUS_TOKEN: &str = "status-token";
 
-/// `[status]`: the HTTP status server (`/metrics`, `/healthz`, `/status`, `POST /reconnect`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StatusConfig {
-    /// Serve at all.
-    pub enabled: bool,
-    /// Address and port to listen on.
-    pub listen: String,
-    /// A file holding a bearer token the server requires (all endpoints); required when
-    /// `listen` is not a loopback address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<PathBuf>,
-}
-
-impl Default for StatusConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: "127.0.0.1:9464".into(),
-            token_file: None,
-        }
-    }
-}
-
-impl StatusConfig {
-    /// `listen` as a socket address, or a message that says what to write.
-    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        self.listen.trim().parse().map_err(|_| {
-            format!(
-                "{:?} is not an IP address and port: use something like \"127.0.0.1:9464\" (or \"[::1]:9464\"; host names are not looked up)",
-                self.listen
-            )
-        })
-    }
-
+impl super::Config {
     /// The bearer token the server requires: `token_file` read like the other secrets (a
     /// root-only file; a relative name is a systemd credential when `$CREDENTIALS_DIRECTORY`
     /// is set, else relative to the config file), or the systemd credential
     /// [`CREDENTIAL_STATUS_TOKEN`]. `None` when neither is there. `config_path` is the
     /// config file's path (relative names are resolved against it).
-    pub fn token(&self, config_path: &Path) -> Result<Option<Secret>, ConfigError> {
-        self.read_token(&Source {
+    pub fn status_token(&self, config_path: &Path) -> Result<Option<Secret>, ConfigError> {
+        self.read_status_token(&Source {
             path: config_path,
             text: "",
         })
     }
 
-    fn read_token(&self, src: &Source<'_>) -> Result<Option<Secret>, ConfigError> {
+    fn read_status_token(&self, src: &Source<'_>) -> Result<Option<Secret>, ConfigError> {
         let creds = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
         let token = super::resolve_secret(
             src,
             "status.token",
             None,
-            self.token_file.as_deref(),
+            self.status.token_file.as_deref(),
             creds.as_deref(),
             CREDENTIAL_STATUS_TOKEN,
         )?;
@@ -82,46 +48,16 @@ impl StatusConfig {
 
     /// `[status]` checks: `listen` parses; a listener beyond loopback needs a token, and a
     /// configured token must be readable (it is read, checked and dropped here; the server
-    /// reads it again with [`StatusConfig::token`]).
-    pub(super) fn validate_in(&self, src: &Source<'_>) -> Result<(), ConfigError> {
-        let addr = self
-            .listen_addr()
-            .map_err(|m| src.invalid("status.listen", m))?;
-        if !self.enabled {
-            return Ok(());
-        }
-        let token = self.read_token(src)?;
-        if token.is_none() && !is_loopback(&addr) {
-            return Err(src.invalid(
-                "status.token_file",
-                format!(
-                    "required because status.listen ({addr}) is not a loopback address: write a random token into a root-only file (`openssl rand -hex 32 > /etc/polypush/status-token; chmod 600 /etc/polypush/status-token`) and set token_file = \"/etc/polypush/status-token\" under [status], or listen on 127.0.0.1"
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.y.z).
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().to_canonical().is_loopback()
-}
-
-/// `[log]`: what the daemon logs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// error, warn, info, debug or trace (or an `EnvFilter` directive); `RUST_LOG` and
-    /// `--log-level` override it.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-        }
+    /// reads it again with [`Config::status_token`](super::Config::status_token)).
+    pub(super) fn validate_status(&self, src: &Source<'_>) -> Result<(), ConfigError> {
+        let token = if self.status.enabled {
+            self.read_status_token(src)?
+        } else {
+            None
+        };
+        self.status
+            .validate(token.is_some())
+            .map_err(|e| src.invalid(&e.key, e.message))
     }
 }
 
@@ -150,7 +86,7 @@ mod tests {
         );
         let c = parse("[status]\nlisten = \"[::1]:0\"\n").unwrap();
         assert_eq!(c.status.listen_addr().unwrap().port(), 0);
-        assert_eq!(c.status.token(Path::new("/x")).unwrap(), None);
+        assert_eq!(c.status_token(Path::new("/x")).unwrap(), None);
     }
 
     #[test]
@@ -170,8 +106,7 @@ mod tests {
         let text = format!("[status]\nlisten = \"0.0.0.0:9464\"\ntoken_file = {f:?}\n");
         let c = parse(&text).unwrap();
         let token = c
-            .status
-            .token(Path::new("/etc/polypush/polypush.toml"))
+            .status_token(Path::new("/etc/polypush/polypush.toml"))
             .unwrap();
         assert_eq!(token.as_ref().map(|t| t.expose()), Some("s3cr3t-token"));
         assert!(!format!("{c:?} {c}").contains("s3cr3t"), "never printed");

@@ -1,0 +1,652 @@
+//! One broadcast, wired together: the push address (Polyv's, or a fixed URL), capture and
+//! encoding on their OS threads with the FLV muxers where the encoders drain, the tee to the
+//! safety recording and the ring, the sender publishing the ring, the bitrate controller
+//! between them, and a snapshot every 500 ms for the hub, the status line and the stats file.
+//! The service ([`crate::service`]) decides when a broadcast runs; this owns one, from the
+//! login to a clean close.
+//!
+//! ```text
+//! capture ─► encode ─► flv muxer ─► tee ─► ring ─► rtmp sender ─► ingest
+//!  (OS threads)  ▲                   └─► record          │ link stats (every 100 ms)
+//!                └─────── target ◄── adapt ◄─────────────┘
+//! ```
+//!
+//! # Layout
+//! - `settings`: [`BroadcastSettings`], every stage's settings value built from the config.
+//! - `address`: Polyv's push address as the sender's [`AddressSource`], errors classed.
+//! - `media`: starting capture and encoding with the muxers and the tee.
+//! - `tee`: the recorder before the ring.
+//!
+//! Network trouble never ends a broadcast: the sender reconnects on its own. Only
+//! [`BroadcastCommand::Stop`] (or the command channel closing), a capture or encoder failure
+//! or a configuration that cannot work does. Stopping: capture stops, the encoders flush into
+//! the ring, the ring closes, the sender drains it (bounded) and ends the stream cleanly.
+
+mod address;
+mod media;
+mod settings;
+mod tee;
+
+pub use address::{classify, PolyvAddress};
+pub use settings::{media_settings, sender_options, BroadcastSettings, Destination, RunOptions};
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::adapt::{AdaptConfig, Controller, DelayController, LinkStats, Target};
+use crate::config::ConfigError;
+use crate::encode::{PipelineConfig, PipelineControl, PipelineError, PipelineStats};
+use crate::exit::ExitCode;
+use crate::flv::FlvError;
+use crate::platform::PlatformError;
+use crate::record::{RecordError, Recorder};
+use crate::ring::{Ring, RingStats};
+#[cfg(unix)]
+use crate::rtmp::reconnect_on_sigusr1;
+use crate::rtmp::{
+    run_sender, AddressError, AddressSource, RtmpError, SenderControl, SenderHooks, SenderParts,
+    SenderStats,
+};
+use crate::status::{
+    BroadcastSnapshot, RateMeter, StatsFile, StatsFileError, StatusHub, StatusLine,
+};
+use media::Media;
+use tee::Tee;
+
+/// Why a broadcast (or the service around it) ended badly; [`RunError::exit_code`] says how
+/// the process exits.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Schedule(#[from] crate::setting::InvalidSetting),
+    /// The Polyv client could not be set up from `[polyv]`.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    /// The first login said retrying cannot help.
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error(transparent)]
+    Media(#[from] PipelineError),
+    /// The encoder's headers cannot be carried in FLV.
+    #[error("the encoder's stream headers cannot be sent: {0}")]
+    Headers(#[source] FlvError),
+    #[error(transparent)]
+    Rtmp(#[from] RtmpError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    StatsFile(#[from] StatsFileError),
+    /// The sender's task panicked or was cancelled: a bug.
+    #[error("the sender task failed: {0}; this is a bug in polypush, please report it")]
+    SenderTask(#[from] tokio::task::JoinError),
+    /// The run ended (signal or `--duration`) without ever publishing.
+    #[error("never published in {elapsed_s:.0} s: {reason}")]
+    NeverPublished {
+        elapsed_s: f64,
+        reason: String,
+        /// The ingest or Polyv refused (rather than could not be reached).
+        refused: bool,
+    },
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) | Self::Schedule(_) | Self::Record(_) | Self::StatsFile(_) => {
+                ExitCode::Config
+            }
+            Self::Platform(e) => e.exit_code(),
+            Self::Address(e) | Self::Rtmp(RtmpError::Address(e)) => address_exit_code(e),
+            Self::Rtmp(e) => e.exit_code(),
+            Self::Media(_) => ExitCode::Media,
+            Self::Headers(_) | Self::SenderTask(_) => ExitCode::Internal,
+            Self::NeverPublished { refused: true, .. } => ExitCode::Refused,
+            Self::NeverPublished { refused: false, .. } => ExitCode::Unavailable,
+        }
+    }
+
+    /// A stable name for `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Schedule(_) => "schedule",
+            Self::Platform(e) => e.kind(),
+            Self::Address(_) => "address",
+            Self::Media(_) => "media",
+            Self::Headers(_) => "headers",
+            Self::Rtmp(_) => "rtmp",
+            Self::Record(_) => "record",
+            Self::StatsFile(_) => "stats_file",
+            Self::SenderTask(_) => "internal",
+            Self::NeverPublished { .. } => "never_published",
+        }
+    }
+}
+
+/// Polyv's own class when the cause is a platform error, else the address error's.
+fn address_exit_code(e: &AddressError) -> ExitCode {
+    e.cause()
+        .downcast_ref::<PlatformError>()
+        .map_or_else(|| e.exit_code(), PlatformError::exit_code)
+}
+
+/// What a finished broadcast did.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSummary {
+    pub elapsed: Duration,
+    pub pipeline: PipelineStats,
+    pub ring: RingStats,
+    pub bytes_sent: u64,
+    /// Sessions after the first.
+    pub reconnects: u64,
+}
+
+/// What the service can ask of a running broadcast.
+#[derive(Debug)]
+pub enum BroadcastCommand {
+    /// Stop cleanly: flush the encoders, drain the ring, close the stream.
+    Stop,
+    /// New capture and encoder settings (a reload): stop capture and encoding, start them
+    /// again with these, into the same ring and connection. The new encoder starts with an
+    /// IDR and a new sequence header; the timeline goes on with the wall clock.
+    RestartMedia(Box<PipelineConfig>),
+    /// New `[adapt]` settings (a reload): a fresh controller from the current target.
+    Adapt(AdaptConfig),
+}
+
+/// How many commands may wait for a broadcast; the service sends a handful per reload.
+pub const COMMAND_QUEUE: usize = 8;
+
+/// The channel the service steers a broadcast through (bounded).
+pub fn command_channel() -> (
+    mpsc::Sender<BroadcastCommand>,
+    mpsc::Receiver<BroadcastCommand>,
+) {
+    mpsc::channel(COMMAND_QUEUE)
+}
+
+/// How the service steers and watches one broadcast.
+pub struct BroadcastIo {
+    pub commands: mpsc::Receiver<BroadcastCommand>,
+    /// Refreshed twice a second with the live numbers; told the sender's handle.
+    pub hub: Option<StatusHub>,
+    /// Called once, when the first session publishes (systemd READY=1 "and the first
+    /// publish, when live").
+    pub on_first_publish: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// How often the hub, the status line (and every other tick the stats file) are refreshed.
+const STATUS_TICK: Duration = Duration::from_millis(500);
+/// How often the bitrate controller decides.
+const ADAPT_TICK: Duration = Duration::from_millis(100);
+
+/// One broadcast, from login to a clean close.
+pub async fn run_broadcast(
+    settings: BroadcastSettings,
+    io: BroadcastIo,
+) -> Result<RunSummary, RunError> {
+    let BroadcastIo {
+        mut commands,
+        hub,
+        on_first_publish,
+    } = io;
+    let started = Instant::now();
+    let (source, polyv, max_kbps) = resolve_destination(&settings).await?;
+    let ring = Ring::new(settings.ring);
+    let recorder = match &settings.record {
+        Some(r) => {
+            let rec = Recorder::start(r.clone())?;
+            tracing::info!(dir = %r.dir.display(), segment_s = r.segment_s, "safety recording on");
+            Some(rec)
+        }
+        None => None,
+    };
+    let tee = Tee::new(ring.clone(), recorder.clone());
+    let media_settings = capped(&settings.media, max_kbps);
+    let stop = Arc::new(AtomicBool::new(false));
+    let media = tokio::task::block_in_place(|| {
+        media::start(
+            &media_settings,
+            &tee,
+            stop.clone(),
+            settings.timestamp_offset_ms,
+        )
+    })?;
+    let info = media.info.clone();
+    tracing::info!(
+        width = info.width,
+        height = info.height,
+        fps = info.fps,
+        kbps = info.video_bitrate_kbps,
+        "capturing and encoding"
+    );
+
+    let control = SenderControl::new();
+    if let Some(hub) = &hub {
+        hub.broadcast_started(control.clone());
+    }
+    #[cfg(unix)]
+    let usr1 = reconnect_on_sigusr1(control.clone()).ok();
+    // The sender asks for keyframes through this; a media restart swaps the pipeline behind it.
+    let keyframes = Arc::new(Mutex::new(media.pipeline.control()));
+    let hooks = sender_hooks(
+        &keyframes,
+        polyv,
+        (info.width, info.height),
+        on_first_publish,
+    );
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut sender = tokio::spawn(run_sender(
+        SenderParts {
+            options: settings.sender.clone(),
+            control: control.clone(),
+            hooks,
+            ..SenderParts::new(ring.clone(), source)
+        },
+        async move {
+            let _ = finish_rx.await;
+        },
+    ));
+
+    let stats_file = match &settings.options.stats_file {
+        Some(p) => Some(StatsFile::create(p)?),
+        None => None,
+    };
+    let status_line =
+        StatusLine::new(settings.options.status_line && std::io::stderr().is_terminal());
+    let mut b = Broadcast {
+        started,
+        ring,
+        tee,
+        stop,
+        control,
+        hub,
+        keyframes,
+        adapt: None,
+        target: Target::kbps(info.video_bitrate_kbps),
+        configured_kbps: info.video_bitrate_kbps,
+        configured_fps: info.fps,
+        audio_kbps: settings.audio_kbps(),
+        max_kbps,
+        media_settings,
+        offset_ms: settings.timestamp_offset_ms,
+        media,
+        status_line,
+        stats_file,
+        rates: RateMeter::default(),
+        ticks: 0,
+    };
+    b.set_adapt(&settings.adapt, false);
+
+    let mut adapt_tick = tokio::time::interval(ADAPT_TICK);
+    adapt_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut tick = tokio::time::interval(STATUS_TICK);
+    let mut sender_result = None;
+    let outcome: Result<(), RunError> = loop {
+        tokio::select! {
+            biased;
+            cmd = commands.recv() => match cmd {
+                None | Some(BroadcastCommand::Stop) => break Ok(()),
+                Some(BroadcastCommand::Adapt(a)) => b.set_adapt(&a, true),
+                Some(BroadcastCommand::RestartMedia(next)) => {
+                    if let Err(e) = b.restart_media(*next) {
+                        break Err(e);
+                    }
+                }
+            },
+            r = &mut sender => {
+                sender_result = Some(r);
+                break Ok(());
+            }
+            _ = adapt_tick.tick(), if b.adapt.is_some() => b.on_adapt_tick(),
+            _ = tick.tick() => {
+                if b.media.pipeline.is_finished() {
+                    break Ok(()); // stop_and_join below returns the pipeline's error
+                }
+                b.on_tick();
+            }
+        }
+    };
+    b.status_line.finish();
+
+    // Stop capture, flush the encoders into the ring, close it; the sender drains it
+    // (bounded) and closes the RTMP stream cleanly.
+    b.stop.store(true, Ordering::SeqCst);
+    let Broadcast {
+        media,
+        ring,
+        control,
+        ..
+    } = b;
+    let joined = tokio::task::block_in_place(|| media.pipeline.stop_and_join());
+    ring.close();
+    let _ = finish_tx.send(());
+    let sender_result = match sender_result {
+        Some(r) => r,
+        None => sender.await,
+    };
+    #[cfg(unix)]
+    if let Some(h) = usr1 {
+        h.abort();
+    }
+    // Everything encoded is in the recorder's queue now: flush and close the last segment.
+    if let Some(rec) = recorder {
+        match tokio::task::block_in_place(|| rec.stop()) {
+            Ok(st) => tracing::info!(
+                segments = st.segments_written,
+                bytes = st.bytes_written,
+                dropped = st.packets_dropped,
+                "safety recording closed"
+            ),
+            Err(e) => tracing::error!(error = %e, "safety recording did not close cleanly"),
+        }
+    }
+    outcome?;
+    let pipeline_stats = joined?;
+    let sender_stats = sender_result??;
+    if sender_stats.sessions == 0 {
+        return Err(RunError::NeverPublished {
+            elapsed_s: started.elapsed().as_secs_f64(),
+            reason: control
+                .last_error()
+                .map(|(_, r)| r)
+                .unwrap_or_else(|| "no connection attempt finished".into()),
+            refused: sender_stats.publish_rejections > 0 || sender_stats.credentials_rejections > 0,
+        });
+    }
+    Ok(RunSummary {
+        elapsed: started.elapsed(),
+        pipeline: pipeline_stats,
+        ring: ring.stats(),
+        bytes_sent: sender_stats.bytes_sent,
+        reconnects: sender_stats.reconnects,
+    })
+}
+
+/// Where the stream goes. Polyv is logged in to once up front, so the channel's bitrate limit
+/// is known before the encoder opens; a login that fails for a reason retrying can fix is
+/// left to the sender (capture starts anyway, so the safety recording runs).
+async fn resolve_destination(
+    settings: &BroadcastSettings,
+) -> Result<
+    (
+        Arc<dyn AddressSource>,
+        Option<Arc<PolyvAddress>>,
+        Option<u32>,
+    ),
+    RunError,
+> {
+    let cfg = match &settings.destination {
+        Destination::Url(url) => return Ok((Arc::new(url.clone()), None, None)),
+        Destination::Polyv(cfg) => cfg,
+    };
+    let polyv = Arc::new(PolyvAddress::new(cfg)?);
+    let configured = settings.media.video_encoder.bitrate_kbps;
+    let max_kbps = match polyv.login().await {
+        Ok((_, Some(max))) if max > 0 && max < configured => {
+            tracing::info!(
+                configured_kbps = configured,
+                max_kbps = max,
+                "Polyv limits this channel's bitrate; encoding at its maximum"
+            );
+            Some(max)
+        }
+        Ok(_) => None,
+        Err(e @ AddressError::BadConfig(_)) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no push address yet; retrying in the background");
+            None
+        }
+    };
+    Ok((polyv.clone(), Some(polyv), max_kbps))
+}
+
+/// `media` with the video bitrate held to the channel's limit.
+fn capped(media: &PipelineConfig, max_kbps: Option<u32>) -> PipelineConfig {
+    let mut m = media.clone();
+    if let Some(max) = max_kbps {
+        m.video_encoder.bitrate_kbps = m.video_encoder.bitrate_kbps.min(max);
+    }
+    m
+}
+
+/// The sender's calls into the broadcast: keyframes from whichever pipeline runs, the first
+/// publish to the service, and notify_stream2 to Polyv on every publish.
+fn sender_hooks(
+    keyframes: &Arc<Mutex<PipelineControl>>,
+    polyv: Option<Arc<PolyvAddress>>,
+    (w, h): (u32, u32),
+    on_first_publish: Option<Box<dyn FnOnce() + Send>>,
+) -> SenderHooks {
+    let first = Mutex::new(on_first_publish);
+    SenderHooks {
+        request_keyframe: {
+            let keyframes = keyframes.clone();
+            Box::new(move || {
+                keyframes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .request_keyframe()
+            })
+        },
+        on_publishing: Box::new(move |_url| {
+            let f = first.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(f) = f {
+                f();
+            }
+            let Some(polyv) = polyv.clone() else { return };
+            tokio::spawn(async move {
+                let Some(stream) = polyv.stream() else { return };
+                match polyv.client().notify_stream(&stream, w, h).await {
+                    Ok(()) => tracing::info!(width = w, height = h, "told Polyv the stream is up"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notify_stream2 failed; the broadcast goes on")
+                    }
+                }
+            });
+        }),
+    }
+}
+
+/// One tick's uplink numbers for the controller, from the ring's and the sender's snapshots.
+fn link_stats(
+    ring: &RingStats,
+    sender: &SenderStats,
+    connected: bool,
+    current_target_kbps: u32,
+    audio_kbps: u32,
+) -> LinkStats {
+    LinkStats {
+        connected,
+        ring_delay_ms: ring.queued_delay_ms,
+        ring_bytes: ring.queued_bytes as u64,
+        kernel_unsent_bytes: sender.socket_unsent_bytes,
+        backlog_bytes: sender.backlog_bytes,
+        bytes_sent_total: sender.bytes_sent,
+        bytes_delivered_total: sender.bytes_delivered,
+        bytes_acked_total: sender.bytes_acked,
+        current_target_kbps,
+        audio_kbps,
+    }
+}
+
+/// A running broadcast's state between ticks.
+struct Broadcast {
+    started: Instant,
+    ring: Ring,
+    tee: Tee,
+    /// The running pipeline's stop flag.
+    stop: Arc<AtomicBool>,
+    control: SenderControl,
+    hub: Option<StatusHub>,
+    keyframes: Arc<Mutex<PipelineControl>>,
+    adapt: Option<DelayController>,
+    /// The last target asked of the encoder (it may still wait for the reopen rate limit).
+    target: Target,
+    configured_kbps: u32,
+    configured_fps: f64,
+    audio_kbps: u32,
+    /// Polyv's bitrate limit for the channel, applied to every media settings value.
+    max_kbps: Option<u32>,
+    /// What the running pipeline was started with.
+    media_settings: PipelineConfig,
+    offset_ms: u64,
+    media: Media,
+    status_line: StatusLine,
+    stats_file: Option<StatsFile>,
+    rates: RateMeter,
+    ticks: u64,
+}
+
+impl Broadcast {
+    /// A controller for `cfg` (none when disabled); `reload`: the new one resumes at the
+    /// current target, and turning adaptation off goes back to the configured rate.
+    fn set_adapt(&mut self, cfg: &AdaptConfig, reload: bool) {
+        if reload {
+            tracing::info!("reload: new [adapt] settings in force");
+        }
+        self.adapt = cfg.enabled.then(|| {
+            let mut c = DelayController::new(cfg.clone(), self.configured_kbps);
+            if reload {
+                c.resume_at(self.target);
+            }
+            c
+        });
+        if self.adapt.is_none() && self.target != Target::kbps(self.configured_kbps) {
+            self.target = Target::kbps(self.configured_kbps);
+            self.media.pipeline.control().set_video_target(self.target);
+        }
+    }
+
+    fn on_adapt_tick(&mut self) {
+        let Some(ctl) = self.adapt.as_mut() else {
+            return;
+        };
+        let pipeline = self.media.pipeline.control();
+        // What the encoder produces now, not what it was asked for.
+        let link = link_stats(
+            &self.ring.stats(),
+            &self.control.stats(),
+            self.control.state().is_publishing(),
+            pipeline.video_target().video_kbps,
+            self.audio_kbps,
+        );
+        if let Some(t) = ctl.on_tick(self.started.elapsed(), &link) {
+            if t != self.target {
+                tracing::debug!(
+                    from_kbps = self.target.video_kbps,
+                    to_kbps = t.video_kbps,
+                    fps_divisor = t.fps_divisor,
+                    scale_divisor = t.scale_divisor,
+                    "video target"
+                );
+                pipeline.set_video_target(t);
+                self.target = t;
+            }
+        }
+    }
+
+    /// The live numbers, to the hub, the status line and (every second) the stats file.
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let (p, snd) = (self.media.pipeline.stats(), self.control.stats());
+        let (delivered_kbps, encoder_fps) = self.rates.update(
+            now,
+            if snd.bytes_delivered > 0 {
+                snd.bytes_delivered
+            } else {
+                snd.bytes_sent
+            },
+            p.video.frames_encoded,
+        );
+        let snap = BroadcastSnapshot {
+            started: Some(self.started),
+            pipeline: p,
+            ring: self.ring.stats(),
+            sender: snd,
+            sender_state: self.control.state().phase(),
+            sender_error: self.control.last_error().map(|(_, e)| e),
+            adapt: self.adapt.as_ref().map(|c| c.stats()),
+            target_kbps: self.target.video_kbps,
+            configured_kbps: self.configured_kbps,
+            delivered_kbps,
+            encoder_fps,
+            configured_fps: self.configured_fps,
+        };
+        self.ticks += 1;
+        self.status_line.update(&snap, now);
+        if let Some(f) = self.stats_file.as_mut().filter(|_| self.ticks % 2 == 0) {
+            f.write(&snap, now);
+        }
+        if let Some(hub) = &self.hub {
+            hub.update_broadcast(snap);
+        }
+    }
+
+    /// A reload changed `[video]`/`[audio]`: stop the old capture and flush its encoders into
+    /// the ring first (their last packets are older than anything the new pipeline makes),
+    /// then start the new settings on the same ring and connection. When they do not open (a
+    /// device gone, an encoder missing), the old ones worked a moment ago: back to them. An
+    /// error only when neither opens.
+    fn restart_media(&mut self, next: PipelineConfig) -> Result<(), RunError> {
+        let at = Instant::now();
+        let next = capped(&next, self.max_kbps);
+        self.stop.store(true, Ordering::SeqCst);
+        self.stop = Arc::new(AtomicBool::new(false));
+        let started = tokio::task::block_in_place(|| {
+            if let Err(e) = self.media.pipeline.stop_in_place() {
+                tracing::warn!(error = %e, "the old pipeline ended with an error");
+            }
+            media::start(&next, &self.tee, self.stop.clone(), self.next_offset())
+        });
+        let media = match started {
+            Ok(media) => {
+                tracing::info!(
+                    width = media.info.width,
+                    height = media.info.height,
+                    fps = media.info.fps,
+                    kbps = media.info.video_bitrate_kbps,
+                    restart_ms = at.elapsed().as_millis() as u64,
+                    "reload: capture and encoding restarted with the new media settings"
+                );
+                self.configured_kbps = media.info.video_bitrate_kbps;
+                self.configured_fps = media.info.fps;
+                self.media_settings = next;
+                if let Some(ctl) = self.adapt.as_mut() {
+                    *ctl = DelayController::new(ctl.config().clone(), self.configured_kbps);
+                }
+                media
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload: the new media settings failed; going back to the old ones");
+                let old = self.media_settings.clone();
+                tokio::task::block_in_place(|| {
+                    media::start(&old, &self.tee, self.stop.clone(), self.next_offset())
+                })?
+            }
+        };
+        *self
+            .keyframes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = media.pipeline.control();
+        self.media = media;
+        self.target = Target::kbps(self.configured_kbps);
+        Ok(())
+    }
+
+    /// Where a new pipeline's timeline starts: in step with the wall clock, and after
+    /// everything already sent (audio may run a little ahead of it), so each stream's
+    /// timestamps keep rising. (The tee's newest includes `[target] timestamp_offset_ms`.)
+    fn next_offset(&self) -> u64 {
+        let elapsed = self.started.elapsed().as_millis() as u64;
+        let base = elapsed.max(self.tee.newest_dts().saturating_sub(self.offset_ms) + 100);
+        self.offset_ms + base
+    }
+}

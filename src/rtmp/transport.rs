@@ -1,0 +1,260 @@
+//! The byte stream under an RTMP session, and the seam where it is made.
+//!
+//! A [`Publisher`](super::Publisher) talks to any [`Transport`]: a tuned `TcpStream` in
+//! production, an in-memory `tokio::io::DuplexStream` in tests. The sender gets its connections
+//! from a [`Connector`]; [`TcpConnector`] is the real one (resolve, connect within
+//! `connect_timeout`, socket options for live upload), and a test puts an in-memory ingest
+//! (rml_rtmp's `ServerSession` at the far end of a duplex pipe) where TCP would be, so the
+//! whole reconnect logic runs on tokio's paused clock without a socket.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{lookup_host, TcpSocket, TcpStream};
+use tokio::time::{timeout_at, Instant};
+
+use super::error::{Phase, RtmpError};
+use super::session::SessionConfig;
+use super::url::RtmpUrl;
+
+/// Connection settings. The defaults suit a box on a consumer uplink pushing 1–4 Mbit/s.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Name resolution plus TCP connect.
+    pub connect_timeout: Duration,
+    /// Handshake, `connect` and `publish`, until the ingest says `NetStream.Publish.Start`.
+    pub setup_timeout: Duration,
+    /// How long one [`Publisher::send`](super::Publisher::send) may wait for socket space
+    /// before the connection counts as stalled.
+    pub send_timeout: Duration,
+    /// `deleteStream`, flush and waiting for the ingest to hang up, in
+    /// [`Publisher::close`](super::Publisher::close).
+    pub close_timeout: Duration,
+    /// `SO_SNDBUF` in bytes (Linux doubles it for bookkeeping). Bounded so that a slow uplink
+    /// shows up as back-pressure on the ring within a second or two instead of minutes of
+    /// latency hidden in the kernel. `None` keeps the system's auto-tuning.
+    pub send_buffer: Option<u32>,
+    /// `TCP_NOTSENT_LOWAT` in bytes: the kernel takes more only while less than this is
+    /// waiting to be *sent* (bytes in flight do not count). Media beyond it stays in the ring,
+    /// where it is measured in media time and can be dropped GOP-aware; in the kernel it could
+    /// not be. Without it, a link that falls from 2500 to 1000 kbit/s gets the whole send
+    /// buffer (256 KiB: 2 s at 1 Mbit/s) of full-rate media committed before the first cut
+    /// takes effect. 64 KiB is 200 ms at 2.5 Mbit/s: enough to keep a fast link busy between
+    /// wake-ups. `None` leaves it unset.
+    pub notsent_lowat: Option<u32>,
+    /// Idle time before TCP keepalive probes start (then every third of it, 3 probes); finds
+    /// a dead ingest while no media flows. `None` disables keepalive.
+    pub keepalive: Option<Duration>,
+    pub session: SessionConfig,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            setup_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(3),
+            send_buffer: Some(256 * 1024),
+            notsent_lowat: Some(64 * 1024),
+            keepalive: Some(Duration::from_secs(15)),
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// A byte stream an RTMP session can run over.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {
+    /// Bytes the kernel still holds that the peer has not acknowledged (Linux `SIOCOUTQ`):
+    /// what stall detection and the queue-delay estimate read. `None` where there is no kernel
+    /// socket to ask (an in-memory pipe), and the publisher falls back to bytes written.
+    fn unsent_bytes(&self) -> Option<u32> {
+        None
+    }
+}
+
+impl Transport for TcpStream {
+    fn unsent_bytes(&self) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let mut queued: libc::c_int = 0;
+            // SAFETY: the fd is our open TCP socket; SIOCOUTQ (same value as TIOCOUTQ) stores
+            // one int through the pointer, which points at a live c_int.
+            let rc = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+            if rc == 0 {
+                u32::try_from(queued).ok()
+            } else {
+                None
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    }
+}
+
+impl Transport for tokio::io::DuplexStream {}
+
+/// An open byte stream to an ingest, before any RTMP.
+pub struct Connection {
+    pub(super) io: Box<dyn Transport>,
+    /// The ingest's address for messages, e.g. `127.0.0.1:1935`.
+    pub(super) peer: String,
+}
+
+impl Connection {
+    pub fn new(io: impl Transport + 'static, peer: impl Into<String>) -> Self {
+        Self {
+            io: Box::new(io),
+            peer: peer.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future [`Connector::connect`] returns.
+pub type ConnectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Connection, RtmpError>> + Send + 'a>>;
+
+/// Opens the byte stream for one connection attempt to `url`. Errors are the transport phase's
+/// ([`RtmpError::Refused`], [`RtmpError::Resolve`], a [`Phase::Tcp`] timeout).
+pub trait Connector: Send + Sync {
+    fn connect<'a>(&'a self, url: &'a RtmpUrl, opts: &'a ConnectOptions) -> ConnectFuture<'a>;
+}
+
+/// The real connector: TCP with the socket options of [`ConnectOptions`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect<'a>(&'a self, url: &'a RtmpUrl, opts: &'a ConnectOptions) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            let (stream, peer) = open_tcp(url, opts).await?;
+            Ok(Connection::new(stream, peer.to_string()))
+        })
+    }
+}
+
+/// Resolves and connects, trying each address in turn within one `connect_timeout`.
+pub(super) async fn open_tcp(
+    url: &RtmpUrl,
+    opts: &ConnectOptions,
+) -> Result<(TcpStream, SocketAddr), RtmpError> {
+    let target = if url.host().contains(':') {
+        format!("[{}]:{}", url.host(), url.port())
+    } else {
+        format!("{}:{}", url.host(), url.port())
+    };
+    let timed_out = |addr: String| RtmpError::Timeout {
+        addr,
+        phase: Phase::Tcp,
+        after: opts.connect_timeout,
+    };
+    let deadline = Instant::now() + opts.connect_timeout;
+    let addrs: Vec<SocketAddr> =
+        match timeout_at(deadline, lookup_host((url.host(), url.port()))).await {
+            Err(_) => return Err(timed_out(target)),
+            Ok(Err(source)) => {
+                return Err(RtmpError::Resolve {
+                    host: url.host().to_string(),
+                    source,
+                })
+            }
+            Ok(Ok(addrs)) => addrs.collect(),
+        };
+    let mut last = None;
+    for addr in addrs {
+        match timeout_at(deadline, connect_one(addr, opts)).await {
+            Ok(Ok(stream)) => return Ok((stream, addr)),
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "connect failed");
+                last = Some(e);
+            }
+            Err(_) => {
+                last = Some(timed_out(addr.to_string()));
+                break;
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| RtmpError::Resolve {
+        host: url.host().to_string(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+    }))
+}
+
+fn set_notsent_lowat(socket: &TcpSocket, bytes: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the fd is our open TCP socket; the option value is a c_int that lives for the
+    // duration of the call, and its size is passed along.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+async fn connect_one(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStream, RtmpError> {
+    let fail = |source: io::Error| {
+        if source.kind() == io::ErrorKind::ConnectionRefused {
+            RtmpError::Refused {
+                addr: addr.to_string(),
+            }
+        } else {
+            RtmpError::Io {
+                addr: addr.to_string(),
+                phase: Phase::Tcp,
+                source,
+            }
+        }
+    };
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(fail)?;
+    // Small control messages (acks, pongs, commands) must not wait for Nagle.
+    socket.set_nodelay(true).map_err(fail)?;
+    if let Some(size) = opts.send_buffer {
+        socket.set_send_buffer_size(size).map_err(fail)?;
+    }
+    if let Some(lowat) = opts.notsent_lowat {
+        // Best effort: kernels before 3.12 lack it; the send buffer still bounds the queue.
+        if let Err(e) = set_notsent_lowat(&socket, lowat) {
+            tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not supported; the send buffer bounds the queue alone");
+        }
+    }
+    if let Some(idle) = opts.keepalive {
+        let keepalive = TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval((idle / 3).max(Duration::from_secs(1)))
+            .with_retries(3);
+        SockRef::from(&socket)
+            .set_tcp_keepalive(&keepalive)
+            .map_err(fail)?;
+    }
+    socket.connect(addr).await.map_err(fail)
+}

@@ -1,0 +1,314 @@
+//! The service loop on tokio's paused clock with an injected wall clock: schedule windows open
+//! and close on time, a clock step moves the next start, a reload that leaves no window ends
+//! the broadcast, a stop before the first publish is clean. The broadcast is a stand-in that
+//! records when it was started and told to stop (the real one is `tests/daemon.rs`, end to
+//! end); the wall clock is a fixed date plus tokio's elapsed time, so no test depends on the
+//! time of day.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use polypush::broadcast::{
+    BroadcastCommand, BroadcastIo, BroadcastSettings, RunError, RunOptions, RunSummary,
+};
+use polypush::config::Config;
+use polypush::service::{
+    command_channel, BroadcastFuture, Broadcaster, Service, ServiceCommand, ServiceOptions,
+    WallClock,
+};
+use tokio::time::Instant;
+
+/// 2030-03-04 07:59:50 UTC (a Monday).
+fn wall_start() -> SystemTime {
+    let ts: jiff::Timestamp = "2030-03-04T07:59:50Z".parse().unwrap();
+    SystemTime::from(ts)
+}
+
+/// A fixed wall-clock start that moves with tokio's clock; `step` jumps it (an NTP step).
+struct TestClock {
+    wall0: SystemTime,
+    t0: Instant,
+    step: Mutex<Duration>,
+}
+
+impl TestClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            wall0: wall_start(),
+            t0: Instant::now(),
+            step: Mutex::new(Duration::ZERO),
+        })
+    }
+}
+
+impl WallClock for TestClock {
+    fn now(&self) -> SystemTime {
+        self.wall0 + (Instant::now() - self.t0) + *self.step.lock().unwrap()
+    }
+}
+
+/// One broadcast as the stand-in saw it: when it started and when it was told to stop
+/// (tokio's clock, from the test's start), and the stream key it was given.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    started: Duration,
+    stopped: Option<Duration>,
+    url: String,
+}
+
+/// Runs "broadcasts" that wait for their Stop, recording both; `published`: whether they
+/// count as having published (else a stop ends them with `NeverPublished`).
+struct Recorder {
+    t0: Instant,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    published: bool,
+}
+
+impl Broadcaster for Recorder {
+    fn run(&self, settings: BroadcastSettings, io: BroadcastIo) -> BroadcastFuture {
+        let (t0, seen, published) = (self.t0, self.seen.clone(), self.published);
+        let url = match &settings.destination {
+            polypush::broadcast::Destination::Url(u) => u.stream_key().to_string(),
+            polypush::broadcast::Destination::Polyv(_) => "polyv".into(),
+        };
+        Box::pin(async move {
+            let index = {
+                let mut s = seen.lock().unwrap();
+                s.push(Seen {
+                    started: Instant::now() - t0,
+                    stopped: None,
+                    url,
+                });
+                s.len() - 1
+            };
+            let mut commands = io.commands;
+            while let Some(cmd) = commands.recv().await {
+                if matches!(cmd, BroadcastCommand::Stop) {
+                    break;
+                }
+            }
+            seen.lock().unwrap()[index].stopped = Some(Instant::now() - t0);
+            if published {
+                Ok(RunSummary {
+                    elapsed: Instant::now() - t0,
+                    pipeline: Default::default(),
+                    ring: Default::default(),
+                    bytes_sent: 0,
+                    reconnects: 0,
+                })
+            } else {
+                Err(RunError::NeverPublished {
+                    elapsed_s: 0.0,
+                    reason: "test".into(),
+                    refused: false,
+                })
+            }
+        })
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    clock: Arc<TestClock>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    t0: Instant,
+}
+
+const BASE: &str = "[polyv]\nchannel_id = \"1\"\n[target]\nurl = \"rtmp://127.0.0.1:1/live/a\"\n[status]\nenabled = false\n";
+
+impl Harness {
+    fn new(extra: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("polypush.toml");
+        std::fs::write(&config, format!("{BASE}{extra}")).unwrap();
+        Harness {
+            _dir: dir,
+            config,
+            clock: TestClock::new(),
+            seen: Arc::default(),
+            t0: Instant::now(),
+        }
+    }
+
+    fn service(&self, published: bool) -> Service {
+        Service {
+            clock: self.clock.clone(),
+            broadcaster: Arc::new(Recorder {
+                t0: self.t0,
+                seen: self.seen.clone(),
+                published,
+            }),
+        }
+    }
+
+    fn options(&self, duration: Option<Duration>) -> ServiceOptions {
+        ServiceOptions {
+            config_path: self.config.clone(),
+            run: RunOptions::default(),
+            duration,
+            ..ServiceOptions::default()
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn load(path: &Path) -> Config {
+    Config::load(path).unwrap()
+}
+
+const S: Duration = Duration::from_secs(1);
+
+#[tokio::test(start_paused = true)]
+async fn windows_open_and_close_on_the_wall_clock() {
+    // 08:00-08:30 and 09:00-09:05 UTC on the day the clock starts (10 s before 08:00).
+    let h = Harness::new(
+        "[[schedule]]\ndate = \"2030-03-04\"\nstart = \"08:00\"\nend = \"08:30\"\ntimezone = \"UTC\"\n\
+         [[schedule]]\ndate = \"2030-03-04\"\nstart = \"09:00\"\nend = \"09:05\"\ntimezone = \"UTC\"\n",
+    );
+    let (_tx, rx) = command_channel();
+    let summary = h
+        .service(true)
+        .run(load(&h.config), h.options(Some(2 * 3600 * S)), rx)
+        .await
+        .unwrap();
+    let seen = h.seen();
+    assert_eq!(
+        seen.iter()
+            .map(|s| (s.started, s.stopped))
+            .collect::<Vec<_>>(),
+        [
+            (10 * S, Some(10 * S + 1800 * S)),
+            (10 * S + 3600 * S, Some(10 * S + 3900 * S)),
+        ],
+        "started at each window's start, stopped at its end, to the millisecond"
+    );
+    assert_eq!(summary.broadcasts, 2);
+    assert_eq!(seen[0].url, "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_step_moves_the_next_start() {
+    // The window is an hour away; the box's clock is an hour slow and NTP fixes it after
+    // 45 s: the window is open now, and the loop finds it at its next look (≤ 30 s).
+    let h = Harness::new(
+        "[[schedule]]\ndate = \"2030-03-04\"\nstart = \"09:00\"\nend = \"09:10\"\ntimezone = \"UTC\"\n",
+    );
+    let clock = h.clock.clone();
+    let (_tx, rx) = command_channel();
+    let stepper = tokio::spawn(async move {
+        tokio::time::sleep_until(Instant::now() + 45 * S).await;
+        *clock.step.lock().unwrap() = Duration::from_secs(3600);
+    });
+    h.service(true)
+        .run(load(&h.config), h.options(Some(600 * S)), rx)
+        .await
+        .unwrap();
+    stepper.await.unwrap();
+    let seen = h.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        (45 * S..=75 * S).contains(&seen[0].started),
+        "started {:?} after the step at 45 s",
+        seen[0].started
+    );
+    assert_eq!(seen[0].started.as_secs() % 30, 0, "at a 30 s recheck");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_whose_schedule_leaves_no_window_stops_the_broadcast_at_once() {
+    let h = Harness::new("");
+    let (tx, rx) = command_channel();
+    let config = h.config.clone();
+    let driver = tokio::spawn(async move {
+        tokio::time::sleep_until(Instant::now() + 60 * S).await;
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            format!("{text}[[schedule]]\ndate = \"2020-01-01\"\nstart = \"08:00\"\nend = \"09:00\"\ntimezone = \"UTC\"\n"),
+        )
+        .unwrap();
+        tx.send(ServiceCommand::Reload).await.unwrap();
+        tx
+    });
+    h.service(true)
+        .run(load(&h.config), h.options(Some(300 * S)), rx)
+        .await
+        .unwrap();
+    let _tx = driver.await.unwrap();
+    let seen = h.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "idle after it, no second broadcast: {seen:?}"
+    );
+    assert_eq!(
+        (seen[0].started, seen[0].stopped),
+        (Duration::ZERO, Some(60 * S))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_of_the_push_address_restarts_the_broadcast_with_the_new_one() {
+    let h = Harness::new("");
+    let (tx, rx) = command_channel();
+    let config = h.config.clone();
+    let driver = tokio::spawn(async move {
+        tokio::time::sleep_until(Instant::now() + 20 * S).await;
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, text.replace("/live/a", "/live/b")).unwrap();
+        tx.send(ServiceCommand::Reload).await.unwrap();
+        // An invalid file is refused: the broadcast goes on untouched.
+        tokio::time::sleep_until(Instant::now() + 20 * S).await;
+        std::fs::write(&config, "[video]\nbogus = 1\n").unwrap();
+        tx.send(ServiceCommand::Reload).await.unwrap();
+        tx
+    });
+    h.service(true)
+        .run(load(&h.config), h.options(Some(60 * S)), rx)
+        .await
+        .unwrap();
+    let _tx = driver.await.unwrap();
+    let seen = h.seen();
+    let urls: Vec<&str> = seen.iter().map(|s| s.url.as_str()).collect();
+    assert_eq!(urls, ["a", "b"]);
+    assert_eq!(
+        seen.iter()
+            .map(|s| (s.started, s.stopped))
+            .collect::<Vec<_>>(),
+        [(Duration::ZERO, Some(20 * S)), (20 * S, Some(60 * S))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_before_the_first_publish_is_clean_but_a_duration_without_one_is_an_error() {
+    let h = Harness::new("");
+    let (tx, rx) = command_channel();
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep_until(Instant::now() + 5 * S).await;
+        tx.send(ServiceCommand::Stop).await.unwrap();
+        tx
+    });
+    let by_operator = h
+        .service(false)
+        .run(load(&h.config), h.options(None), rx)
+        .await;
+    let _tx = stopper.await.unwrap();
+    assert!(by_operator.is_ok(), "{by_operator:?}");
+
+    let (_tx, rx) = command_channel();
+    let by_duration = h
+        .service(false)
+        .run(load(&h.config), h.options(Some(5 * S)), rx)
+        .await;
+    match by_duration {
+        Err(e @ RunError::NeverPublished { .. }) => {
+            assert_eq!(e.exit_code().code(), 4)
+        }
+        other => panic!("{other:?}"),
+    }
+}
