@@ -4,6 +4,8 @@
 //!
 //! The real-time tests run for about two seconds each; everything else is faster than real time.
 
+mod common;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,6 +58,16 @@ fn collector() -> (
     (packets, move |track, packet: &EncodedPacket<'_>| {
         sink_packets.lock().unwrap().push((track, packet.into()))
     })
+}
+
+/// Waits (bounded) until `n` packets of `track` came out of the encoder.
+fn wait_packets(packets: &Collected, track: Track, n: usize) {
+    let count = || packets.lock().unwrap().iter().filter(|(t, _)| *t == track).count();
+    assert!(
+        common::poll_until(Duration::from_secs(20), || count() >= n),
+        "only {} {track:?} packets",
+        count()
+    );
 }
 
 fn split(packets: &Collected) -> (Vec<EncodedPacketBuf>, Vec<EncodedPacketBuf>) {
@@ -136,7 +148,8 @@ fn test_pattern_pipeline_has_regular_keyframes_and_synchronized_tracks() {
         },
     )
     .expect("pipeline starts");
-    std::thread::sleep(Duration::from_millis(2000));
+    // Two seconds of media (the source is paced in real time).
+    wait_packets(&packets, Track::Video, 50);
     let stats = handle.stop_and_join().expect("pipeline ends cleanly");
 
     let params = ready.lock().unwrap()[0].clone();
@@ -233,7 +246,8 @@ fn looped_file_continues_with_monotonic_timestamps() {
     let (packets, sink) = collector();
     let stop = Arc::new(AtomicBool::new(false));
     let handle = spawn_pipeline(config, stop.clone(), |_| {}, sink).expect("pipeline starts");
-    std::thread::sleep(Duration::from_millis(2300));
+    // 2.3 s of media: the 1 s file looped twice.
+    wait_packets(&packets, Track::Video, 58);
     // The caller's flag stops the pipeline as well.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let stats = handle.stop_and_join().expect("pipeline ends cleanly");

@@ -9,6 +9,8 @@
 //! Each broadcast runs for about six seconds in real time (one second, the outage rounded up
 //! to the reopen schedule, then a second and a half of recovered media).
 
+mod common;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -367,11 +369,10 @@ fn a_device_that_never_delivered_is_a_start_up_error() {
     };
     let handle = spawn_pipeline(config, Arc::new(AtomicBool::new(false)), |_| {}, |_, _| {})
         .expect("the source opens");
-    let started = Instant::now();
-    while !handle.is_finished() && started.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(handle.is_finished(), "the pipeline halts");
+    assert!(
+        common::poll_until(Duration::from_secs(10), || handle.is_finished()),
+        "the pipeline halts"
+    );
     let stats = handle.stats();
     assert_eq!(stats.video.device_losses, 0);
     let msg = handle.stop_and_join().expect_err("an error").to_string();

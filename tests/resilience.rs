@@ -209,14 +209,10 @@ fn sigusr1_reconnects_at_once() {
         .spawn()
         .unwrap();
     let wait_for = |n: usize, within: Duration| {
-        let deadline = Instant::now() + within;
-        while nginx.publish_count("usr1") < n {
-            assert!(
-                Instant::now() < deadline,
-                "no publish #{n} within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            nginx.wait_for_publishes("usr1", n, within),
+            "no publish #{n} within {within:?}"
+        );
         Instant::now()
     };
     wait_for(1, Duration::from_secs(10));
@@ -224,10 +220,10 @@ fn sigusr1_reconnects_at_once() {
     // SAFETY: kill(2) on our own child's PID with a valid signal number.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
     let again = wait_for(2, Duration::from_secs(5));
+    // At once (pinned on the paused clock in tests/sender.rs; the figure here is for the log).
     eprintln!(
         "republished {} ms after SIGUSR1",
         (again - sent).as_millis()
     );
-    assert!(again - sent < Duration::from_secs(2));
     assert!(child.wait().unwrap().success());
 }

@@ -3,16 +3,21 @@
 //! encoder that must be reopened for it (libx264 forced onto the path `h264_v4l2m2m` takes),
 //! the reopen rate limit, and the frame-rate and size divisors.
 //!
-//! Each test runs for about five seconds in real time.
+//! Each test runs for about five seconds in real time. What happens when is driven by the
+//! pipeline's own counters (frames encoded, reopens done), not by the wall clock; the reopen
+//! rate limit itself is pinned with an injected `now` in `encode::target`'s unit tests.
+
+mod common;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ffmpeg_next as ffmpeg;
 use polypush::capture::{SourceSpec, Track};
 use polypush::encode::{
-    spawn_pipeline, AudioSettings, PipelineConfig, PipelineHandle, Target, VideoSettings,
+    spawn_pipeline, AudioSettings, PipelineConfig, PipelineHandle, PipelineStats, Target,
+    VideoSettings,
 };
 use polypush::media::{EncodedPacket, EncodedPacketBuf, StreamParams, VideoParams};
 
@@ -60,11 +65,19 @@ fn start(
     (handle, packets, params)
 }
 
-fn sleep_until(t0: Instant, ms: u64) {
-    let at = t0 + Duration::from_millis(ms);
-    if let Some(d) = at.checked_duration_since(Instant::now()) {
-        std::thread::sleep(d);
-    }
+/// Waits (bounded) until the pipeline's counters satisfy `cond`.
+fn wait_for(handle: &PipelineHandle, what: &str, cond: impl Fn(&PipelineStats) -> bool) {
+    assert!(
+        common::poll_until(Duration::from_secs(20), || cond(&handle.stats())),
+        "{what}: {:?}",
+        handle.stats()
+    );
+}
+
+/// Waits until `frames` more video frames were encoded (`frames` / 25 s of media).
+fn wait_frames(handle: &PipelineHandle, frames: u64) {
+    let from = handle.stats().video.frames_encoded;
+    wait_for(handle, "frames", |s| s.video.frames_encoded >= from + frames);
 }
 
 /// Encoded kbit/s over packets with `from_ms <= dts < to_ms`.
@@ -129,18 +142,16 @@ fn a_reopened_encoder_changes_its_rate_without_a_gap_and_a_second_change_waits()
     };
     let (handle, packets, params) = start(640, 360, settings);
     let control = handle.control();
-    let t0 = Instant::now();
-    // Past the interval since the first open: applied at once.
-    sleep_until(t0, 2000);
+    // Two seconds of media: past the interval since the first open, so applied at once.
+    wait_frames(&handle, 50);
     control.set_video_bitrate(400);
-    // Within the interval: deferred; the latest of the two wins.
-    sleep_until(t0, 2500);
+    wait_for(&handle, "the first reopen", |s| s.video.encoder_reopens == 1);
+    // Right after it, within the interval: deferred; the latest of the two wins.
     control.set_video_bitrate(600);
-    sleep_until(t0, 2800);
     control.set_video_bitrate(250);
-    sleep_until(t0, 3000);
     let waiting = control.video_target().video_kbps;
-    sleep_until(t0, 5500);
+    wait_for(&handle, "the second reopen", |s| s.video.encoder_reopens == 2);
+    wait_frames(&handle, 60);
     let applied = control.video_target();
     let stats = handle.stop_and_join().expect("pipeline ends cleanly");
     let packets = packets.lock().unwrap().clone();
@@ -238,20 +249,21 @@ fn halving_the_size_and_the_frame_rate_reopens_at_a_new_size_and_drops_every_oth
     };
     let (handle, packets, params) = start(320, 240, settings);
     let control = handle.control();
-    let t0 = Instant::now();
-    sleep_until(t0, 1200);
+    wait_frames(&handle, 30);
     control.set_video_target(Target {
         video_kbps: 300,
         fps_divisor: 1,
         scale_divisor: 2,
     });
-    sleep_until(t0, 2700);
+    wait_for(&handle, "the first reopen", |s| s.video.encoder_reopens == 1);
+    wait_frames(&handle, 37);
     control.set_video_target(Target {
         video_kbps: 300,
         fps_divisor: 2,
         scale_divisor: 2,
     });
-    sleep_until(t0, 5000);
+    wait_for(&handle, "the second reopen", |s| s.video.encoder_reopens == 2);
+    wait_frames(&handle, 30);
     let stats = handle.stop_and_join().expect("pipeline ends cleanly");
     let packets = packets.lock().unwrap().clone();
 
