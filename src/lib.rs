@@ -53,6 +53,7 @@ pub mod record;
 pub mod ring;
 pub mod rtmp;
 pub mod schedule;
+pub mod secret;
 pub mod selftest;
 pub mod service;
 pub mod setting;

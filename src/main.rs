@@ -8,10 +8,12 @@ mod cli;
 use clap::{CommandFactory, Parser};
 use cli::{ChannelCommand, Cli, Command};
 use polypush::broadcast::{RunError, RunOptions};
-use polypush::config::{Config, ConfigError, Secret};
+use polypush::config::{Config, ConfigError};
 use polypush::exit::ExitCode;
 use polypush::platform::types::*;
 use polypush::platform::{PlatformError, PolyvClient};
+use polypush::secret::Secret;
+use polypush::setting::InvalidSetting;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 
@@ -20,6 +22,8 @@ use std::io::{Read, Write};
 enum Failure {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Setting(#[from] InvalidSetting),
     #[error(transparent)]
     Platform(#[from] PlatformError),
     #[error("{0}")]
@@ -31,7 +35,7 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_) | Self::Usage(_) => ExitCode::Config,
+            Self::Config(_) | Self::Setting(_) | Self::Usage(_) => ExitCode::Config,
             Self::Platform(e) => e.exit_code(),
             Self::Run(e) => e.exit_code(),
         }
@@ -39,7 +43,7 @@ impl Failure {
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::Config(_) => "config",
+            Self::Config(_) | Self::Setting(_) => "config",
             Self::Usage(_) => "usage",
             Self::Platform(e) => e.kind(),
             Self::Run(e) => e.kind(),
@@ -208,8 +212,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schedule { count, from } => {
             let cfg = Config::load(&cli.config)?;
             let now = from.unwrap_or_else(std::time::SystemTime::now);
-            polypush::schedule::print(&cfg.schedule, now, count as usize, j)
-                .map_err(|e| Failure::Usage(e.to_string()))
+            let schedule = polypush::schedule::Schedule::from_config(&cfg.schedule)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            println!(
+                "{}",
+                polypush::schedule::render(&schedule, now, count as usize, j)
+            );
+            Ok(())
         }
         Command::Check => {
             let cfg = Config::load(&cli.config)?;

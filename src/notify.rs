@@ -18,6 +18,7 @@
 
 use crate::rtmp::SenderPhase;
 use crate::status::{DaemonState, Progress, Snapshot, StatusHub};
+use crate::throttle::Throttle;
 use sd_notify::NotifyState;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -362,7 +363,7 @@ pub fn spawn_watchdog(
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dog = Watchdog::with_grace(STALL_GRACE.min(period * 2));
-        let mut warned: Option<Instant> = None;
+        let mut warn = Throttle::new(WARN_EVERY);
         let mut withholding = false;
         loop {
             tick.tick().await;
@@ -372,14 +373,13 @@ pub fn spawn_watchdog(
                     if withholding {
                         tracing::info!("frames are flowing again; systemd watchdog pings resumed");
                         withholding = false;
-                        warned = None;
+                        warn.reset();
                     }
                     notifier.ping();
                 }
                 Err(stall) => {
                     withholding = true;
-                    if warned.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
-                        warned = Some(now);
+                    if warn.ready(now) {
                         tracing::warn!(
                             reason = %stall,
                             "withholding the systemd watchdog ping: {stall}; systemd restarts the service if this lasts past WatchdogSec"

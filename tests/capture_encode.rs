@@ -62,7 +62,14 @@ fn collector() -> (
 
 /// Waits (bounded) until `n` packets of `track` came out of the encoder.
 fn wait_packets(packets: &Collected, track: Track, n: usize) {
-    let count = || packets.lock().unwrap().iter().filter(|(t, _)| *t == track).count();
+    let count = || {
+        packets
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t == track)
+            .count()
+    };
     assert!(
         common::poll_until(Duration::from_secs(20), || count() >= n),
         "only {} {track:?} packets",

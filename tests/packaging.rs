@@ -326,7 +326,7 @@ fn unit_has_the_required_directives() {
         cred,
         format!(
             "{}:/etc/polypush/password",
-            polypush::config::CREDENTIAL_PASSWORD
+            polypush::platform::CREDENTIAL_PASSWORD
         )
     );
 

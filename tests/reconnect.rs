@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use polypush::broadcast::PolyvAddress;
-use polypush::config::{Endpoints, PolyvConfig, Secret};
+use polypush::platform::{Endpoints, PolyvSettings};
 use polypush::rtmp::{self, ConnectOptions, SenderOptions, SenderState};
+use polypush::secret::Secret;
 use tokio::task::block_in_place;
 use tokio::time::Instant;
 
@@ -176,12 +177,12 @@ async fn through_polyv_sim_credentials_then_a_busy_stream_then_publishing() {
     });
     let stream = block_in_place(|| sim.channel(CHANNEL)["stream"].as_str().unwrap().to_string());
     block_in_place(|| sim.set_channel(CHANNEL, r#"{"password":"not-the-configured-one"}"#));
-    let cfg = PolyvConfig {
+    let cfg = PolyvSettings {
         channel_id: CHANNEL.into(),
         password: Some(Secret::new(PASSWORD)),
         timeout_s: 5,
         endpoints: Endpoints::all(&sim.base),
-        ..PolyvConfig::default()
+        ..PolyvSettings::default()
     };
     let source = Arc::new(PolyvAddress::new(&cfg).unwrap());
     let sender = start(

@@ -6,10 +6,11 @@ mod common;
 
 use common::status::broadcast;
 use common::*;
-use polypush::config::{Endpoints, PolyvConfig, Secret};
 use polypush::platform::PolyvClient;
+use polypush::platform::{Endpoints, PolyvSettings};
 use polypush::rtmp::SenderControl;
 use polypush::rtmp::SenderPhase;
+use polypush::secret::Secret;
 use polypush::status::StatusSettings as StatusConfig;
 use polypush::status::{
     serve, spawn_viewer_poller, DaemonState, ScheduleStatus, StatusError, StatusHub,
@@ -440,12 +441,12 @@ async fn metrics_pass_promtool() {
 }
 
 fn sim_client(sim: &Sim) -> PolyvClient {
-    let cfg = PolyvConfig {
+    let cfg = PolyvSettings {
         channel_id: CHANNEL.into(),
         password: Some(Secret::new(PASSWORD)),
         timeout_s: 5,
         endpoints: Endpoints::all(&sim.base),
-        ..PolyvConfig::default()
+        ..PolyvSettings::default()
     };
     PolyvClient::from_config(&cfg).unwrap()
 }

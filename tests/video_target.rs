@@ -77,7 +77,9 @@ fn wait_for(handle: &PipelineHandle, what: &str, cond: impl Fn(&PipelineStats) -
 /// Waits until `frames` more video frames were encoded (`frames` / 25 s of media).
 fn wait_frames(handle: &PipelineHandle, frames: u64) {
     let from = handle.stats().video.frames_encoded;
-    wait_for(handle, "frames", |s| s.video.frames_encoded >= from + frames);
+    wait_for(handle, "frames", |s| {
+        s.video.frames_encoded >= from + frames
+    });
 }
 
 /// Encoded kbit/s over packets with `from_ms <= dts < to_ms`.
@@ -145,12 +147,16 @@ fn a_reopened_encoder_changes_its_rate_without_a_gap_and_a_second_change_waits()
     // Two seconds of media: past the interval since the first open, so applied at once.
     wait_frames(&handle, 50);
     control.set_video_bitrate(400);
-    wait_for(&handle, "the first reopen", |s| s.video.encoder_reopens == 1);
+    wait_for(&handle, "the first reopen", |s| {
+        s.video.encoder_reopens == 1
+    });
     // Right after it, within the interval: deferred; the latest of the two wins.
     control.set_video_bitrate(600);
     control.set_video_bitrate(250);
     let waiting = control.video_target().video_kbps;
-    wait_for(&handle, "the second reopen", |s| s.video.encoder_reopens == 2);
+    wait_for(&handle, "the second reopen", |s| {
+        s.video.encoder_reopens == 2
+    });
     wait_frames(&handle, 60);
     let applied = control.video_target();
     let stats = handle.stop_and_join().expect("pipeline ends cleanly");
@@ -255,14 +261,18 @@ fn halving_the_size_and_the_frame_rate_reopens_at_a_new_size_and_drops_every_oth
         fps_divisor: 1,
         scale_divisor: 2,
     });
-    wait_for(&handle, "the first reopen", |s| s.video.encoder_reopens == 1);
+    wait_for(&handle, "the first reopen", |s| {
+        s.video.encoder_reopens == 1
+    });
     wait_frames(&handle, 37);
     control.set_video_target(Target {
         video_kbps: 300,
         fps_divisor: 2,
         scale_divisor: 2,
     });
-    wait_for(&handle, "the second reopen", |s| s.video.encoder_reopens == 2);
+    wait_for(&handle, "the second reopen", |s| {
+        s.video.encoder_reopens == 2
+    });
     wait_frames(&handle, 30);
     let stats = handle.stop_and_join().expect("pipeline ends cleanly");
     let packets = packets.lock().unwrap().clone();

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::config::PolyvConfig;
+use crate::platform::PolyvSettings;
 use crate::platform::{PlatformError, PolyvClient};
 use crate::rtmp::{AddressError, AddressFuture, AddressSource, RtmpError, RtmpUrl};
 
@@ -41,7 +41,7 @@ pub struct PolyvAddress {
 }
 
 impl PolyvAddress {
-    pub fn new(cfg: &PolyvConfig) -> Result<Self, PlatformError> {
+    pub fn new(cfg: &PolyvSettings) -> Result<Self, PlatformError> {
         Ok(Self {
             client: PolyvClient::from_config(cfg)?,
             cached: Mutex::new(None),

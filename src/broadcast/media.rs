@@ -116,3 +116,91 @@ pub(super) fn start(
     let info = Arc::new(flv::stream_info(pipeline.params()));
     Ok(Media { pipeline, info })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::{VideoEncoder, VideoSettings};
+    use crate::media::{MediaPacket, PacketKind};
+    use crate::ring::{Ring, RingConfig};
+
+    fn x264_params(width: u32, height: u32, bitrate_kbps: u32) -> VideoParams {
+        let settings = VideoSettings {
+            width,
+            height,
+            bitrate_kbps,
+            threads: 1,
+            ..VideoSettings::default()
+        };
+        VideoEncoder::open(&settings).unwrap().params()
+    }
+
+    fn popped(ring: &Ring) -> Vec<(PacketKind, u64)> {
+        std::iter::from_fn(|| ring.try_pop())
+            .map(|p: MediaPacket| (p.kind, p.dts_ms))
+            .collect()
+    }
+
+    /// libx264's real parameter sets through the sink, the muxer and the tee: a reopen at
+    /// another bitrate keeps them (no header), one at half the size changes them (a header
+    /// first, kept by the ring for the next session), and a reopen at that size again does not.
+    #[test]
+    fn a_reopened_encoder_gets_a_new_sequence_header_only_when_its_sps_changes() {
+        let ring = Ring::new(RingConfig::default());
+        let tee = Tee::new(ring.clone(), None);
+        let opened = x264_params(320, 240, 500);
+        let stream = StreamParams {
+            video: Some(opened.clone()),
+            audio: None,
+        };
+        for h in flv::headers(&stream, 0).unwrap() {
+            tee.push(h);
+        }
+        assert_eq!(
+            popped(&ring),
+            [(PacketKind::Metadata, 0), (PacketKind::VideoHeader, 0)]
+        );
+        let cell = Arc::new(OnceLock::new());
+        cell.set(opened.clone()).unwrap();
+        let mut sink = Sink {
+            tee,
+            offset_ms: 0,
+            opened: cell,
+            video: None,
+            audio: AudioMuxer::new(0),
+            warn: Throttle::new(Duration::from_secs(1)),
+        };
+        let data = [0u8, 0, 0, 1, 0x65, 0x88, 0x84, 0x21];
+        let idr = |dts_ms: i64, params: &VideoParams| EncodedPacket {
+            data: &data,
+            pts_ms: dts_ms,
+            dts_ms,
+            keyframe: true,
+            reopened: Some(Arc::new(params.clone())),
+        };
+        let key = PacketKind::Video { keyframe: true };
+
+        let other_rate = x264_params(320, 240, 300);
+        assert_eq!(other_rate.extradata, opened.extradata);
+        sink.accept(Track::Video, &idr(1000, &other_rate));
+        assert_eq!(popped(&ring), [(key, 1000)]);
+
+        let half = x264_params(160, 120, 300);
+        assert_ne!(half.extradata, opened.extradata);
+        sink.accept(Track::Video, &idr(2000, &half));
+        assert_eq!(
+            popped(&ring),
+            [(PacketKind::VideoHeader, 2000), (key, 2000)]
+        );
+        let avcc = flv::avc_decoder_config(half.extradata.as_ref().unwrap()).unwrap();
+        let header = ring
+            .headers()
+            .into_iter()
+            .find(|h| h.kind == PacketKind::VideoHeader)
+            .unwrap();
+        assert_eq!(header.body, flv::video_sequence_header_body(&avcc));
+
+        sink.accept(Track::Video, &idr(3000, &half));
+        assert_eq!(popped(&ring), [(key, 3000)]);
+    }
+}

@@ -64,8 +64,9 @@ use tee::Tee;
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A setting that cannot work (a schedule entry, a missing channel password).
     #[error(transparent)]
-    Schedule(#[from] crate::setting::InvalidSetting),
+    Setting(#[from] crate::setting::InvalidSetting),
     /// The Polyv client could not be set up from `[polyv]`.
     #[error(transparent)]
     Platform(#[from] PlatformError),
@@ -99,7 +100,7 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_) | Self::Schedule(_) | Self::Record(_) | Self::StatsFile(_) => {
+            Self::Config(_) | Self::Setting(_) | Self::Record(_) | Self::StatsFile(_) => {
                 ExitCode::Config
             }
             Self::Platform(e) => e.exit_code(),
@@ -116,7 +117,7 @@ impl RunError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Config(_) => "config",
-            Self::Schedule(_) => "schedule",
+            Self::Setting(_) => "config",
             Self::Platform(e) => e.kind(),
             Self::Address(_) => "address",
             Self::Media(_) => "media",

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use crate::adapt::AdaptConfig;
 use crate::capture::SourceSpec;
-use crate::config::{Config, PolyvConfig};
+use crate::config::Config;
 use crate::encode::{AudioSource, PipelineConfig, VideoSource};
+use crate::platform::PolyvSettings;
 use crate::record::RecordConfig;
 use crate::ring::RingConfig;
 use crate::rtmp::{BackoffConfig, ConnectOptions, RtmpUrl, SenderOptions, MAX_STALL_TIMEOUT};
@@ -36,7 +37,7 @@ pub enum Destination {
     /// A fixed push address (`--url` or `[target] url`): no Polyv at all.
     Url(RtmpUrl),
     /// Polyv's address for the channel, from `teacher_login`.
-    Polyv(PolyvConfig),
+    Polyv(PolyvSettings),
 }
 
 /// Every stage's settings for one broadcast.

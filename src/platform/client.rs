@@ -10,7 +10,8 @@
 use super::error::{PlatformError, Skew};
 use super::sign::{self, SignMethod};
 use super::types::*;
-use crate::config::{Endpoints, PolyvConfig, Secret};
+use crate::platform::{Endpoints, PolyvSettings};
+use crate::secret::Secret;
 use bytes::Bytes;
 use reqwest::{header, Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -109,7 +110,7 @@ struct Answer {
 
 impl PolyvClient {
     /// A client for the channel and (if configured) the account in `cfg`.
-    pub fn from_config(cfg: &PolyvConfig) -> Result<Self, PlatformError> {
+    pub fn from_config(cfg: &PolyvSettings) -> Result<Self, PlatformError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_s))
             .connect_timeout(Duration::from_secs(cfg.timeout_s.min(10)))

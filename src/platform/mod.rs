@@ -6,8 +6,10 @@
 
 pub mod client;
 pub mod error;
+pub mod settings;
 pub mod sign;
 pub mod types;
 
 pub use client::PolyvClient;
 pub use error::PlatformError;
+pub use settings::{Endpoints, PolyvSettings, CREDENTIAL_APP_SECRET, CREDENTIAL_PASSWORD};

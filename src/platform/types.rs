@@ -3,7 +3,7 @@
 //! Field names follow Polyv's JSON (camelCase). Replies are lenient where Polyv is known to
 //! vary (numbers as strings, booleans as `"Y"`/`1`); requests are exactly what Polyv documents.
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 

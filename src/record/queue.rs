@@ -15,6 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::media::MediaPacket;
+use crate::throttle::Throttle;
 
 /// What [`Queue::stats`] reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -182,28 +183,27 @@ impl State {
 /// Rate limit for the drop warning: the first drop is reported at once, later ones are summed
 /// and reported at most once a second (on the next drop after the second has passed; the
 /// totals in the stats are always current).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct DropLog {
-    last_report: Option<Instant>,
+    throttle: Throttle<Instant>,
     pending: u64,
 }
 
-impl DropLog {
-    const INTERVAL: Duration = Duration::from_secs(1);
+impl Default for DropLog {
+    fn default() -> Self {
+        Self {
+            throttle: Throttle::new(Duration::from_secs(1)),
+            pending: 0,
+        }
+    }
+}
 
+impl DropLog {
     /// The count to log now, if any. `now` is only called when drops are pending.
     fn take_report(&mut self, now: impl FnOnce() -> Instant) -> Option<u64> {
-        if self.pending == 0 {
+        if self.pending == 0 || !self.throttle.ready(now()) {
             return None;
         }
-        let now = now();
-        if self
-            .last_report
-            .is_some_and(|last| now.saturating_duration_since(last) < Self::INTERVAL)
-        {
-            return None;
-        }
-        self.last_report = Some(now);
         Some(std::mem::take(&mut self.pending))
     }
 }

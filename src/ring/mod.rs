@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::media::{MediaPacket, PacketKind};
+use crate::throttle::Throttle;
 
 /// The ring's bounds. Only video is dropped to meet them; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,29 +266,28 @@ impl Totals {
 /// Rate limit for the drop warning: the first drop is reported at once, later ones are summed
 /// and reported at most once a second (on the next push or skip after the second has passed;
 /// the totals in the stats are always current).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct DropLog {
-    last_report: Option<Instant>,
+    throttle: Throttle<Instant>,
     pending: DropCounts,
 }
 
-impl DropLog {
-    const INTERVAL: Duration = Duration::from_secs(1);
+impl Default for DropLog {
+    fn default() -> Self {
+        Self {
+            throttle: Throttle::new(Duration::from_secs(1)),
+            pending: DropCounts::default(),
+        }
+    }
+}
 
+impl DropLog {
     /// The counts to log now, if any. `now` is only called when drops are pending, so the
     /// clock is not read per packet in the steady state.
     fn take_report(&mut self, now: impl FnOnce() -> Instant) -> Option<DropCounts> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || !self.throttle.ready(now()) {
             return None;
         }
-        let now = now();
-        if self
-            .last_report
-            .is_some_and(|last| now.saturating_duration_since(last) < Self::INTERVAL)
-        {
-            return None;
-        }
-        self.last_report = Some(now);
         Some(std::mem::take(&mut self.pending))
     }
 }

@@ -32,6 +32,8 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
+use crate::throttle::Throttle;
+
 use rand::Rng;
 
 /// Settings of [`Backoff`]; see the module docs for how they combine.
@@ -218,29 +220,27 @@ impl Backoff {
 /// at the cap at most one per `repeat`. Everything else goes to DEBUG. Pure, `now` passed in.
 #[derive(Debug, Clone)]
 pub(crate) struct WarnLimiter {
-    repeat: Duration,
     last_ceiling: Duration,
-    last_warn: Option<Instant>,
+    repeat: Throttle<Instant>,
 }
 
 impl WarnLimiter {
     pub(crate) fn new(repeat: Duration) -> Self {
         Self {
-            repeat,
             last_ceiling: Duration::ZERO,
-            last_warn: None,
+            repeat: Throttle::new(repeat),
         }
     }
 
     /// Whether the failure that produced `ceiling` at `now` deserves a WARN.
     pub(crate) fn should_warn(&mut self, ceiling: Duration, now: Instant) -> bool {
-        let due = ceiling > self.last_ceiling
-            || self
-                .last_warn
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.repeat);
+        if ceiling > self.last_ceiling {
+            // A new step always warns.
+            self.repeat.reset();
+        }
+        let due = self.repeat.ready(now);
         if due {
             self.last_ceiling = self.last_ceiling.max(ceiling);
-            self.last_warn = Some(now);
         }
         due
     }
@@ -248,7 +248,7 @@ impl WarnLimiter {
     /// The outage is over: the next one warns from its first step again.
     pub(crate) fn reset(&mut self) {
         self.last_ceiling = Duration::ZERO;
-        self.last_warn = None;
+        self.repeat.reset();
     }
 }
 

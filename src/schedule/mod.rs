@@ -42,7 +42,7 @@ mod entry;
 mod report;
 mod rule;
 
-pub use report::{parse_instant, print, render};
+pub use report::{parse_instant, render};
 
 use crate::setting::InvalidSetting;
 pub use entry::ScheduleEntry;

@@ -1,12 +1,10 @@
-//! `polypush schedule`: the window open now and the next ones, as a table or as JSON.
+//! `polypush schedule`: the window open now and the next ones, rendered as a table or as
+//! JSON (pure: the command prints what [`render`] returns).
 
-use super::entry::ScheduleEntry;
 use super::{rule, Schedule, Window};
-use crate::setting::InvalidSetting;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 /// Parses `--from`: an RFC 3339 instant (`2026-03-29T08:00:00+02:00`, `…Z`), or a local time
@@ -22,20 +20,6 @@ pub fn parse_instant(s: &str) -> Result<SystemTime, String> {
     Err(format!(
         "{s:?} is not an instant: use RFC 3339 such as 2026-03-29T08:00:00+02:00 or 2026-03-29T06:00:00Z, or 2026-03-29T08:00[Europe/Berlin]"
     ))
-}
-
-/// Builds the schedule from `entries` and prints what [`render`] says on stdout.
-pub fn print(
-    entries: &[ScheduleEntry],
-    now: SystemTime,
-    count: usize,
-    json: bool,
-) -> Result<(), InvalidSetting> {
-    let schedule = Schedule::from_config(entries)?;
-    let text = render(&schedule, now, count, json);
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    Ok(())
 }
 
 /// The window open at `now` (if any) and the ones after it, `count` in all. JSON: an array

@@ -29,7 +29,7 @@ fn same<T: Serialize>(a: &T, b: &T) -> bool {
 
 /// Compares two configs section by section (secrets by value, not by their redacted form).
 pub fn diff(old: &Config, new: &Config) -> ConfigChanges {
-    let secret = |s: &Option<crate::config::Secret>| s.as_ref().map(|s| s.expose().to_string());
+    let secret = |s: &Option<crate::secret::Secret>| s.as_ref().map(|s| s.expose().to_string());
     let polyv_same = same(&old.polyv, &new.polyv)
         && secret(&old.polyv.password) == secret(&new.polyv.password)
         && secret(&old.polyv.app_secret) == secret(&new.polyv.app_secret);
@@ -60,7 +60,7 @@ mod tests {
             "{ch:?}"
         );
         let mut c = a.clone();
-        c.polyv.password = Some(crate::config::Secret::new("other"));
+        c.polyv.password = Some(crate::secret::Secret::new("other"));
         assert!(diff(&a, &c).session, "a new password is a session change");
         let mut d = a.clone();
         d.schedule.push(crate::schedule::ScheduleEntry::default());

@@ -10,7 +10,7 @@ use super::hub::StatusHub;
 use super::json::status_json;
 use super::metrics;
 use super::settings::{is_loopback, StatusSettings};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::setting::InvalidSetting;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -6,6 +6,7 @@
 
 use super::hub::StatusHub;
 use crate::platform::PolyvClient;
+use crate::throttle::Throttle;
 use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
@@ -87,38 +88,37 @@ pub(crate) async fn poll_loop<F, Fut, E>(
 }
 
 /// Rate-limited DEBUG lines about failing polls.
-#[derive(Default)]
 struct ErrorLog {
-    last_logged: Option<Instant>,
-    suppressed: u64,
+    throttle: Throttle<Instant>,
     failing: bool,
+}
+
+impl Default for ErrorLog {
+    fn default() -> Self {
+        Self {
+            throttle: Throttle::new(ERROR_LOG_EVERY),
+            failing: false,
+        }
+    }
 }
 
 impl ErrorLog {
     fn failed(&mut self, e: &dyn Display) {
         self.failing = true;
-        if self
-            .last_logged
-            .is_some_and(|t| t.elapsed() < ERROR_LOG_EVERY)
-        {
-            self.suppressed += 1;
-            return;
+        if let Some(suppressed) = self.throttle.allow(Instant::now()) {
+            tracing::debug!(
+                error = %e,
+                suppressed,
+                "viewer count unavailable; keeping the last known"
+            );
         }
-        tracing::debug!(
-            error = %e,
-            suppressed = self.suppressed,
-            "viewer count unavailable; keeping the last known"
-        );
-        self.last_logged = Some(Instant::now());
-        self.suppressed = 0;
     }
 
     fn recovered(&mut self) {
         if std::mem::take(&mut self.failing) {
             tracing::debug!("viewer count available again");
         }
-        self.last_logged = None;
-        self.suppressed = 0;
+        self.throttle.reset();
     }
 }
 
