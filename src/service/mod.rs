@@ -396,26 +396,22 @@ impl Daemon {
 
     /// The next shutdown or command; pending forever once both are spent.
     async fn next_event(&mut self) -> Event {
-        loop {
-            tokio::select! {
-                by = self.shutdown.as_mut(), if !self.shutdown_fired => {
-                    self.shutdown_fired = true;
-                    return Event::Shutdown(by);
-                }
-                cmd = self.commands.recv() => match cmd {
-                    Some(ServiceCommand::Reload) => return Event::Reload,
-                    Some(ServiceCommand::Stop) => return Event::Shutdown(ShutdownBy::Operator),
-                    // Nobody can send any more: only the shutdown future is left.
-                    None => {
-                        if self.shutdown_fired {
-                            return std::future::pending().await;
-                        }
-                        let by = self.shutdown.as_mut().await;
-                        self.shutdown_fired = true;
-                        return Event::Shutdown(by);
-                    }
-                },
+        tokio::select! {
+            by = self.shutdown.as_mut(), if !self.shutdown_fired => {
+                self.shutdown_fired = true;
+                Event::Shutdown(by)
             }
+            cmd = self.commands.recv() => match cmd {
+                Some(ServiceCommand::Reload) => Event::Reload,
+                Some(ServiceCommand::Stop) => Event::Shutdown(ShutdownBy::Operator),
+                // Nobody can send any more: only the shutdown future is left.
+                None if self.shutdown_fired => std::future::pending().await,
+                None => {
+                    let by = self.shutdown.as_mut().await;
+                    self.shutdown_fired = true;
+                    Event::Shutdown(by)
+                }
+            },
         }
     }
 
