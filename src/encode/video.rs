@@ -51,11 +51,19 @@ use ffmpeg::format::Pixel;
 use ffmpeg::packet::Mut as _;
 use ffmpeg_next as ffmpeg;
 
-use super::settings::{VideoSettings, PROFILES, X264_PRESETS};
-use super::target::{normalized, Target, MAX_DIVISOR};
-use super::{extradata_of, open_codec, EncodeError};
+use super::settings::VideoSettings;
+use super::target::{normalized, Target};
+use super::EncodeError;
 use crate::capture::{init_ffmpeg, VideoFrame};
 use crate::media::{EncodedPacket, VideoParams};
+
+mod open;
+mod picture;
+#[cfg(test)]
+mod tests;
+
+use open::{open_context, vbv_bits, Opened};
+use picture::{conversion_frame, darken, fill_black, Scaler};
 
 /// H.264 encoders polypush knows about, in order of preference. Only some are usable (see
 /// [`VideoEncoder::open`]); the list is what error messages check for.
@@ -72,9 +80,6 @@ pub const KNOWN_H264_ENCODERS: &[&str] = &[
 /// Encoders that need hardware frames uploaded by the caller.
 const HW_FRAME_ENCODERS: &[&str] = &["h264_vaapi", "h264_qsv"];
 
-/// Encoders known to change their bitrate while running; every other one is reopened.
-const IN_PLACE_RATE_ENCODERS: &[&str] = &["libx264"];
-
 /// The default [`VideoSettings::min_reopen_interval`]: a reopen costs an IDR (and, on a
 /// hardware encoder, a few frames of latency), so a link that keeps moving does not get one
 /// every controller tick.
@@ -90,310 +95,6 @@ pub fn available_h264_encoders() -> Vec<String> {
         .filter(|name| ffmpeg::encoder::find_by_name(name).is_some())
         .map(|s| s.to_string())
         .collect()
-}
-
-impl VideoSettings {
-    /// Frames per GOP.
-    pub fn gop_frames(&self) -> u32 {
-        self.gop_frames_at(1)
-    }
-
-    /// Frames per GOP at the frame rate divided by `fps_divisor`: the keyframe interval in
-    /// seconds stays.
-    pub fn gop_frames_at(&self, fps_divisor: u8) -> u32 {
-        let fps = f64::from(self.fps) / f64::from(fps_divisor.max(1));
-        ((self.keyframe_interval_s * fps).round() as u32).max(1)
-    }
-
-    /// The output size at `scale_divisor`: width and height divided, rounded down to even
-    /// (4:2:0), at least 16.
-    pub fn frame_size(&self, scale_divisor: u8) -> (u32, u32) {
-        let d = u32::from(scale_divisor.clamp(1, MAX_DIVISOR));
-        let side = |v: u32| ((v / d) & !1).max(16).min(v);
-        (side(self.width), side(self.height))
-    }
-
-    /// Whether this encoder changes its bitrate while running (libx264: FFmpeg's wrapper
-    /// re-targets x264 before the next frame) rather than by a reopen
-    /// ([`VideoEncoder::reopen`]). Only encoders known to do so; not with
-    /// [`reopen_on_rate_change`](Self::reopen_on_rate_change).
-    pub fn changes_rate_in_place(&self) -> bool {
-        !self.reopen_on_rate_change && IN_PLACE_RATE_ENCODERS.contains(&self.encoder.as_str())
-    }
-
-    fn is_x264(&self) -> bool {
-        self.encoder == "libx264"
-    }
-
-    /// What the encoder itself can take (broader than what a box is configured with:
-    /// [`VideoSettings::validate`] checks that).
-    pub fn check_encodable(&self) -> Result<(), EncodeError> {
-        let invalid = |what: String| Err(EncodeError::InvalidSettings { what });
-        if self.width < 16 || self.height < 16 || self.width > 8192 || self.height > 8192 {
-            return invalid(format!(
-                "[video] size {}x{} is out of range (16..=8192)",
-                self.width, self.height
-            ));
-        }
-        if self.width % 2 != 0 || self.height % 2 != 0 {
-            return invalid(format!(
-                "[video] size {}x{} must have even width and height (4:2:0 video)",
-                self.width, self.height
-            ));
-        }
-        if self.fps == 0 || self.fps > 240 {
-            return invalid(format!(
-                "[video] fps {} is out of range (1..=240)",
-                self.fps
-            ));
-        }
-        if !(50..=100_000).contains(&self.bitrate_kbps) {
-            return invalid(format!(
-                "[video] bitrate_kbps {} is out of range (50..=100000)",
-                self.bitrate_kbps
-            ));
-        }
-        if !(self.keyframe_interval_s > 0.0 && self.keyframe_interval_s <= 60.0) {
-            return invalid(format!(
-                "[video] keyframe_interval_s {} is out of range (0..=60; 2 is usual for live)",
-                self.keyframe_interval_s
-            ));
-        }
-        if !(self.vbv_seconds > 0.0 && self.vbv_seconds <= 10.0) {
-            return invalid(format!(
-                "[video] vbv_seconds {} is out of range (0..=10; 1 is usual)",
-                self.vbv_seconds
-            ));
-        }
-        if self.is_x264() && !X264_PRESETS.contains(&self.preset.as_str()) {
-            return invalid(format!(
-                "[video] preset '{}' is not an x264 preset ({})",
-                self.preset,
-                X264_PRESETS.join(", ")
-            ));
-        }
-        if !PROFILES.contains(&self.profile.as_str()) {
-            return invalid(format!(
-                "[video] profile '{}' is not one of {}",
-                self.profile,
-                PROFILES.join(", ")
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A swscale context converting one input definition to the encoder's format and size.
-///
-/// We drive `sws_scale` directly rather than through ffmpeg-next's wrapper so that the
-/// deprecated full-range "J" formats MJPEG decodes to (`yuvj422p`, `yuvj420p`) can be handed to
-/// swscale as their plain equivalents plus an explicit full-range flag: the conversion to the
-/// encoder's limited range is the same, without swscale's "deprecated pixel format" warning.
-struct Scaler {
-    ctx: *mut ffmpeg::ffi::SwsContext,
-    /// Input format, width, height and whether it is full range.
-    from: (Pixel, u32, u32, bool),
-    /// Output format, width and height.
-    to: (Pixel, u32, u32),
-}
-
-// SAFETY: an SwsContext is plain heap state without thread-local ties; moving it between
-// threads is fine as long as it is not used concurrently, which `&mut self` guarantees.
-unsafe impl Send for Scaler {}
-
-impl Scaler {
-    fn new(from: (Pixel, u32, u32, bool), to: (Pixel, u32, u32)) -> Result<Self, ffmpeg::Error> {
-        let (src_fmt, full_range) = match from.0 {
-            Pixel::YUVJ420P => (Pixel::YUV420P, true),
-            Pixel::YUVJ422P => (Pixel::YUV422P, true),
-            Pixel::YUVJ444P => (Pixel::YUV444P, true),
-            Pixel::YUVJ440P => (Pixel::YUV440P, true),
-            other => (other, from.3),
-        };
-        // SAFETY: sws_getContext returns an owned context or null; the coefficient tables are
-        // static.
-        unsafe {
-            let ctx = ffmpeg::ffi::sws_getContext(
-                from.1 as i32,
-                from.2 as i32,
-                src_fmt.into(),
-                to.1 as i32,
-                to.2 as i32,
-                to.0.into(),
-                ffmpeg::ffi::SWS_BILINEAR,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null(),
-            );
-            if ctx.is_null() {
-                return Err(ffmpeg::Error::InvalidData);
-            }
-            if full_range {
-                let coefficients = ffmpeg::ffi::sws_getCoefficients(ffmpeg::ffi::SWS_CS_DEFAULT);
-                ffmpeg::ffi::sws_setColorspaceDetails(
-                    ctx,
-                    coefficients,
-                    1,
-                    coefficients,
-                    0,
-                    0,
-                    1 << 16,
-                    1 << 16,
-                );
-            }
-            Ok(Self { ctx, from, to })
-        }
-    }
-
-    fn run(
-        &mut self,
-        src: &ffmpeg::frame::Video,
-        dst: &mut ffmpeg::frame::Video,
-    ) -> Result<(), ffmpeg::Error> {
-        // SAFETY: `src` matches the definition the context was made for (checked by the
-        // caller through `from`), `dst` is a writable frame of the output definition.
-        let ret = unsafe {
-            let s = &*src.as_ptr();
-            let d = &mut *dst.as_mut_ptr();
-            ffmpeg::ffi::sws_scale(
-                self.ctx,
-                s.data.as_ptr() as *const *const u8,
-                s.linesize.as_ptr(),
-                0,
-                self.from.2 as i32,
-                d.data.as_ptr(),
-                d.linesize.as_ptr(),
-            )
-        };
-        if ret < 0 {
-            Err(ffmpeg::Error::from(ret))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl Drop for Scaler {
-    fn drop(&mut self) {
-        // SAFETY: the context is owned and freed once.
-        unsafe { ffmpeg::ffi::sws_freeContext(self.ctx) };
-    }
-}
-
-/// An opened codec context and what came with it.
-struct Opened {
-    encoder: ffmpeg::encoder::video::Encoder,
-    pix_fmt: Pixel,
-    extradata: Option<Bytes>,
-}
-
-/// Opens the encoder named in `settings` for `target` (bitrate, frame rate and size divided
-/// as it says).
-fn open_context(settings: &VideoSettings, target: Target) -> Result<Opened, EncodeError> {
-    init_ffmpeg();
-    let name = settings.encoder.as_str();
-    let codec =
-        ffmpeg::encoder::find_by_name(name).ok_or_else(|| EncodeError::EncoderNotFound {
-            name: name.to_string(),
-            available: available_h264_encoders(),
-        })?;
-    if HW_FRAME_ENCODERS.contains(&name) {
-        return Err(EncodeError::UnsupportedEncoder {
-            name: name.to_string(),
-        });
-    }
-    if codec.id() != ffmpeg::codec::Id::H264 {
-        return Err(EncodeError::InvalidSettings {
-            what: format!(
-                "[video] encoder '{name}' is not an H.264 encoder (RTMP carries H.264); use one of {}",
-                available_h264_encoders().join(", ")
-            ),
-        });
-    }
-    settings.check_encodable()?;
-    let pix_fmt = codec
-        .video()
-        .ok()
-        .and_then(|v| v.formats().map(|f| f.collect::<Vec<_>>()))
-        .map(|formats| {
-            [Pixel::YUV420P, Pixel::NV12]
-                .into_iter()
-                .find(|p| formats.contains(p))
-                .or_else(|| formats.first().copied())
-                .unwrap_or(Pixel::YUV420P)
-        })
-        .unwrap_or(Pixel::YUV420P);
-
-    let ctx = ffmpeg::codec::context::Context::new_with_codec(codec);
-    let mut enc = ctx.encoder().video().map_err(|source| EncodeError::Open {
-        encoder: name.to_string(),
-        source,
-        hint: "this is a bug in polypush",
-    })?;
-    let target = normalized(target);
-    let (width, height) = settings.frame_size(target.scale_divisor);
-    let bps = u64::from(target.video_kbps) * 1000;
-    let gop = settings.gop_frames_at(target.fps_divisor);
-    enc.set_width(width);
-    enc.set_height(height);
-    enc.set_format(pix_fmt);
-    enc.set_time_base(ffmpeg::Rational(1, 1000));
-    enc.set_frame_rate(Some(ffmpeg::Rational(
-        settings.fps as i32,
-        i32::from(target.fps_divisor),
-    )));
-    enc.set_gop(gop);
-    enc.set_max_b_frames(0);
-    enc.set_bit_rate(bps as usize);
-    enc.set_max_bit_rate(bps as usize);
-    // SAFETY: plain fields of a not-yet-open codec context that ffmpeg-next has no setter for.
-    unsafe {
-        let raw = enc.as_mut_ptr();
-        (*raw).rc_buffer_size = vbv_bits(target.video_kbps, settings.vbv_seconds);
-        (*raw).keyint_min = gop as i32;
-        (*raw).flags |= ffmpeg::ffi::AV_CODEC_FLAG_GLOBAL_HEADER as i32;
-        (*raw).thread_count = settings.threads as i32;
-        if !settings.is_x264() {
-            (*raw).profile = match settings.profile.as_str() {
-                "baseline" => ffmpeg::ffi::FF_PROFILE_H264_CONSTRAINED_BASELINE,
-                "main" => ffmpeg::ffi::FF_PROFILE_H264_MAIN,
-                _ => ffmpeg::ffi::FF_PROFILE_H264_HIGH,
-            };
-        }
-    }
-    let options: Vec<(&str, String)> = if settings.is_x264() {
-        vec![
-            ("preset", settings.preset.clone()),
-            ("tune", "zerolatency".into()),
-            ("profile", settings.profile.clone()),
-            ("sc_threshold", "0".into()),
-            ("forced-idr", "1".into()),
-        ]
-    } else {
-        Vec::new()
-    };
-    let hint = if settings.is_x264() {
-        "check [video] width, height, fps, bitrate_kbps, preset and profile"
-    } else {
-        "is the hardware encoder present (/dev/video11 on a Raspberry Pi) and does it support this size and profile? Otherwise set [video] encoder = \"libx264\""
-    };
-    // SAFETY: `enc` wraps a context allocated for `codec` and not yet opened.
-    open_codec(unsafe { enc.as_mut_ptr() }, &codec, &options, name, hint)?;
-    let encoder = ffmpeg::encoder::video::Encoder(enc);
-    // SAFETY: reading the open context's extradata.
-    let extradata = extradata_of(unsafe { encoder.as_ptr() });
-    Ok(Opened {
-        encoder,
-        pix_fmt,
-        extradata,
-    })
-}
-
-/// A conversion target frame: the encoder's format and size, limited range.
-fn conversion_frame(pix_fmt: Pixel, width: u32, height: u32) -> ffmpeg::frame::Video {
-    let mut f = ffmpeg::frame::Video::new(pix_fmt, width, height);
-    f.set_color_range(ffmpeg::color::Range::MPEG);
-    f
 }
 
 fn closed(encoder: &str) -> EncodeError {
@@ -414,8 +115,7 @@ pub enum Reopened {
 
 /// An open H.264 encoder.
 pub struct VideoEncoder {
-    /// `None` only once a reopen failed with the new target and with the previous one.
-    encoder: Option<ffmpeg::encoder::video::Encoder>,
+    encoder: EncoderState,
     settings: VideoSettings,
     /// What the encoder runs at: bitrate and the frame-rate and size divisors.
     target: Target,
@@ -430,19 +130,130 @@ pub struct VideoEncoder {
     extradata: Option<Bytes>,
     keyframe_requested: bool,
     last_pts_ms: Option<i64>,
-    /// `converted` holds the last picture encoded.
-    has_last: bool,
-    /// The last captured picture went to the encoder as it was (no conversion).
-    as_is: bool,
-    /// The picture repeated while the camera is away; allocated at the first loss.
+    /// Where the last picture encoded is, for the still.
+    last: LastPicture,
+    /// The picture repeated while the camera is away; allocated at the first loss (again
+    /// after a reopen at another size).
     still: Option<ffmpeg::frame::Video>,
-    /// A lowered VBV waiting for the frame that carries the lowered bitrate to go in first.
-    vbv_after_next_frame: Option<u32>,
-    /// A lowered VBV to apply before the next frame.
-    vbv_pending: Option<u32>,
-    flushed: bool,
+    /// A lowered VBV on its way in (see [`set_bitrate`](Self::set_bitrate)).
+    vbv: VbvChange,
     /// A reopened encoder's parameters, for its first packet.
     announce: Option<Arc<VideoParams>>,
+}
+
+/// Where [`VideoEncoder`]'s codec is in its life.
+enum EncoderState {
+    /// Frames go in, packets come out.
+    Open(ffmpeg::encoder::video::Encoder),
+    /// Drained and closed ([`VideoEncoder::flush`]: at the end of the stream, or before a
+    /// reopen). A frame sent now is refused as FFmpeg refuses one after the end of stream.
+    Flushed,
+    /// Closed for good: a reopen failed with the new target and with the previous one. Every
+    /// frame is refused with [`EncodeError::EncoderClosed`].
+    Broken,
+}
+
+/// Where the last picture encoded is: the still ([`VideoEncoder::prepare_still`]) is made of
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastPicture {
+    /// Nowhere: nothing encoded yet, or it could not be scaled to a new size.
+    None,
+    /// In `converted`: it was converted on its way to the encoder.
+    Converted,
+    /// With the caller: the captured frame went to the encoder as it was (no conversion), and
+    /// `converted` does not hold it ([`VideoEncoder::remember_picture`] copies it there).
+    AsIs,
+    /// In `converted`: the captured frame went to the encoder as it was and was copied there
+    /// since by [`VideoEncoder::remember_picture`].
+    Remembered,
+}
+
+impl LastPicture {
+    /// Whether `converted` holds the last picture.
+    fn in_converted(self) -> bool {
+        matches!(self, Self::Converted | Self::Remembered)
+    }
+
+    /// Whether the last captured frame went to the encoder as it was.
+    fn went_as_is(self) -> bool {
+        matches!(self, Self::AsIs | Self::Remembered)
+    }
+
+    /// Once the last picture has been copied or converted into `converted`.
+    fn copied(self) -> Self {
+        if self.went_as_is() {
+            Self::Remembered
+        } else {
+            Self::Converted
+        }
+    }
+
+    /// Once `converted` has lost it (it could not be scaled to a new size).
+    fn lost(self) -> Self {
+        if self.went_as_is() {
+            Self::AsIs
+        } else {
+            Self::None
+        }
+    }
+}
+
+/// A lowered VBV (maximum rate and buffer) on its way to libx264: the frame that carries the
+/// lowered average goes in first, the VBV before the frame after it (see
+/// [`VideoEncoder::set_bitrate`]). A raise writes both at once and leaves nothing here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VbvChange {
+    /// Nothing waits: the context has what x264 is to run at.
+    None,
+    /// The average was lowered for the next frame; this VBV follows once that frame is in.
+    AfterNextFrame(u32),
+    /// The frame with the lowered average is in; this VBV goes in before the next frame.
+    BeforeNextFrame(u32),
+    /// Lowered again before the previous decrease's VBV went in (decreases on consecutive
+    /// frames): `before` goes in before the next frame, `after` once that frame is in.
+    BeforeAndAfterNextFrame { before: u32, after: u32 },
+}
+
+impl VbvChange {
+    /// The average is lowered to `kbps` for the next frame: its VBV follows after that frame;
+    /// one already due before the next frame stays due.
+    fn lowered(self, kbps: u32) -> Self {
+        match self {
+            Self::None | Self::AfterNextFrame(_) => Self::AfterNextFrame(kbps),
+            Self::BeforeNextFrame(before) | Self::BeforeAndAfterNextFrame { before, .. } => {
+                Self::BeforeAndAfterNextFrame {
+                    before,
+                    after: kbps,
+                }
+            }
+        }
+    }
+
+    /// Before a frame: takes the VBV to write now.
+    fn take_before_frame(&mut self) -> Option<u32> {
+        match *self {
+            Self::BeforeNextFrame(kbps) => {
+                *self = Self::None;
+                Some(kbps)
+            }
+            Self::BeforeAndAfterNextFrame { before, after } => {
+                *self = Self::AfterNextFrame(after);
+                Some(before)
+            }
+            Self::None | Self::AfterNextFrame(_) => None,
+        }
+    }
+
+    /// A frame went in: a VBV waiting for it is due before the next one.
+    fn frame_sent(self) -> Self {
+        match self {
+            Self::AfterNextFrame(kbps) | Self::BeforeAndAfterNextFrame { after: kbps, .. } => {
+                Self::BeforeNextFrame(kbps)
+            }
+            Self::None | Self::BeforeNextFrame(_) => Self::None,
+        }
+    }
 }
 
 impl VideoEncoder {
@@ -464,7 +275,7 @@ impl VideoEncoder {
             "video encoder open"
         );
         Ok(Self {
-            encoder: Some(opened.encoder),
+            encoder: EncoderState::Open(opened.encoder),
             settings: settings.clone(),
             target,
             width: settings.width,
@@ -476,12 +287,9 @@ impl VideoEncoder {
             extradata: opened.extradata,
             keyframe_requested: false,
             last_pts_ms: None,
-            has_last: false,
-            as_is: false,
+            last: LastPicture::None,
             still: None,
-            vbv_after_next_frame: None,
-            vbv_pending: None,
-            flushed: false,
+            vbv: VbvChange::None,
             announce: None,
         })
     }
@@ -567,11 +375,10 @@ impl VideoEncoder {
         }
         if kbps < self.target.video_kbps {
             self.write_rate_control(Some(kbps), None);
-            self.vbv_after_next_frame = Some(kbps);
+            self.vbv = self.vbv.lowered(kbps);
         } else {
             self.write_rate_control(Some(kbps), Some(kbps));
-            self.vbv_after_next_frame = None;
-            self.vbv_pending = None;
+            self.vbv = VbvChange::None;
         }
         tracing::debug!(
             from_kbps = self.target.video_kbps,
@@ -583,7 +390,7 @@ impl VideoEncoder {
     }
 
     fn write_rate_control(&mut self, average_kbps: Option<u32>, vbv_kbps: Option<u32>) {
-        let Some(encoder) = self.encoder.as_mut() else {
+        let EncoderState::Open(encoder) = &mut self.encoder else {
             return;
         };
         // SAFETY: libx264 reads these fields of the live context before each frame
@@ -624,7 +431,8 @@ impl VideoEncoder {
         let started = Instant::now();
         let previous = self.target;
         self.flush(on_packet)?;
-        self.encoder = None;
+        // Closed (the flush dropped it) until a new one opens.
+        self.encoder = EncoderState::Broken;
         let (opened, applied, refused) = match open_context(&self.settings, target) {
             Ok(opened) => (opened, target, None),
             Err(e) => (open_context(&self.settings, previous)?, previous, Some(e)),
@@ -653,32 +461,32 @@ impl VideoEncoder {
         let (width, height) = self.settings.frame_size(target.scale_divisor);
         if (opened.pix_fmt, width, height) != (self.pix_fmt, self.width, self.height) {
             let mut converted = conversion_frame(opened.pix_fmt, width, height);
-            if self.has_last {
+            if self.last.in_converted() {
                 // The last picture, at the new size, for a still.
                 let from = (self.pix_fmt, self.width, self.height, false);
                 let scaled = Scaler::new(from, (opened.pix_fmt, width, height))
                     .and_then(|mut s| s.run(&self.converted, &mut converted));
-                self.has_last = scaled.is_ok();
+                if scaled.is_err() {
+                    self.last = self.last.lost();
+                }
             }
             self.converted = converted;
             self.scaler = None;
             self.still = None;
             (self.pix_fmt, self.width, self.height) = (opened.pix_fmt, width, height);
         }
-        self.encoder = Some(opened.encoder);
+        self.encoder = EncoderState::Open(opened.encoder);
         self.extradata = opened.extradata;
         self.target = target;
-        self.flushed = false;
         self.keyframe_requested = true;
-        self.vbv_after_next_frame = None;
-        self.vbv_pending = None;
+        self.vbv = VbvChange::None;
         self.announce = Some(Arc::new(self.params()));
     }
 
     /// Whether the last captured frame was encoded as it was, without conversion: the still
     /// can then only be made of it through [`remember_picture`](Self::remember_picture).
     pub fn encoded_as_is(&self) -> bool {
-        self.as_is
+        self.last.went_as_is()
     }
 
     /// Copies `picture`, the last frame encoded as is, for [`prepare_still`](Self::prepare_still)
@@ -695,7 +503,7 @@ impl VideoEncoder {
         );
         if full_range || (from.0, from.1, from.2) != (self.pix_fmt, self.width, self.height) {
             self.convert(picture)?;
-            self.has_last = true;
+            self.last = self.last.copied();
             return Ok(());
         }
         // SAFETY: both frames have the encoder's format and size (checked above);
@@ -711,7 +519,7 @@ impl VideoEncoder {
         if ret < 0 {
             return Err(self.convert_error(from, ffmpeg::Error::from(ret)));
         }
-        self.has_last = true;
+        self.last = self.last.copied();
         Ok(())
     }
 
@@ -754,7 +562,7 @@ impl VideoEncoder {
             if ret < 0 {
                 return Err(encode_error(ffmpeg::Error::from(ret)));
             }
-            if self.has_last {
+            if self.last.in_converted() {
                 let ret = ffmpeg::ffi::av_frame_copy(still.as_mut_ptr(), self.converted.as_ptr());
                 if ret < 0 {
                     return Err(encode_error(ffmpeg::Error::from(ret)));
@@ -813,7 +621,7 @@ impl VideoEncoder {
         force_keyframe: bool,
         on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<(), EncodeError> {
-        if self.encoder.is_none() {
+        if matches!(self.encoder, EncoderState::Broken) {
             return Err(closed(&self.settings.encoder));
         }
         let mut pts_ms = pts_us.div_euclid(1000);
@@ -824,7 +632,7 @@ impl VideoEncoder {
         }
         let keyframe = force_keyframe || self.keyframe_requested;
 
-        if let Some(kbps) = self.vbv_pending.take() {
+        if let Some(kbps) = self.vbv.take_before_frame() {
             self.write_rate_control(None, Some(kbps));
         }
 
@@ -847,12 +655,10 @@ impl VideoEncoder {
                     || full_range;
                 if needs_conversion {
                     self.convert(src)?;
-                    self.has_last = true;
-                    self.as_is = false;
+                    self.last = LastPicture::Converted;
                     &mut self.converted
                 } else {
-                    self.has_last = false;
-                    self.as_is = true;
+                    self.last = LastPicture::AsIs;
                     src
                 }
             }
@@ -865,9 +671,11 @@ impl VideoEncoder {
         });
         // SAFETY: a plain field of a frame we own.
         unsafe { (*target.as_mut_ptr()).key_frame = i32::from(keyframe) };
-        let sent = match self.encoder.as_mut() {
-            Some(encoder) => encoder.send_frame(target),
-            None => return Err(closed(&self.settings.encoder)),
+        let sent = match &mut self.encoder {
+            EncoderState::Open(encoder) => encoder.send_frame(target),
+            // What FFmpeg answers a frame sent after the end of stream.
+            EncoderState::Flushed => Err(ffmpeg::Error::Eof),
+            EncoderState::Broken => return Err(closed(&self.settings.encoder)),
         };
         sent.map_err(|source| EncodeError::Encode {
             encoder: self.settings.encoder.clone(),
@@ -876,7 +684,7 @@ impl VideoEncoder {
         self.last_pts_ms = Some(pts_ms);
         self.keyframe_requested = false;
         // A lowered VBV goes in with the frame after the lowered bitrate (see `set_bitrate`).
-        self.vbv_pending = self.vbv_after_next_frame.take();
+        self.vbv = self.vbv.frame_sent();
         self.drain(on_packet)
     }
 
@@ -886,23 +694,27 @@ impl VideoEncoder {
         &mut self,
         on_packet: &mut dyn FnMut(&EncodedPacket<'_>),
     ) -> Result<(), EncodeError> {
-        if self.flushed {
-            return Ok(());
-        }
-        let Some(encoder) = self.encoder.as_mut() else {
+        let EncoderState::Open(encoder) = &mut self.encoder else {
+            // Flushed already, or closed.
             return Ok(());
         };
-        self.flushed = true;
-        encoder.send_eof().map_err(|source| EncodeError::Encode {
-            encoder: self.settings.encoder.clone(),
-            source,
-        })?;
-        self.drain(on_packet)
+        let result = match encoder.send_eof() {
+            Ok(()) => self.drain(on_packet),
+            Err(source) => Err(EncodeError::Encode {
+                encoder: self.settings.encoder.clone(),
+                source,
+            }),
+        };
+        self.encoder = EncoderState::Flushed;
+        result
     }
 
     fn drain(&mut self, on_packet: &mut dyn FnMut(&EncodedPacket<'_>)) -> Result<(), EncodeError> {
-        let Some(encoder) = self.encoder.as_mut() else {
-            return Err(closed(&self.settings.encoder));
+        let encoder = match &mut self.encoder {
+            EncoderState::Open(encoder) => encoder,
+            // Nothing comes out after the end of stream.
+            EncoderState::Flushed => return Ok(()),
+            EncoderState::Broken => return Err(closed(&self.settings.encoder)),
         };
         loop {
             match encoder.receive_packet(&mut self.packet) {
@@ -946,305 +758,4 @@ impl VideoEncoder {
 enum Picture<'a> {
     Captured(&'a mut ffmpeg::frame::Video),
     Still,
-}
-
-/// Luma of the "camera away" still: a third of the way from black (limited range).
-fn dim_luma(y: u8) -> u8 {
-    16 + y.saturating_sub(16) / 3
-}
-
-/// Chroma of the still: halfway to grey.
-fn dim_chroma(c: u8) -> u8 {
-    (128 + (i16::from(c) - 128) / 2) as u8
-}
-
-/// Darkens an 8-bit limited-range picture in place (the encoder formats polypush picks); other
-/// formats are left as they are (the still is then the last picture, repeated).
-fn darken(frame: &mut ffmpeg::frame::Video, format: Pixel) {
-    let chroma_planes = match format {
-        Pixel::YUV420P => 1..3,
-        Pixel::NV12 => 1..2,
-        _ => return,
-    };
-    for y in frame.data_mut(0) {
-        *y = dim_luma(*y);
-    }
-    for plane in chroma_planes {
-        for c in frame.data_mut(plane) {
-            *c = dim_chroma(*c);
-        }
-    }
-}
-
-/// Fills a picture with black (limited range).
-///
-/// # Safety
-/// `frame` must be writable and allocated for `format` and its size.
-unsafe fn fill_black(frame: &mut ffmpeg::frame::Video, format: Pixel) -> Result<(), ffmpeg::Error> {
-    let raw = frame.as_mut_ptr();
-    let mut linesizes = [0isize; 4];
-    for (l, &s) in linesizes.iter_mut().zip((*raw).linesize.iter()) {
-        *l = s as isize;
-    }
-    let ret = ffmpeg::ffi::av_image_fill_black(
-        (*raw).data.as_mut_ptr(),
-        linesizes.as_ptr(),
-        format.into(),
-        ffmpeg::ffi::AVColorRange::AVCOL_RANGE_MPEG,
-        (*raw).width,
-        (*raw).height,
-    );
-    if ret < 0 {
-        Err(ffmpeg::Error::from(ret))
-    } else {
-        Ok(())
-    }
-}
-
-fn vbv_bits(kbps: u32, seconds: f64) -> i32 {
-    (f64::from(kbps) * 1000.0 * seconds)
-        .round()
-        .min(f64::from(i32::MAX)) as i32
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::media::EncodedPacketBuf;
-
-    #[test]
-    fn gop_is_interval_times_fps() {
-        let s = VideoSettings {
-            fps: 25,
-            keyframe_interval_s: 2.0,
-            ..Default::default()
-        };
-        assert_eq!(s.gop_frames(), 50);
-        let s = VideoSettings {
-            fps: 30,
-            keyframe_interval_s: 0.1,
-            ..Default::default()
-        };
-        assert_eq!(s.gop_frames(), 3);
-    }
-
-    #[test]
-    fn settings_errors_name_the_key() {
-        let s = VideoSettings {
-            preset: "warp".into(),
-            ..Default::default()
-        };
-        let msg = s.check_encodable().unwrap_err().to_string();
-        assert!(
-            msg.contains("[video] preset") && msg.contains("veryfast"),
-            "{msg}"
-        );
-        let s = VideoSettings {
-            width: 641,
-            ..Default::default()
-        };
-        assert!(s
-            .check_encodable()
-            .unwrap_err()
-            .to_string()
-            .contains("even"));
-    }
-
-    #[test]
-    fn the_still_is_darker_and_greyer() {
-        assert_eq!(dim_luma(235), 89);
-        assert_eq!(dim_luma(16), 16);
-        assert_eq!(dim_luma(0), 16, "below black stays black");
-        assert_eq!(dim_chroma(128), 128);
-        assert_eq!(dim_chroma(240), 184);
-        assert_eq!(dim_chroma(16), 72);
-    }
-
-    #[test]
-    fn stills_repeat_the_last_picture_darkened_and_keep_the_gop() {
-        let settings = VideoSettings {
-            width: 64,
-            height: 48,
-            fps: 25,
-            keyframe_interval_s: 0.4, // GOP of 10
-            bitrate_kbps: 200,
-            threads: 1,
-            ..Default::default()
-        };
-        let mut encoder = VideoEncoder::open(&settings).unwrap();
-        let mut out: Vec<EncodedPacketBuf> = Vec::new();
-        // A still before any picture is a dark frame.
-        encoder
-            .encode_still(0, false, &mut |p| out.push(p.into()))
-            .unwrap();
-        let mut frame = crate::capture::Captured {
-            frame: ffmpeg::frame::Video::new(Pixel::YUV420P, 64, 48),
-            pts_us: 40_000,
-        };
-        for b in frame.frame.data_mut(0) {
-            *b = 200;
-        }
-        for plane in 1..3 {
-            for b in frame.frame.data_mut(plane) {
-                *b = 128;
-            }
-        }
-        encoder
-            .encode(&mut frame, false, &mut |p| out.push(p.into()))
-            .unwrap();
-        // Encoded as is: the loop keeps the frame and hands it over when the camera is lost.
-        assert!(encoder.encoded_as_is());
-        encoder.remember_picture(&frame.frame).unwrap();
-        encoder.prepare_still().unwrap();
-        let still = encoder.still.as_ref().unwrap();
-        assert_eq!(still.data(0)[0], dim_luma(200));
-        assert_eq!(still.data(1)[0], 128);
-        for i in 2..25 {
-            encoder
-                .encode_still(i * 40_000, false, &mut |p| out.push(p.into()))
-                .unwrap();
-        }
-        let keyframes: Vec<usize> = out
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.keyframe)
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(keyframes, [0, 10, 20]);
-        let dts: Vec<i64> = out.iter().map(|p| p.dts_ms).collect();
-        assert!(dts.windows(2).all(|w| w[1] - w[0] == 40), "{dts:?}");
-        // Repeated pictures cost next to nothing.
-        assert!(out[5..9].iter().all(|p| p.data.len() < 100));
-    }
-
-    #[test]
-    fn divided_sizes_are_even_and_at_least_16() {
-        let s = |width, height| VideoSettings {
-            width,
-            height,
-            ..Default::default()
-        };
-        assert_eq!(s(1280, 720).frame_size(2), (640, 360));
-        assert_eq!(s(854, 480).frame_size(2), (426, 240));
-        assert_eq!(s(20, 16).frame_size(2), (16, 16));
-        assert_eq!(s(1280, 720).frame_size(0), (1280, 720), "0 is 1");
-        assert_eq!(s(1280, 720).frame_size(200), (320, 180), "clamped to 4");
-        let s = VideoSettings {
-            fps: 25,
-            keyframe_interval_s: 2.0,
-            ..Default::default()
-        };
-        assert_eq!((s.gop_frames_at(1), s.gop_frames_at(2)), (50, 25));
-    }
-
-    fn gradient(i: i64, width: u32, height: u32) -> ffmpeg::frame::Video {
-        let mut frame = ffmpeg::frame::Video::new(Pixel::YUV420P, width, height);
-        for plane in 0..3 {
-            let stride = frame.stride(plane);
-            for (row, line) in frame.data_mut(plane).chunks_mut(stride).enumerate() {
-                for (col, px) in line.iter_mut().enumerate() {
-                    *px = ((col + row) as i64 + i * 3) as u8;
-                }
-            }
-        }
-        frame
-    }
-
-    #[test]
-    fn a_reopen_goes_on_from_an_idr_with_continuous_timestamps() {
-        let settings = VideoSettings {
-            width: 320,
-            height: 240,
-            fps: 25,
-            keyframe_interval_s: 1.0, // GOP of 25
-            bitrate_kbps: 400,
-            threads: 1,
-            reopen_on_rate_change: true,
-            ..Default::default()
-        };
-        let mut encoder = VideoEncoder::open(&settings).unwrap();
-        assert!(matches!(
-            encoder.set_bitrate(300),
-            Err(EncodeError::BitrateChangeUnsupported { .. })
-        ));
-        let first_extradata = encoder.extradata().cloned().unwrap();
-        let mut out: Vec<EncodedPacketBuf> = Vec::new();
-        let frame_at = |encoder: &mut VideoEncoder, i: i64, out: &mut Vec<EncodedPacketBuf>| {
-            let mut frame = crate::capture::Captured {
-                frame: gradient(i, 320, 240),
-                pts_us: i * 40_000,
-            };
-            encoder
-                .encode(&mut frame, false, &mut |p| out.push(p.into()))
-                .unwrap();
-        };
-        for i in 0..10 {
-            frame_at(&mut encoder, i, &mut out);
-        }
-        // Bitrate alone: the same parameter sets, an IDR, the same grid.
-        let r = encoder
-            .reopen(Target::kbps(300), &mut |p| out.push(p.into()))
-            .unwrap();
-        assert!(matches!(r, Reopened::Applied));
-        for i in 10..20 {
-            frame_at(&mut encoder, i, &mut out);
-        }
-        let announced = out[10].reopened.clone().expect("announced");
-        assert_eq!(
-            (announced.width, announced.height, announced.bitrate_kbps),
-            (320, 240, 300)
-        );
-        assert_eq!(announced.extradata.as_ref(), Some(&first_extradata));
-        // Half size and half frame rate: new parameter sets; the GOP stays a second.
-        encoder
-            .reopen(
-                Target {
-                    video_kbps: 200,
-                    fps_divisor: 2,
-                    scale_divisor: 2,
-                },
-                &mut |p| out.push(p.into()),
-            )
-            .unwrap();
-        assert_eq!(encoder.frame_size(), (160, 120));
-        assert_eq!(encoder.frame_rate(), (25, 2));
-        for i in 10..40 {
-            frame_at(&mut encoder, i * 2, &mut out);
-        }
-        let announced = out[20].reopened.clone().expect("announced");
-        assert_eq!((announced.width, announced.height), (160, 120));
-        assert_ne!(announced.extradata.as_ref(), Some(&first_extradata));
-        assert_eq!(out.iter().filter(|p| p.reopened.is_some()).count(), 2);
-
-        let keyframes: Vec<usize> = out
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.keyframe)
-            .map(|(i, _)| i)
-            .collect();
-        // 13 frames (round(12.5)) per GOP after the second reopen.
-        assert_eq!(keyframes, [0, 10, 20, 33, 46]);
-        let dts: Vec<i64> = out.iter().map(|p| p.dts_ms).collect();
-        assert!(dts[..20].windows(2).all(|w| w[1] - w[0] == 40), "{dts:?}");
-        assert!(dts[20..].windows(2).all(|w| w[1] - w[0] == 80), "{dts:?}");
-        assert_eq!(dts[20] - dts[19], 40, "no gap at the reopen");
-
-        // The last picture survives at the new size for the still.
-        encoder.prepare_still().unwrap();
-        let still = encoder.still.as_ref().unwrap();
-        assert_eq!((still.width(), still.height()), (160, 120));
-        assert_ne!(still.data(0)[0], 16, "not a black frame");
-        // And a camera frame kept from before the size change is converted.
-        encoder.remember_picture(&gradient(0, 320, 240)).unwrap();
-        encoder
-            .encode_still(40 * 80_000, false, &mut |p| out.push(p.into()))
-            .unwrap();
-        encoder.flush(&mut |p| out.push(p.into())).unwrap();
-        assert!(out.last().unwrap().dts_ms > dts[dts.len() - 1]);
-    }
-
-    #[test]
-    fn libx264_is_linked_here() {
-        assert!(available_h264_encoders().contains(&"libx264".to_string()));
-    }
 }
