@@ -93,9 +93,9 @@
 //!   the floor.
 //! - Dropping is the ring's job, GOP-aware, past [`AdaptConfig::hard_delay_ms`].
 
-pub mod config;
-pub mod delay;
-pub mod measure;
+mod config;
+mod delay;
+mod measure;
 
 pub use config::AdaptConfig;
 pub use delay::DelayController;

@@ -31,12 +31,12 @@
 //! sources and files are not devices, and a device missing at start-up is still an error at
 //! start-up. `SourceSpec::Faulty` (hidden) is the test seam that fakes an unplugged device.
 
-pub mod clock;
-pub mod devices;
+mod clock;
+mod devices;
 mod graph;
-pub mod input;
-pub mod queue;
-pub mod reconnect;
+mod input;
+mod queue;
+mod reconnect;
 mod worker;
 
 use std::fmt;

@@ -31,11 +31,11 @@
 //! sink as a borrow of that `AVPacket`'s payload, where the FLV muxer writes the tag body from
 //! it in one pass; nothing here copies or allocates per packet.
 
-pub mod audio;
-pub mod pipeline;
-pub mod settings;
-pub mod target;
-pub mod video;
+mod audio;
+mod pipeline;
+mod settings;
+mod target;
+mod video;
 
 use bytes::Bytes;
 use ffmpeg_next as ffmpeg;

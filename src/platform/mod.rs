@@ -4,12 +4,12 @@
 //! [`client::PolyvClient`] owns the HTTP side: per-host base URLs (so it can point at the
 //! simulator), timeouts, bounded retries with jitter for transport errors, 5xx and 429 only.
 
-pub mod client;
-pub mod error;
-pub mod settings;
+mod client;
+mod error;
+mod settings;
 pub mod sign;
 pub mod types;
 
-pub use client::PolyvClient;
+pub use client::{PolyvClient, RetryPolicy};
 pub use error::PlatformError;
 pub use settings::{Endpoints, PolyvSettings, CREDENTIAL_APP_SECRET, CREDENTIAL_PASSWORD};

@@ -17,15 +17,15 @@
 //!   dedup and restamping, dead-link detection), `now` in.
 //! - [`error`]: [`RtmpError`], whose messages say what to do, and its [`Recovery`] class.
 
-pub mod backoff;
+mod backoff;
 mod continuity;
-pub mod error;
-pub mod publisher;
-pub mod sender;
-pub mod session;
+mod error;
+mod publisher;
+mod sender;
+mod session;
 mod stall;
-pub mod transport;
-pub mod url;
+mod transport;
+mod url;
 
 pub use backoff::{Backoff, BackoffConfig, FailureKind, Retry};
 pub use error::{Phase, Recovery, RtmpError};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Check, SIGNING_WINDOW_S};
 use crate::config::Config;
 use crate::exit::ExitCode;
-use crate::platform::client::RetryPolicy;
+use crate::platform::RetryPolicy;
 use crate::platform::{PlatformError, PolyvClient};
 use crate::rtmp::{ConnectOptions, Phase, RtmpError, RtmpUrl};
 

@@ -34,7 +34,7 @@
 //!   process with its exit code: systemd restarts it (`Restart=on-failure`) with a fresh
 //!   device open, which is what a wedged camera needs.
 
-pub mod reload;
+mod reload;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -12,16 +12,16 @@
 //! - [`line`]: the live status line on a terminal; [`stats_file`]: `--stats-file`, one JSON
 //!   line per second; both from the broadcast's snapshot, with `rate`'s [`RateMeter`].
 
-pub mod health;
-pub mod hub;
-pub mod json;
-pub mod line;
+mod health;
+mod hub;
+mod json;
+mod line;
 pub mod metrics;
 mod rate;
-pub mod server;
-pub mod settings;
-pub mod stats_file;
-pub mod viewers;
+mod server;
+mod settings;
+mod stats_file;
+mod viewers;
 
 pub use health::{health, Health};
 pub use hub::{
