@@ -75,7 +75,7 @@ fn squeeze_once() -> Result<bool, String> {
     let stats = dir.path().join("stats.jsonl");
     // ADAPTATION_LOG=FILE keeps polypush's log (at ADAPTATION_LOG_LEVEL, default info).
     let log_level = std::env::var("ADAPTATION_LOG_LEVEL").unwrap_or_else(|_| "info".into());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_polypush"))
+    let child = Command::new(env!("CARGO_BIN_EXE_polypush"))
         .arg("--config")
         .arg(&cfg)
         .args([

@@ -16,7 +16,7 @@ use polypush::capture::{Captured, SourceSpec, Track};
 use polypush::encode::{
     spawn_pipeline, AudioEncoder, AudioSettings, PipelineConfig, VideoEncoder, VideoSettings,
 };
-use polypush::media::{EncodedPacket, EncodedPacketBuf, StreamParams, VideoParams};
+use polypush::media::{EncodedPacket, EncodedPacketBuf, StreamParams};
 
 /// NAL unit types of an Annex B buffer (3- and 4-byte start codes).
 fn nal_types(data: &[u8]) -> Vec<u8> {

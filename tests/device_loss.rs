@@ -19,7 +19,7 @@ use polypush::capture::{reopen_delay, SourceSpec, Track, TrackState};
 use polypush::encode::{
     spawn_pipeline, AudioSettings, PipelineConfig, PipelineStats, VideoSettings,
 };
-use polypush::media::{EncodedPacket, EncodedPacketBuf, StreamParams, VideoParams};
+use polypush::media::{EncodedPacket, EncodedPacketBuf};
 
 const FPS: u32 = 25;
 const GOP: usize = 25; // keyframe_interval_s = 1

@@ -6,7 +6,6 @@
 #[path = "common/nginx.rs"]
 mod nginx;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;

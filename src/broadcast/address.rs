@@ -11,7 +11,7 @@ use crate::rtmp::{AddressError, AddressFuture, AddressSource, RtmpError, RtmpUrl
 /// Polyv gave an address polypush cannot parse.
 #[derive(Debug, thiserror::Error)]
 #[error("Polyv returned a push address polypush cannot use: {0}")]
-pub struct UnusableAddress(#[source] RtmpError);
+pub(super) struct UnusableAddress(#[source] RtmpError);
 
 /// What the sender must do about a platform error.
 pub fn classify(e: PlatformError) -> AddressError {

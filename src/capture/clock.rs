@@ -27,13 +27,13 @@
 use super::Track;
 
 /// A paced source more than this far behind real time is re-anchored (it cannot catch up).
-pub const PACED_BEHIND_MAX_US: i64 = 1_000_000;
+pub(super) const PACED_BEHIND_MAX_US: i64 = 1_000_000;
 /// A paced source's timestamp more than this far ahead of real time is a discontinuity.
-pub const PACED_AHEAD_MAX_US: i64 = 2_000_000;
+pub(super) const PACED_AHEAD_MAX_US: i64 = 2_000_000;
 /// A wallclock-stamped frame from the future by more than this is implausible.
-pub const LIVE_AHEAD_MAX_US: i64 = 100_000;
+pub(super) const LIVE_AHEAD_MAX_US: i64 = 100_000;
 /// A wallclock-stamped frame older than this is implausible (devices buffer far less).
-pub const LIVE_BEHIND_MAX_US: i64 = 2_000_000;
+pub(super) const LIVE_BEHIND_MAX_US: i64 = 2_000_000;
 
 /// The pipeline clock: `CLOCK_MONOTONIC` microseconds since the pipeline started.
 ///
@@ -86,7 +86,7 @@ fn wall_minus_mono_us() -> i64 {
 
 /// How a source's timestamps relate to real time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClockMode {
+pub(super) enum ClockMode {
     /// Timestamps are capture instants on the realtime clock (V4L2, ALSA).
     Wallclock,
     /// Timestamps are synthetic; the capture thread paces them against the pipeline clock.
@@ -95,7 +95,7 @@ pub enum ClockMode {
 
 /// The result of mapping one frame's timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mapped {
+pub(super) struct Mapped {
     /// Pipeline time of the frame.
     pub pts_us: i64,
     /// The mapping was re-anchored at this frame (log it, count it).
@@ -104,7 +104,7 @@ pub struct Mapped {
 
 /// Maps one input's timestamps to the pipeline clock. Pure: `now` is an argument.
 #[derive(Debug, Clone)]
-pub struct TimestampMapper {
+pub(super) struct TimestampMapper {
     mode: ClockMode,
     /// Paced: pipeline time − source time, fixed at the input's first frame.
     offset_us: Option<i64>,
@@ -114,7 +114,7 @@ pub struct TimestampMapper {
 }
 
 impl TimestampMapper {
-    pub fn new(mode: ClockMode) -> Self {
+    pub(super) fn new(mode: ClockMode) -> Self {
         Self {
             mode,
             offset_us: None,
@@ -127,14 +127,14 @@ impl TimestampMapper {
     /// timestamps start over, so its first frame is anchored anew: at the first instant not
     /// before "now" that lies a whole number of frame durations after the last frame mapped,
     /// which keeps the track's frame grid (and the capture thread sleeps until then).
-    pub fn restart_input(&mut self) {
+    pub(super) fn restart_input(&mut self) {
         if self.mode == ClockMode::Paced {
             self.offset_us = None;
             self.resuming = true;
         }
     }
 
-    pub fn mode(&self) -> ClockMode {
+    pub(super) fn mode(&self) -> ClockMode {
         self.mode
     }
 
@@ -143,7 +143,13 @@ impl TimestampMapper {
     ///
     /// For [`ClockMode::Wallclock`], `source_us` must already be converted to the pipeline
     /// clock ([`CaptureClock::from_wallclock_us`]); this only checks plausibility.
-    pub fn map(&mut self, track: Track, source_us: i64, duration_us: i64, now_us: i64) -> Mapped {
+    pub(super) fn map(
+        &mut self,
+        track: Track,
+        source_us: i64,
+        duration_us: i64,
+        now_us: i64,
+    ) -> Mapped {
         let (mut pts_us, resynced) = match self.mode {
             ClockMode::Wallclock => {
                 if source_us > now_us + LIVE_AHEAD_MAX_US || source_us < now_us - LIVE_BEHIND_MAX_US

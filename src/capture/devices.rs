@@ -81,7 +81,7 @@ pub fn list_devices() -> Devices {
 }
 
 /// The V4L2 video capture nodes under `/dev`, in numeric order.
-pub fn list_cameras() -> Vec<Camera> {
+pub(super) fn list_cameras() -> Vec<Camera> {
     let mut nodes: Vec<(u32, PathBuf)> = match fs::read_dir("/dev") {
         Ok(dir) => dir
             .filter_map(|e| e.ok())
@@ -101,14 +101,14 @@ pub fn list_cameras() -> Vec<Camera> {
 }
 
 /// The ALSA capture PCMs listed in `/proc/asound/pcm`.
-pub fn list_microphones() -> Vec<Microphone> {
+pub(super) fn list_microphones() -> Vec<Microphone> {
     fs::read_to_string("/proc/asound/pcm")
         .map(|text| parse_asound_pcm(&text))
         .unwrap_or_default()
 }
 
 /// Parses `/proc/asound/pcm`: `CC-DD: id : name : playback N : capture N` per line.
-pub fn parse_asound_pcm(text: &str) -> Vec<Microphone> {
+pub(super) fn parse_asound_pcm(text: &str) -> Vec<Microphone> {
     text.lines()
         .filter_map(|line| {
             let (ids, rest) = line.split_once(": ")?;
@@ -135,7 +135,7 @@ pub fn parse_asound_pcm(text: &str) -> Vec<Microphone> {
 }
 
 /// FFmpeg's v4l2 `input_format` name for a V4L2 fourcc (libavdevice's v4l2-common table).
-pub fn input_format_for_fourcc(fourcc: &str) -> Option<&'static str> {
+pub(super) fn input_format_for_fourcc(fourcc: &str) -> Option<&'static str> {
     Some(match fourcc {
         "MJPG" | "JPEG" => "mjpeg",
         "YUYV" => "yuyv422",

@@ -44,13 +44,13 @@ impl StopSignal {
 
 /// An open input. The context is declared first so it is closed before the stop signal its
 /// interrupt callback points to is freed.
-pub struct OpenedInput {
+pub(super) struct OpenedInput {
     pub ctx: ffmpeg::format::context::Input,
     _signal: Box<StopSignal>,
 }
 
 /// What to open.
-pub struct InputRequest<'a> {
+pub(super) struct InputRequest<'a> {
     /// libavformat short name: `v4l2`, `alsa`, `lavfi`, or `None` to probe (files).
     pub format: Option<&'static str>,
     /// Device path, ALSA name, filter graph, or file path.
@@ -74,7 +74,10 @@ unsafe extern "C" fn interrupt_cb(opaque: *mut c_void) -> c_int {
 
 /// Opens `req` and returns the context, or an error for the raw FFmpeg failure
 /// (`CaptureError::Open`) that the caller may refine into a device-specific message.
-pub fn open(req: &InputRequest<'_>, signal: &StopSignal) -> Result<OpenedInput, CaptureError> {
+pub(super) fn open(
+    req: &InputRequest<'_>,
+    signal: &StopSignal,
+) -> Result<OpenedInput, CaptureError> {
     super::init_ffmpeg();
     let url = CString::new(req.url).map_err(|_| CaptureError::InvalidSpec {
         message: format!("{}: the name contains a NUL byte", req.what),

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use ffmpeg_next as ffmpeg;
 
 /// The first reopen attempt comes this long after the loss.
-pub const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(500);
+pub(super) const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(500);
 /// The delay between attempts doubles up to this.
-pub const REOPEN_MAX_DELAY: Duration = Duration::from_secs(5);
+pub(super) const REOPEN_MAX_DELAY: Duration = Duration::from_secs(5);
 /// A live device that has delivered frames and then delivers nothing for this long is lost.
-pub const LIVE_STALL: Duration = Duration::from_secs(2);
+pub(super) const LIVE_STALL: Duration = Duration::from_secs(2);
 
 /// How long to wait before reopen attempt `attempt` (0 = the first, counted from the loss;
 /// later ones from the previous failed attempt): 0.5, 1, 2, 4, 5, 5, … seconds.

@@ -38,7 +38,7 @@ use crate::capture::{init_ffmpeg, AudioFrame};
 use crate::media::EncodedPacket;
 
 /// The counted timeline is corrected when it is this far from the capture clock.
-pub const RESYNC_THRESHOLD_US: i64 = 40_000;
+pub(super) const RESYNC_THRESHOLD_US: i64 = 40_000;
 
 impl AudioSettings {
     /// What the encoder itself can take (broader than [`AudioSettings::validate`]).

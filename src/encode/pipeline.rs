@@ -63,7 +63,7 @@ const VIDEO_QUEUE: usize = 3;
 /// Audio frames queued (a few hundred ms whatever the device's period size).
 const AUDIO_QUEUE: usize = 32;
 /// An encode thread without input looks this often whether its device was lost.
-pub const IDLE_POLL: Duration = Duration::from_millis(50);
+pub(super) const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// What to capture and how to encode it. A track whose source is `None` is absent.
 #[derive(Debug, Clone, PartialEq)]

@@ -100,7 +100,7 @@ impl Default for VideoSettings {
 }
 
 /// libx264's presets, fastest first.
-pub const X264_PRESETS: [&str; 10] = [
+pub(super) const X264_PRESETS: [&str; 10] = [
     "ultrafast",
     "superfast",
     "veryfast",
@@ -113,7 +113,7 @@ pub const X264_PRESETS: [&str; 10] = [
     "placebo",
 ];
 /// The H.264 profiles polypush asks for.
-pub const PROFILES: [&str; 3] = ["baseline", "main", "high"];
+pub(super) const PROFILES: [&str; 3] = ["baseline", "main", "high"];
 
 impl VideoSettings {
     /// Checks what a box should be configured with; the error names the `video.` key.

@@ -22,14 +22,14 @@ pub use crate::adapt::Target;
 
 /// The largest frame-rate or size divisor applied; larger ones are clamped to it (the
 /// controller asks for 1 or 2).
-pub const MAX_DIVISOR: u8 = 4;
+pub(super) const MAX_DIVISOR: u8 = 4;
 /// The bitrate range an encoder accepts, kbit/s (as `[video] bitrate_kbps`).
-pub const MIN_KBPS: u32 = 50;
-pub const MAX_KBPS: u32 = 100_000;
+pub(super) const MIN_KBPS: u32 = 50;
+pub(super) const MAX_KBPS: u32 = 100_000;
 
 /// `target` within what the encoder accepts: bitrate in [`MIN_KBPS`]..=[`MAX_KBPS`],
 /// divisors in 1..=[`MAX_DIVISOR`] (0 means 1).
-pub fn normalized(target: Target) -> Target {
+pub(super) fn normalized(target: Target) -> Target {
     Target {
         video_kbps: target.video_kbps.clamp(MIN_KBPS, MAX_KBPS),
         fps_divisor: target.fps_divisor.clamp(1, MAX_DIVISOR),
@@ -39,7 +39,7 @@ pub fn normalized(target: Target) -> Target {
 
 /// What the encode loop does with the encoder before the next frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(super) enum Step {
     /// Nothing to change.
     Keep,
     /// Change the bitrate of the running encoder to this many kbit/s.
@@ -50,7 +50,7 @@ pub enum Step {
 
 /// Decides when a requested [`Target`] reaches the encoder (see the module docs).
 #[derive(Debug, Clone)]
-pub struct TargetGate {
+pub(super) struct TargetGate {
     /// What the encoder runs at (or will, once the step returned last is done).
     applied: Target,
     /// The latest request not applied yet.
@@ -63,7 +63,7 @@ pub struct TargetGate {
 impl TargetGate {
     /// `applied` is what the encoder was opened with at `opened_at` (which counts as a reopen
     /// for the rate limit: a hardware encoder is not closed again right after its first open).
-    pub fn new(
+    pub(super) fn new(
         applied: Target,
         in_place: bool,
         min_interval: Duration,
@@ -79,22 +79,24 @@ impl TargetGate {
     }
 
     /// A new target from the controller; it replaces any request still waiting.
-    pub fn request(&mut self, target: Target) {
+    pub(super) fn request(&mut self, target: Target) {
         self.pending = Some(normalized(target));
     }
 
     /// What the encoder runs at.
-    pub fn applied(&self) -> Target {
+    #[cfg(test)]
+    pub(super) fn applied(&self) -> Target {
         self.applied
     }
 
     /// A request waiting for the rate limit.
-    pub fn pending(&self) -> Option<Target> {
+    #[cfg(test)]
+    pub(super) fn pending(&self) -> Option<Target> {
         self.pending
     }
 
     /// The step to take before the frame at `now`. The gate assumes it is taken.
-    pub fn poll(&mut self, now: Instant) -> Step {
+    pub(super) fn poll(&mut self, now: Instant) -> Step {
         let Some(want) = self.pending else {
             return Step::Keep;
         };
@@ -125,7 +127,7 @@ impl TargetGate {
 
     /// A reopen was refused and the encoder runs `running` again; the refused target is not
     /// retried until the controller asks for another.
-    pub fn refused(&mut self, running: Target) {
+    pub(super) fn refused(&mut self, running: Target) {
         self.applied = normalized(running);
     }
 }
@@ -135,14 +137,14 @@ impl TargetGate {
 /// and frames already dropped upstream therefore do not change the output rate, and the kept
 /// frames keep their capture timestamps.
 #[derive(Debug, Clone)]
-pub struct Decimator {
+pub(super) struct Decimator {
     interval_us: i64,
     last_kept_us: Option<i64>,
 }
 
 impl Decimator {
     /// For a source at `fps` (the configured frame rate).
-    pub fn new(fps: u32) -> Self {
+    pub(super) fn new(fps: u32) -> Self {
         Self {
             interval_us: 1_000_000 / i64::from(fps.max(1)),
             last_kept_us: None,
@@ -150,7 +152,7 @@ impl Decimator {
     }
 
     /// Whether the frame captured at `pts_us` is encoded at frame-rate divisor `divisor`.
-    pub fn keep(&mut self, pts_us: i64, divisor: u8) -> bool {
+    pub(super) fn keep(&mut self, pts_us: i64, divisor: u8) -> bool {
         if divisor > 1 {
             let min_gap = i64::from(divisor) * self.interval_us - self.interval_us / 2;
             if self
@@ -167,25 +169,21 @@ impl Decimator {
 
 /// A [`Target`] shared between threads without a lock: empty, or one target.
 #[derive(Debug, Default)]
-pub struct TargetCell(AtomicU64);
+pub(super) struct TargetCell(AtomicU64);
 
 const PRESENT: u64 = 1 << 63;
 
 impl TargetCell {
-    pub fn new(target: Option<Target>) -> Self {
-        Self(AtomicU64::new(target.map_or(0, pack)))
-    }
-
-    pub fn store(&self, target: Target) {
+    pub(super) fn store(&self, target: Target) {
         self.0.store(pack(target), Ordering::Relaxed);
     }
 
     /// Takes the target out, leaving the cell empty.
-    pub fn take(&self) -> Option<Target> {
+    pub(super) fn take(&self) -> Option<Target> {
         unpack(self.0.swap(0, Ordering::Relaxed))
     }
 
-    pub fn load(&self) -> Option<Target> {
+    pub(super) fn load(&self) -> Option<Target> {
         unpack(self.0.load(Ordering::Relaxed))
     }
 }

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of "now" in milliseconds since the epoch; injected in tests.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+pub(super) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Wall-clock milliseconds since the Unix epoch: the 13-digit Polyv timestamp.
-pub fn system_clock() -> Clock {
+pub(super) fn system_clock() -> Clock {
     Arc::new(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -136,7 +136,7 @@ impl Quota {
     /// How many of `oldest_first` to delete so that they plus `current` (the open segment,
     /// never deleted) fit `max_total_bytes` and `free` is at least `min_free_bytes`, assuming
     /// a deleted file frees its size. Deletes everything when that is still not enough.
-    pub fn plan(&self, oldest_first: &[SegmentFile], current: u64, free: u64) -> usize {
+    pub(super) fn plan(&self, oldest_first: &[SegmentFile], current: u64, free: u64) -> usize {
         let mut total = oldest_first.iter().map(|f| f.size).sum::<u64>() + current;
         let mut free = free;
         let mut n = 0;
@@ -152,7 +152,7 @@ impl Quota {
     }
 
     /// Whether the limits are exceeded now (`total` including the open segment).
-    pub fn exceeded(&self, total: u64, free: u64) -> bool {
+    pub(super) fn exceeded(&self, total: u64, free: u64) -> bool {
         total > self.max_total_bytes || free < self.min_free_bytes
     }
 }

@@ -53,7 +53,7 @@ struct State {
 }
 
 impl Queue {
-    pub fn new(max_bytes: usize, max_packets: usize) -> Self {
+    pub(super) fn new(max_bytes: usize, max_packets: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 packets: VecDeque::with_capacity(max_packets.min(4096)),
@@ -74,7 +74,7 @@ impl Queue {
 
     /// Queues a clone of `pkt` (it shares the body) or drops it; never waits for the writer.
     /// After [`Queue::close`] packets are discarded uncounted: the recorder is stopping.
-    pub fn push(&self, pkt: &MediaPacket) {
+    pub(super) fn push(&self, pkt: &MediaPacket) {
         let (wake, report) = {
             let mut s = self.lock();
             if s.closed {
@@ -105,7 +105,7 @@ impl Queue {
     /// Waits until there is something to write, then moves all of it into `into` (which must
     /// be empty; the two buffers trade places, so nothing is allocated in steady state).
     /// Returns false once the queue is closed and drained: the writer should finish.
-    pub fn take_all(&self, into: &mut VecDeque<MediaPacket>) -> bool {
+    pub(super) fn take_all(&self, into: &mut VecDeque<MediaPacket>) -> bool {
         debug_assert!(into.is_empty());
         let mut s = self.lock();
         while (s.packets.is_empty() || s.paused) && !s.closed {
@@ -121,7 +121,7 @@ impl Queue {
     }
 
     /// No more packets are accepted; the writer drains what is queued and finishes.
-    pub fn close(&self) {
+    pub(super) fn close(&self) {
         let mut s = self.lock();
         s.closed = true;
         s.paused = false;
@@ -129,7 +129,7 @@ impl Queue {
         self.wake.notify_all();
     }
 
-    pub fn stats(&self) -> QueueStats {
+    pub(super) fn stats(&self) -> QueueStats {
         let s = self.lock();
         QueueStats {
             queued_packets: s.packets.len(),
@@ -141,7 +141,7 @@ impl Queue {
 
     /// Test hook: stop (or resume) handing packets to the writer, as a hung disk would.
     #[cfg(test)]
-    pub fn set_paused(&self, paused: bool) {
+    pub(super) fn set_paused(&self, paused: bool) {
         self.lock().paused = paused;
         self.wake.notify_all();
     }

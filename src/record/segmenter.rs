@@ -142,7 +142,7 @@ pub(crate) struct Segmenter {
 }
 
 impl Segmenter {
-    pub fn new(cfg: SegmenterConfig) -> Self {
+    pub(super) fn new(cfg: SegmenterConfig) -> Self {
         Self {
             cfg,
             headers: Headers::default(),
@@ -162,7 +162,7 @@ impl Segmenter {
     }
 
     /// Takes one packet; appends what to do now to `out`.
-    pub fn push(&mut self, pkt: MediaPacket, out: &mut Vec<Step>) {
+    pub(super) fn push(&mut self, pkt: MediaPacket, out: &mut Vec<Step>) {
         match pkt.kind {
             PacketKind::Audio | PacketKind::AudioHeader => {
                 self.has_audio = true;
@@ -179,7 +179,7 @@ impl Segmenter {
 
     /// End of stream: writes everything still waiting for the other track and closes the
     /// open segment.
-    pub fn finish(&mut self, out: &mut Vec<Step>) {
+    pub(super) fn finish(&mut self, out: &mut Vec<Step>) {
         self.drain(true, out);
         if matches!(self.state, State::Recording(_)) {
             out.push(Step::Close);
@@ -192,7 +192,7 @@ impl Segmenter {
 
     /// The writer could not write the open segment (it has closed what it could). Nothing is
     /// written until a keyframe [`RETRY_AFTER_MS`] later.
-    pub fn abandon(&mut self) {
+    pub(super) fn abandon(&mut self) {
         self.state = State::Waiting {
             not_before: self.last_dts.saturating_add(RETRY_AFTER_MS),
             after_error: true,
@@ -200,19 +200,19 @@ impl Segmenter {
     }
 
     /// Cut the open segment at the next keyframe (the quota needs room now).
-    pub fn request_cut(&mut self) {
+    pub(super) fn request_cut(&mut self) {
         if let State::Recording(seg) = &mut self.state {
             seg.cut_at_next_keyframe = true;
         }
     }
 
-    pub fn discards(&self) -> Discards {
+    pub(super) fn discards(&self) -> Discards {
         self.discards
     }
 
     /// Media packets held for interleaving (not yet written nor discarded).
     #[cfg(test)]
-    pub fn pending(&self) -> usize {
+    pub(super) fn pending(&self) -> usize {
         self.video
             .iter()
             .chain(&self.audio)

@@ -73,7 +73,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(cfg: &RecordConfig, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(cfg: &RecordConfig, shared: Arc<Shared>) -> Self {
         Self {
             dir: cfg.dir.clone(),
             quota: Quota {
@@ -95,7 +95,7 @@ impl Writer {
     }
 
     /// The thread body: recover, then write until the queue is closed and drained.
-    pub fn run(mut self) {
+    pub(super) fn run(mut self) {
         self.recover();
         self.enforce_quota();
         self.publish();

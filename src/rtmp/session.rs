@@ -32,7 +32,7 @@ use crate::media::{MediaPacket, PacketKind, StreamInfo};
 
 /// The smallest outbound chunk size we use: 128-byte chunks (the RTMP default) cost a header
 /// every 128 bytes of video.
-pub const MIN_CHUNK_SIZE: u32 = 4096;
+pub(super) const MIN_CHUNK_SIZE: u32 = 4096;
 
 /// Protocol settings of one session.
 #[derive(Debug, Clone)]

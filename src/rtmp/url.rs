@@ -12,7 +12,7 @@ use std::fmt;
 use super::error::RtmpError;
 
 /// The RTMP default port, used when the address has none.
-pub const DEFAULT_PORT: u16 = 1935;
+pub(super) const DEFAULT_PORT: u16 = 1935;
 
 /// A parsed `rtmp://` push address.
 #[derive(Clone, PartialEq, Eq)]

@@ -32,7 +32,7 @@ pub(super) struct Rule {
 
 impl Rule {
     /// Parses entry `index` against the box's zone `local` (used when it names none).
-    pub fn parse(
+    pub(super) fn parse(
         index: usize,
         e: &ScheduleEntry,
         local: &(TimeZone, String),
@@ -110,7 +110,7 @@ impl Rule {
     /// The occurrences (start, end) of this rule that overlap `lo..hi`: end after `lo`,
     /// start before `hi`. Empty occurrences (both ends in one daylight-saving gap) are left
     /// out.
-    pub fn occurrences(&self, lo: Timestamp, hi: Timestamp) -> Vec<(Timestamp, Timestamp)> {
+    pub(super) fn occurrences(&self, lo: Timestamp, hi: Timestamp) -> Vec<(Timestamp, Timestamp)> {
         let mut out = Vec::new();
         let mut consider = |date: Date| {
             if let Some((s, e)) = self.on(date) {
@@ -146,7 +146,7 @@ impl Rule {
 
     /// The window this rule has when it starts on local `date`: `None` when it would be
     /// empty or out of range.
-    pub fn on(&self, date: Date) -> Option<(Timestamp, Timestamp)> {
+    pub(super) fn on(&self, date: Date) -> Option<(Timestamp, Timestamp)> {
         let start = resolve(&self.tz, date.to_datetime(self.start))?;
         let end_date = if self.overnight {
             date.tomorrow().ok()?
@@ -386,7 +386,7 @@ impl Template {
     }
 
     /// The name for one window.
-    pub fn render(&self, title: Option<&str>, date: &str, start: &str, end: &str) -> String {
+    pub(super) fn render(&self, title: Option<&str>, date: &str, start: &str, end: &str) -> String {
         let mut out = String::new();
         for p in &self.0 {
             match p {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a starting broadcast may take to publish before it counts as unhealthy.
-pub const GRACE: Duration = Duration::from_secs(30);
+pub(super) const GRACE: Duration = Duration::from_secs(30);
 
 /// The verdict: `healthy` → 200, otherwise 503; `message` is the body (`ok: live`, or the
 /// reason).

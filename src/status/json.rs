@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// `/status` for `snap` at `now`.
-pub fn status_json(snap: &Snapshot, now: Instant) -> Value {
+pub(super) fn status_json(snap: &Snapshot, now: Instant) -> Value {
     let h = health(snap, now);
     let since = |t: Option<Instant>| t.map(|t| secs(now.saturating_duration_since(t)));
     let s = &snap.schedule;
@@ -145,7 +145,7 @@ fn totals(t: &Totals) -> Value {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC, whole seconds).
-pub fn rfc3339(t: SystemTime) -> String {
+pub(super) fn rfc3339(t: SystemTime) -> String {
     let secs = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs_f64().ceil() as i64),

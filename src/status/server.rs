@@ -57,7 +57,7 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// The router over `hub`, requiring `token` if given. ([`serve`] binds and runs it.)
-pub fn router(hub: StatusHub, token: Option<Secret>) -> Router {
+pub(super) fn router(hub: StatusHub, token: Option<Secret>) -> Router {
     let state = AppState {
         hub,
         token: token.map(|t| Arc::new(digest(t.expose().as_bytes()))),

@@ -14,14 +14,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The shortest interval between two polls, whatever is asked.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// At most one DEBUG line about failing polls per this long.
-pub const ERROR_LOG_EVERY: Duration = Duration::from_secs(300);
+pub(super) const ERROR_LOG_EVERY: Duration = Duration::from_secs(300);
 /// How often the poller looks at the daemon's state (cheap: one mutex).
 const STATE_CHECK: Duration = Duration::from_secs(1);
 
 /// `interval`, raised to [`MIN_INTERVAL`].
-pub fn effective_interval(interval: Duration) -> Duration {
+pub(super) fn effective_interval(interval: Duration) -> Duration {
     interval.max(MIN_INTERVAL)
 }
 
