@@ -169,6 +169,11 @@ impl Measure {
     pub(super) fn gbit(&self) -> f64 {
         self.payload as f64 * 8.0 / self.wall.as_secs_f64() / 1e9
     }
+
+    /// Packets per second.
+    pub(super) fn pps(&self) -> f64 {
+        self.packets as f64 / self.wall.as_secs_f64()
+    }
 }
 
 /// Each measurement is split into this many windows and the median window (by payload

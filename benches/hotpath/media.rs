@@ -10,7 +10,7 @@ use polypush::flv::{
     aac_specific_config, audio_sequence_header_body, avc_decoder_config, is_keyframe_annexb,
     nal_unit_type, split_annexb, video_sequence_header_body,
 };
-use polypush::media::{AudioInfo, MediaPacket, PacketKind, StreamInfo};
+use polypush::media::{AudioInfo, MediaPacket, PacketKind, StreamInfo, VideoParams};
 
 // ---------------------------------------------------------------------------------------------
 // Media
@@ -30,6 +30,8 @@ pub(super) struct Media {
     pub(super) period_ms: u64,
     /// Metadata, AVC and AAC sequence headers.
     pub(super) headers: Vec<MediaPacket>,
+    /// What the video encoder "opened with" (SPS/PPS from the first IDR), for the muxer.
+    pub(super) video_params: VideoParams,
     pub(super) video_frames: usize,
     pub(super) audio_frames: usize,
     pub(super) bytes: usize,
@@ -224,7 +226,17 @@ pub(super) fn load_media() -> Media {
     // Stable: on equal DTS video stays first, as the encoders' interleaving does not matter.
     units.sort_by_key(|u| u.dts_ms);
     let last = units.last().map_or(0, |u| u.dts_ms);
+    let video_params = VideoParams {
+        encoder: "libx264".into(),
+        width: 1280,
+        height: 720,
+        fps: FPS as u32,
+        bitrate_kbps: 2500,
+        extradata: Some(aus[0].clone()),
+        parameter_sets_inline: false,
+    };
     Media {
+        video_params,
         period_ms: last + 1000 / FPS + 1,
         video_frames: aus.len(),
         audio_frames: frames.len(),

@@ -1,12 +1,17 @@
-//! The measured stages, each alone (packetize, ring, rml_rtmp's serializer, our session, the
-//! socket), and the end-to-end pipelines through `rtmp::Publisher`, with the per-step
-//! allocation attribution of the production pipeline.
+//! The measured stages, each alone (the encoder hand-over and packetizing, the ring, rml_rtmp's
+//! serializer, our session, the socket), and the end-to-end pipelines through
+//! `rtmp::Publisher`, with the per-step allocation attribution of the production pipeline.
+//!
+//! The production hand-over is the muxer's: the encoder's sink gets the payload borrowed from
+//! FFmpeg's packet and `VideoMuxer`/`AudioMuxer` write the tag body from it in one pass
+//! ([`Muxers`]). The hand-over before it copied the payload into `Bytes` first and packetized
+//! that ([`stage_handover_copy`]); both are measured side by side.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use polypush::flv::{AudioPacketizer, VideoPacketizer};
-use polypush::media::{MediaPacket, PacketKind};
+use polypush::flv::{AudioMuxer, AudioPacketizer, VideoMuxer, VideoPacketizer};
+use polypush::media::{EncodedPacket, MediaPacket, PacketKind};
 use polypush::ring::{Ring, RingConfig};
 use polypush::rtmp::{connect, ConnectOptions, Publisher, RtmpUrl, Session, SessionConfig};
 use rml_rtmp::chunk_io::ChunkSerializer;
@@ -47,6 +52,73 @@ impl Packetizers {
         };
         MediaPacket::new(kind_of(unit), pass * period + unit.dts_ms, body)
     }
+}
+
+/// The production encode sinks' muxers: a tag body made in one pass from the payload the
+/// encoder lends (here a unit's bytes, as FFmpeg's `AVPacket` would).
+pub(super) struct Muxers {
+    video: VideoMuxer,
+    audio: AudioMuxer,
+}
+
+impl Muxers {
+    pub(super) fn new(media: &Media) -> Self {
+        Self {
+            video: VideoMuxer::new(&media.video_params, 0),
+            audio: AudioMuxer::new(0),
+        }
+    }
+
+    pub(super) fn mux(&mut self, unit: &Unit, pass: u64, period: u64) -> MediaPacket {
+        let dts = (pass * period + unit.dts_ms) as i64;
+        let pkt = EncodedPacket {
+            data: &unit.data,
+            pts_ms: dts,
+            dts_ms: dts,
+            keyframe: unit.keyframe,
+            reopened: None,
+        };
+        if unit.video {
+            let mut out = None;
+            self.video
+                .mux(&pkt, &mut |p| out = Some(p))
+                .expect("the bench's video muxes");
+            out.expect("a video packet")
+        } else {
+            self.audio.mux(&pkt)
+        }
+    }
+}
+
+/// The encoder hand-over now: the muxer reads the borrowed payload (previous body dropped).
+pub(super) fn stage_handover_mux(media: &Media, secs: Duration) -> Measure {
+    let mut m = Muxers::new(media);
+    measure(secs, |pass| {
+        let mut payload = 0;
+        for unit in &media.units {
+            let pkt = m.mux(unit, pass, media.period_ms);
+            payload += pkt.body.len() as u64;
+        }
+        (media.units.len() as u64, payload, 0)
+    })
+}
+
+/// The encoder hand-over before this change: the payload copied out of FFmpeg's packet into a
+/// `Bytes` (`Bytes::copy_from_slice`), then packetized from that (previous body dropped).
+pub(super) fn stage_handover_copy(media: &Media, secs: Duration) -> Measure {
+    let mut p = Packetizers::default();
+    measure(secs, |pass| {
+        let mut payload = 0;
+        for unit in &media.units {
+            let owned = Unit {
+                data: Bytes::copy_from_slice(&unit.data),
+                ..*unit
+            };
+            let pkt = p.packetize(&owned, pass, media.period_ms);
+            payload += pkt.body.len() as u64;
+        }
+        (media.units.len() as u64, payload, 0)
+    })
 }
 
 pub(super) fn stage_packetize(media: &Media, secs: Duration) -> Measure {
@@ -243,11 +315,11 @@ pub(super) fn stage_pipeline_no_rtmp(media: &Media, secs: Duration) -> (Measure,
     let m = runtime().block_on(async {
         let mut sock = raw_connect(addr).await;
         let ring = Ring::new(RingConfig::default());
-        let mut p = Packetizers::default();
+        let mut p = Muxers::new(media);
         let m = measure_async!(secs, |pass| {
             let mut payload = 0;
             for unit in &media.units {
-                ring.push(p.packetize(unit, pass, media.period_ms));
+                ring.push(p.mux(unit, pass, media.period_ms));
                 let pkt = ring.try_pop().expect("just pushed");
                 sock.write_all(&pkt.body).await.expect("write");
                 payload += pkt.body.len() as u64;
@@ -311,7 +383,7 @@ pub(super) struct Attribution {
     pub(super) rml: [AllocSnap; 2],
 }
 
-/// The whole path: packetize → ring → `rtmp::Publisher` (our `Session` over rml_rtmp's
+/// The whole path: mux (from the borrowed payload) → ring → `rtmp::Publisher` (our `Session` over rml_rtmp's
 /// `ClientSession`) → loopback socket → the peer thread. Returns the measurement, bytes the
 /// peer received, bytes the publisher wrote, and (for `Queue`) a per-step attribution pass.
 pub(super) fn pipeline(
@@ -331,13 +403,13 @@ pub(super) fn pipeline(
         while let Some(h) = ring.try_pop() {
             publisher.queue(&h).expect("queue header");
         }
-        let mut p = Packetizers::default();
+        let mut p = Muxers::new(media);
         let m = {
             measure_async!(secs, |pass| {
                 let before = publisher.written_bytes();
                 let mut payload = 0;
                 for unit in &media.units {
-                    ring.push(p.packetize(unit, pass, media.period_ms));
+                    ring.push(p.mux(unit, pass, media.period_ms));
                     let pkt = ring.try_pop().expect("just pushed");
                     publish_one(&mut publisher, &pkt, mode).await;
                     payload += pkt.body.len() as u64;
@@ -356,7 +428,7 @@ pub(super) fn pipeline(
                 let k = usize::from(!unit.video);
                 a.packets[k] += 1;
                 let s0 = AllocSnap::now();
-                let pkt = p.packetize(unit, pass, media.period_ms);
+                let pkt = p.mux(unit, pass, media.period_ms);
                 let s1 = AllocSnap::now();
                 ring.push(pkt);
                 let s2 = AllocSnap::now();
