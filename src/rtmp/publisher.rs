@@ -334,12 +334,23 @@ impl Publisher {
         self.flush().await
     }
 
+    /// Until everything queued is written and flushed (reading inbound meanwhile).
     async fn flush(&mut self) -> Result<(), RtmpError> {
         self.collect();
-        while !self.out.is_empty() || self.unflushed {
-            self.service().await?;
-        }
-        Ok(())
+        poll_fn(|cx| loop {
+            if self.out.is_empty() && !self.unflushed {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_progress(cx) {
+                Ok(Progress::Moved) => {}
+                Ok(Progress::Blocked) if self.out.is_empty() && !self.unflushed => {
+                    return Poll::Ready(Ok(()))
+                }
+                Ok(Progress::Blocked) => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        })
+        .await
     }
 
     async fn close_inner(&mut self) -> Result<(), RtmpError> {
@@ -387,10 +398,12 @@ impl Publisher {
             moved |= self.out_bytes != before;
         }
         if self.out.is_empty() && self.unflushed {
+            // A flush moves bytes a buffering layer (TLS) held; it is not progress of ours to
+            // report (TCP's is a no-op, and waking the caller for it would cost a loop turn
+            // per packet).
             if let Poll::Ready(r) = Pin::new(&mut self.io).poll_flush(cx) {
                 r.map_err(|e| self.write_error(e))?;
                 self.unflushed = false;
-                moved = true;
             }
         }
         Ok(if moved {
