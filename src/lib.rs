@@ -28,6 +28,7 @@
 //! - [`logging`]: `tracing` to the journal or stderr, with a repeat limiter; `[log]`.
 //! - [`config`]: the TOML file: composes every layer's settings, loads them with
 //!   file:line:col errors, validates, resolves secrets.
+//! - [`secret`]: secrets as newtypes that print `***` ([`secret::Secret`]).
 //! - [`setting`]: the error a layer's settings check returns ([`setting::InvalidSetting`]).
 //! - [`throttle`]: the one "at most once per interval" throttle for log lines.
 //! - [`exit`]: the process exit codes, one type for every command.

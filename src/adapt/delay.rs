@@ -88,7 +88,7 @@ struct Raise {
     pass_ceiling: bool,
 }
 
-/// See the [module docs](self).
+/// See the module docs.
 #[derive(Debug, Clone)]
 pub struct DelayController {
     cfg: AdaptConfig,

@@ -9,9 +9,9 @@
 //! (`tests/adapt_scenarios.rs` drives it through a link simulator).
 //!
 //! # Layout
-//! - [`config`]: [`AdaptConfig`], the `[adapt]` table: every parameter with its range.
-//! - [`measure`]: [`Measure`], counters → delivery rate, link rate and queue delay.
-//! - [`delay`]: [`DelayController`], the default algorithm.
+//! - `config`: [`AdaptConfig`], the `[adapt]` table: every parameter with its range.
+//! - `measure`: [`Measure`], counters → delivery rate, link rate and queue delay.
+//! - `delay`: [`DelayController`], the default algorithm.
 //!
 //! # The signal
 //! Congestion shows as *delay*: media waiting to leave. Three places hold it: the ring

@@ -1,17 +1,17 @@
 //! Capture: libavdevice inputs (V4L2 camera, ALSA microphone, looped media file) decoded on
-//! their own OS threads, and test patterns read straight from a libavfilter graph ([`graph`]),
+//! their own OS threads, and test patterns read straight from a libavfilter graph (`graph`),
 //! handed to the encoders as raw frames stamped on one pipeline clock.
 //!
 //! This module owns everything between a device and a decoded frame: opening inputs with an
-//! explicit input format and checked options ([`input`]), device discovery for
-//! `polypush devices` and for errors that name what exists ([`devices`]), the pipeline clock and
-//! the timestamp mapping that keeps audio and video in sync over hours ([`clock`]), and the
-//! bounded frame queues with their drop policy ([`queue`]).
+//! explicit input format and checked options (`input`), device discovery for
+//! `polypush devices` and for errors that name what exists (`devices`), the pipeline clock and
+//! the timestamp mapping that keeps audio and video in sync over hours (`clock`), and the
+//! bounded frame queues with their drop policy (`queue`).
 //!
 //! Pacing: lavfi sources and files produce frames as fast as they are read. Rather than
 //! appending lavfi's `realtime` filter (which keeps its own clock, cannot be interrupted and
 //! does not apply to files) the capture thread sleeps until each frame's time on the pipeline
-//! clock, so test patterns and files share one pacing path and one clock. See [`clock`] for the
+//! clock, so test patterns and files share one pacing path and one clock. See `clock` for the
 //! timestamp scheme.
 //!
 //! Threading: [`CaptureThread::spawn`] starts a thread (`polypush-capture-video`, `-audio`, or
@@ -22,7 +22,7 @@
 //! interrupted through libavformat's interrupt callback; devices are opened non-blocking), when
 //! the encode side hangs up, or on error, which [`CaptureThread::join`] returns.
 //!
-//! Device loss ([`reconnect`]): a live device (V4L2, ALSA) that fails mid-broadcast (a USB
+//! Device loss (`reconnect`): a live device (V4L2, ALSA) that fails mid-broadcast (a USB
 //! camera pulled out) does not end the thread. The thread waits for the encoder to give back
 //! the frames it still holds (they may point into the device's buffers), closes the device,
 //! marks the track [`TrackState::Reconnecting`], and reopens it with backoff (0.5 s doubling to
@@ -124,7 +124,7 @@ pub enum SourceSpec {
     File { path: PathBuf, looped: bool },
     /// Test seam: `inner`, treated as a live device that is unplugged `fail_after` into the
     /// broadcast (the next read fails with `EIO`) and stays away for `down_for` (reopen attempts
-    /// fail with `ENODEV`), then opens normally. See [`reconnect`].
+    /// fail with `ENODEV`), then opens normally. See `reconnect`.
     #[doc(hidden)]
     Faulty {
         inner: Box<SourceSpec>,
@@ -145,7 +145,7 @@ impl SourceSpec {
     }
 
     /// A device that can disappear and come back (a USB camera or sound card): its loss
-    /// mid-broadcast is waited out (see [`reconnect`]) rather than ending the pipeline.
+    /// mid-broadcast is waited out (see `reconnect`) rather than ending the pipeline.
     pub fn is_live_device(&self) -> bool {
         matches!(
             self,

@@ -53,7 +53,7 @@ pub struct CaptureCounters {
     pub captured: AtomicU64,
     /// Frames dropped because the encoder's queue was full, or stamped before the pipeline began.
     pub dropped: AtomicU64,
-    /// Timestamp re-anchors (see [`super::clock`]).
+    /// Timestamp re-anchors (see `super::clock`).
     pub resyncs: AtomicU64,
     /// Times the live device was lost (a read error, end of stream or stall mid-broadcast).
     pub device_losses: AtomicU64,

@@ -12,7 +12,7 @@
 //! sequence headers), both from [`crate::media`].
 //!
 //! A target ([`PipelineControl::set_video_target`]) is applied by the video encode thread
-//! before the next frame ([`target`]): a bitrate alone is changed in place where the encoder
+//! before the next frame (`target`): a bitrate alone is changed in place where the encoder
 //! can (libx264); otherwise (`h264_v4l2m2m` and any encoder not known to, a frame-rate or size
 //! divisor) the encoder is reopened ([`VideoEncoder::reopen`]) at that frame, at most once per
 //! [`VideoSettings::min_reopen_interval`] (5 s; the latest target wins). A reopened
@@ -25,7 +25,7 @@
 //!
 //! When a live camera or microphone is lost, the encode threads keep its track going (a
 //! darkened still picture, or silence) on the pipeline clock until it is back; see
-//! [`pipeline`].
+//! `pipeline`.
 //!
 //! The encoders reuse one `AVPacket` and their conversion frames. A packet is handed to the
 //! sink as a borrow of that `AVPacket`'s payload, where the FLV muxer writes the tag body from

@@ -28,7 +28,7 @@
 //! [`IDLE_POLL`].
 //!
 //! Adaptation: [`PipelineControl::set_video_target`] leaves a [`Target`] for the video encode
-//! thread, which applies it before its next frame, captured or still (see [`super::target`]
+//! thread, which applies it before its next frame, captured or still (see `super::target`
 //! for when, [`VideoEncoder::reopen`] for how). While the frame rate is divided the thread
 //! leaves out captured frames on the frame grid before the encoder
 //! ([`TrackStats::frames_decimated`]) and stills follow the divided rate;
@@ -244,7 +244,7 @@ impl PipelineControl {
     /// bitrate change alone is applied in place from the next frame where the encoder can
     /// (libx264); anything else reopens the encoder at the next frame, at most once per
     /// [`VideoSettings::min_reopen_interval`] (the latest target wins). See
-    /// [`super::target`] and [`VideoEncoder::reopen`]. Values out of range are clamped.
+    /// `super::target` and [`VideoEncoder::reopen`]. Values out of range are clamped.
     pub fn set_video_target(&self, target: Target) {
         self.shared.target_requested.store(target);
     }

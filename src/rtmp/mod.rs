@@ -2,20 +2,20 @@
 //! ingest (Polyv's, or nginx-rtmp in tests) over `rml_rtmp` on a tokio byte stream.
 //!
 //! # Layout
-//! - [`url`]: `rtmp://host[:port]/app/stream?query` → app, stream key, tcUrl; masks the key.
-//! - [`session`]: the sans-IO session over `rml_rtmp`'s handshake and client session: bytes in,
+//! - `url`: `rtmp://host[:port]/app/stream?query` → app, stream key, tcUrl; masks the key.
+//! - `session`: the sans-IO session over `rml_rtmp`'s handshake and client session: bytes in,
 //!   bytes and events out, a state enum (handshaking → connecting → publishing → closed).
-//! - [`transport`]: the byte stream ([`Transport`]: TCP, or an in-memory pipe in tests) and the
+//! - `transport`: the byte stream ([`Transport`]: TCP, or an in-memory pipe in tests) and the
 //!   seam that opens one ([`Connector`], [`TcpConnector`] with the socket options).
-//! - [`publisher`]: one connection driven through the session: [`connect`], [`Publisher`] with
+//! - `publisher`: one connection driven through the session: [`connect`], [`Publisher`] with
 //!   a cancel-safe `send`/`service`/`queue`, `close`, [`pump`], and [`probe`] (no publish).
-//! - [`sender`]: the long-running sender, [`run_sender`]: ring → publisher, reconnecting with
+//! - `sender`: the long-running sender, [`run_sender`]: ring → publisher, reconnecting with
 //!   backoff, stall detection, fresh addresses after rejections, continuity of headers,
 //!   keyframes and timestamps across sessions, clean drain on shutdown; [`SenderControl`] to
 //!   watch and steer it.
-//! - [`backoff`], `continuity`, `stall`: the sender's pure parts (the retry schedule, header
+//! - `backoff`, `continuity`, `stall`: the sender's pure parts (the retry schedule, header
 //!   dedup and restamping, dead-link detection), `now` in.
-//! - [`error`]: [`RtmpError`], whose messages say what to do, and its [`Recovery`] class.
+//! - `error`: [`RtmpError`], whose messages say what to do, and its [`Recovery`] class.
 
 mod backoff;
 mod continuity;

@@ -38,7 +38,7 @@ pub(super) const MIN_CHUNK_SIZE: u32 = 4096;
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// Outbound chunk size announced after `connect` is accepted (`rml_rtmp` uses 128 until
-    /// then). Raised to [`MIN_CHUNK_SIZE`] if lower.
+    /// then). Raised to `MIN_CHUNK_SIZE` if lower.
     pub chunk_size: u32,
     /// Window acknowledgement size we announce. nginx-rtmp (and rml_rtmp) then acknowledge
     /// every this many bytes received, which feeds [`SessionStats::bytes_acked_by_peer`].

@@ -9,7 +9,7 @@
 //! | `audio` | the same for the audio source (`none`: not needed) | 5 |
 //! | `encoder` | opens the configured H.264 encoder with the configured size, rate and bitrate, encodes 10 frames of a test pattern (ms per frame), opens the AAC encoder | 5 |
 //! | `login` | Polyv `teacher_login`, one attempt within `[polyv] timeout_s`: the push address, stream key masked (not needed with `--url` or `[target] url`) | 3 rejected, 4 unreachable, 2 no password |
-//! | `ingest` | TCP connect, RTMP handshake and `connect` to the application, until `NetConnection.Connect.Success`, within 5 s; then hangs up without `createStream` or `publish` ([`crate::rtmp::driver::probe`]) | 4 unreachable, 3 refused, 2 bad address |
+//! | `ingest` | TCP connect, RTMP handshake and `connect` to the application, until `NetConnection.Connect.Success`, within 5 s; then hangs up without `createStream` or `publish` ([`crate::rtmp::probe`]) | 4 unreachable, 3 refused, 2 bad address |
 //! | `clock` | this box's clock against the `Date` header of Polyv's login endpoint; fails outside Polyv's 3-minute signing window (not needed without Polyv) | 3, or 4 unreachable |
 //! | `record` | with `[record] enabled`: creates the directory if missing, writes, fsyncs and deletes a probe file, and wants `min_free_mb` plus one segment's worth free | 2 |
 //!

@@ -1,15 +1,15 @@
 //! Watching the daemon: the shared [`StatusHub`], and the HTTP status server over it
 //! (`/metrics`, `/healthz`, `/status`, `POST /reconnect`).
 //!
-//! - [`hub`]: the state the broadcast and the service loop write and everything else reads,
+//! - `hub`: the state the broadcast and the service loop write and everything else reads,
 //!   with daemon-wide monotonic counters ([`Totals`]).
 //! - [`health`]: the `/healthz` rule, a pure function of a snapshot and "now".
 //! - [`metrics`]: the `/metrics` registry (`prometheus-client`), built at scrape time.
-//! - [`json`]: the `/status` document.
-//! - [`server`]: the axum server, bearer-token check included.
-//! - [`viewers`]: the listUsers poller that fills in the viewer count.
-//! - [`settings`]: `[status]` ([`StatusSettings`]).
-//! - [`line`]: the live status line on a terminal; [`stats_file`]: `--stats-file`, one JSON
+//! - `json`: the `/status` document.
+//! - `server`: the axum server, bearer-token check included.
+//! - `viewers`: the listUsers poller that fills in the viewer count.
+//! - `settings`: `[status]` ([`StatusSettings`]).
+//! - [`line`]: the live status line on a terminal; `stats_file`: `--stats-file`, one JSON
 //!   line per second; both from the broadcast's snapshot, with `rate`'s [`RateMeter`].
 
 mod health;

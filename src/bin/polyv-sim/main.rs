@@ -54,7 +54,7 @@ struct Cli {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: String,
 
-    /// TOML file with rtmp_base, max_channels, [[app]] and [[channel]] tables.
+    /// TOML file with rtmp_base, max_channels, `[[app]]` and `[[channel]]` tables.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
