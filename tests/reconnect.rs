@@ -203,8 +203,13 @@ async fn through_polyv_sim_credentials_then_a_busy_stream_then_publishing() {
         })
         .await;
     match sender.control.state() {
-        SenderState::CredentialsRejected { message, retry_in } => {
+        SenderState::CredentialsRejected {
+            message,
+            retry_in,
+            refusal,
+        } => {
             assert!(message.contains("rejected the credentials"), "{message}");
+            assert_eq!(refusal.reason, "password");
             assert_eq!(retry_in, Duration::from_secs(1));
         }
         other => panic!("{other:?}"),

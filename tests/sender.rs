@@ -18,8 +18,8 @@ use std::time::Duration;
 use common::memory_ingest::{Got, MemoryIngest, Plan, SessionLog, MISBEHAVIOURS};
 use common::sender::{pass, start, url};
 use polypush::rtmp::{
-    AddressError, AddressFuture, AddressSource, Backoff, BackoffConfig, ConnectOptions,
-    FailureKind, RtmpUrl, SenderOptions, SenderState,
+    AddressClass, AddressError, AddressFuture, AddressSource, Backoff, BackoffConfig,
+    ConnectOptions, FailureKind, RtmpUrl, SenderOptions, SenderState,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -249,7 +249,20 @@ async fn a_stop_gives_up_on_an_ingest_that_takes_nothing_within_the_drain_and_cl
 /// address; records every request.
 struct Rejecting {
     rejections: usize,
+    class: AddressClass,
+    reason: &'static str,
     calls: Mutex<Vec<(Instant, bool)>>,
+}
+
+impl Rejecting {
+    fn new(rejections: usize, class: AddressClass, reason: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            rejections,
+            class,
+            reason,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
 }
 
 impl AddressSource for Rejecting {
@@ -259,14 +272,18 @@ impl AddressSource for Rejecting {
             calls.push((Instant::now(), fresh));
             calls.len()
         };
-        let reply =
-            if n <= self.rejections {
-                Err(AddressError::OperatorMustAct(Arc::new(std::io::Error::other(
-                "Polyv rejected the credentials of channel 153884: check the channel password",
-            ))))
-            } else {
-                Ok(url(ADDRESS))
-            };
+        let reply = if n <= self.rejections {
+            Err(AddressError::new(
+                self.class,
+                self.reason,
+                std::io::Error::other(format!(
+                    "Polyv refused channel 153884 ({}): what to do",
+                    self.reason
+                )),
+            ))
+        } else {
+            Ok(url(ADDRESS))
+        };
         Box::pin(std::future::ready(reply))
     }
 }
@@ -274,10 +291,7 @@ impl AddressSource for Rejecting {
 #[tokio::test(start_paused = true)]
 async fn rejected_credentials_are_retried_every_credentials_retry_and_never_faster() {
     const RETRY: Duration = Duration::from_secs(300);
-    let source = Arc::new(Rejecting {
-        rejections: 3,
-        calls: Mutex::new(Vec::new()),
-    });
+    let source = Rejecting::new(3, AddressClass::OperatorMustAct, "password");
     let ingest = MemoryIngest::new([], Plan::Accept);
     let sender = start(
         source.clone(),
@@ -294,9 +308,15 @@ async fn rejected_credentials_are_retried_every_credentials_retry_and_never_fast
         })
         .await;
     match sender.control.state() {
-        SenderState::CredentialsRejected { message, retry_in } => {
-            assert!(message.contains("rejected the credentials"), "{message}");
+        SenderState::CredentialsRejected {
+            message,
+            retry_in,
+            refusal,
+        } => {
+            assert!(message.contains("(password): what to do"), "{message}");
             assert_eq!(retry_in, RETRY);
+            assert_eq!(refusal.class, AddressClass::OperatorMustAct);
+            assert_eq!(refusal.reason, "password");
         }
         other => panic!("{other:?}"),
     }
@@ -461,4 +481,54 @@ async fn a_new_session_starts_with_headers_and_a_keyframe_and_timestamps_continu
         assert!(start2 >= end1, "video={video}: {end1} then {start2}");
         assert!(start2 > 2000, "video={video}: {start2}");
     }
+}
+
+/// "Try later" refusals (channel still live, rate limited, a server error): the first retry
+/// within 5 s, then backoff with a guaranteed minimum gap (half the ceiling), never more than
+/// 60 s apart, and a fresh login every time.
+#[tokio::test(start_paused = true)]
+async fn try_later_refusals_back_off_between_5_and_60_s_and_log_in_again() {
+    let source = Rejecting::new(12, AddressClass::TryLater, "channel_live");
+    let ingest = MemoryIngest::new([], Plan::Accept);
+    let sender = start(source.clone(), Some(Arc::new(ingest.clone())), options(), 0);
+    sender
+        .wait_state("waiting on the platform", Duration::from_secs(5), |s| {
+            s.refusal().is_some_and(|r| r.reason == "channel_live")
+        })
+        .await;
+    sender.wait_publishing(Duration::from_secs(3600)).await;
+    let calls = source.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 13, "12 refusals, then the address");
+    assert!(
+        calls[1..].iter().all(|c| c.1),
+        "every retry logs in again: {calls:?}"
+    );
+    let times: Vec<Instant> = calls.iter().map(|c| c.0).collect();
+    let gaps = gaps(&times);
+    assert!(gaps[0] <= Duration::from_secs(5), "{gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g <= Duration::from_secs(60)),
+        "{gaps:?}"
+    );
+    // Each wait is at least half of the backoff's ceiling for that failure (replayed on a
+    // fresh backoff at the same instants: ceilings do not depend on the jitter).
+    let mut backoff = Backoff::new(options().backoff);
+    let mut rng = StdRng::seed_from_u64(SEED);
+    for (i, g) in gaps.iter().enumerate() {
+        let ceiling = backoff
+            .on_failure(times[i], FailureKind::Rejected, &mut rng)
+            .unwrap()
+            .ceiling;
+        assert!(
+            *g >= ceiling / 2 && *g <= ceiling.max(Duration::from_millis(1)) + MS,
+            "gap {i} is {g:?} for a ceiling of {ceiling:?}: {gaps:?}"
+        );
+    }
+    assert!(
+        gaps[6..].iter().all(|g| *g >= Duration::from_secs(4)),
+        "the backoff grew: {gaps:?}"
+    );
+    let stats = sender.stop().await;
+    assert_eq!(stats.platform_refusals, 12);
+    assert_eq!(stats.credentials_rejections, 0);
 }

@@ -27,7 +27,7 @@ mod media;
 mod settings;
 mod tee;
 
-pub use address::{classify, PolyvAddress};
+pub use address::{classify, PolyvAddress, REFUSAL_REASONS};
 pub use settings::{media_settings, sender_options, BroadcastSettings, Destination, RunOptions};
 
 use std::io::IsTerminal;
@@ -49,8 +49,8 @@ use crate::ring::{Ring, RingStats};
 #[cfg(unix)]
 use crate::rtmp::reconnect_on_sigusr1;
 use crate::rtmp::{
-    run_sender, AddressError, AddressSource, RtmpError, SenderControl, SenderHooks, SenderParts,
-    SenderStats,
+    run_sender, AddressClass, AddressError, AddressSource, RtmpError, SenderControl, SenderHooks,
+    SenderParts, SenderStats,
 };
 use crate::status::{
     BroadcastSnapshot, RateMeter, StatsFile, StatsFileError, StatusHub, StatusLine,
@@ -400,7 +400,7 @@ async fn resolve_destination(
             Some(max)
         }
         Ok(_) => None,
-        Err(e @ AddressError::BadConfig(_)) => return Err(e.into()),
+        Err(e) if e.class == AddressClass::BadConfig => return Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, "no push address yet; retrying in the background");
             None

@@ -17,6 +17,7 @@ use crate::ring::RingConfig;
 use crate::rtmp::{BackoffConfig, ConnectOptions, RtmpUrl, SenderOptions, MAX_STALL_TIMEOUT};
 
 use super::RunError;
+use crate::setting::InvalidSetting;
 
 /// How one `run` is invoked, beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +68,14 @@ impl BroadcastSettings {
             .or_else(|| (!cfg.target.url.is_empty()).then(|| cfg.target.url.clone()));
         let destination = match url {
             Some(url) => Destination::Url(RtmpUrl::parse(&url)?),
+            None if !cfg.polyv.is_configured() => {
+                return Err(InvalidSetting::new(
+                    "target.url",
+                    "no push address: set url under [target] (or pass --url), or configure \
+                     [polyv] with channel_id and password_file to push to Polyv",
+                )
+                .into())
+            }
             None => {
                 cfg.polyv.password()?;
                 Destination::Polyv(cfg.polyv.clone())

@@ -48,11 +48,9 @@ impl Default for TargetConfig {
 impl super::Config {
     pub(super) fn validate_media(&self, src: &super::Source<'_>) -> Result<(), super::ConfigError> {
         let t = &self.target;
-        if !t.url.is_empty() && !(t.url.starts_with("rtmp://")) {
-            return Err(src.invalid(
-                "target.url",
-                format!("{:?} is not an rtmp:// URL: use rtmp://host[:port]/app/stream, or leave it empty to log in to Polyv", t.url),
-            ));
+        if !t.url.is_empty() {
+            crate::rtmp::RtmpUrl::parse(&t.url)
+                .map_err(|e| src.invalid("target.url", e.to_string()))?;
         }
         range(src, "target.connect_timeout_s", t.connect_timeout_s, 1, 60)?;
         range(

@@ -192,7 +192,9 @@ impl Config {
 
     fn validate_in(&self, src: &Source<'_>) -> Result<(), ConfigError> {
         let p = &self.polyv;
-        if p.channel_id.trim().is_empty() {
+        // No [polyv] at all is fine: a box that pushes to a fixed address (`[target] url` or
+        // `run --url`) never talks to Polyv. A [polyv] that is there must name the channel.
+        if p.is_configured() && p.channel_id.trim().is_empty() {
             return Err(src.invalid(
                 "polyv.channel_id",
                 "missing: set channel_id under [polyv] to your Polyv channel number (频道号), such as channel_id = \"153884\"",

@@ -20,6 +20,16 @@ pub enum PlatformError {
     /// The 13-digit timestamp was outside Polyv's 3-minute window: almost always this box's clock.
     #[error("Polyv rejected the timestamp of {api}: {skew}; Polyv accepts 3 minutes, so fix this box's clock (enable NTP: `timedatectl set-ntp true`)")]
     StaleTimestamp { api: &'static str, skew: Skew },
+    /// A login refusal that is not about the password: the channel is still logged in or
+    /// live elsewhere (often this box before a restart), or logins are forbidden for now.
+    /// Polyv's advice is to try again later.
+    #[error("Polyv refused the login to channel {channel_id} for now ({message}): Polyv asks to try again later; polypush retries on its own (if another encoder is pushing this channel, stop it)")]
+    LoginRefused {
+        channel_id: String,
+        message: String,
+        /// `already_logged_in`, `channel_live` or `login_forbidden`.
+        reason: &'static str,
+    },
     /// Polyv's own validation message (name too long, wrong scene, bad JSON, …).
     #[error("Polyv refused {api}: {message}: correct the request and run it again")]
     Validation { api: &'static str, message: String },
@@ -96,6 +106,7 @@ impl PlatformError {
             Self::AppRejected { .. } => "app_rejected",
             Self::SignatureRejected { .. } => "signature_rejected",
             Self::StaleTimestamp { .. } => "stale_timestamp",
+            Self::LoginRefused { .. } => "login_refused",
             Self::Validation { .. } => "validation",
             Self::RateLimited { .. } => "rate_limited",
             Self::Server { .. } => "server_error",

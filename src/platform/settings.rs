@@ -113,6 +113,19 @@ fn string_or_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
 
 /// A configuration problem. Its `Display` is the one line the user sees.
 impl PolyvSettings {
+    /// Whether the file has a `[polyv]` that says anything (all defaults: no Polyv at all).
+    pub fn is_configured(&self) -> bool {
+        let d = Self::default();
+        !self.channel_id.is_empty()
+            || self.password.is_some()
+            || self.password_file.is_some()
+            || self.app_id.is_some()
+            || self.app_secret.is_some()
+            || self.app_secret_file.is_some()
+            || self.timeout_s != d.timeout_s
+            || self.endpoints != d.endpoints
+    }
+
     /// The channel password, or an error that says where to put it.
     pub fn password(&self) -> Result<&Secret, InvalidSetting> {
         self.password.as_ref().ok_or_else(|| {

@@ -107,6 +107,10 @@ pub enum RtmpError {
     )]
     PublishDropped { addr: String, stream: String },
 
+    /// The TLS handshake of an `rtmps://` address failed (the certificate, most often).
+    #[error("TLS with ingest {addr} failed: {reason}; check the address's host name and that its certificate chains to a CA this box trusts (the system store, or the PEM file SSL_CERT_FILE names)")]
+    Tls { addr: String, reason: String },
+
     #[error("network error with ingest {addr} {phase}: {source}")]
     Io {
         addr: String,
@@ -188,6 +192,7 @@ impl RtmpError {
             | RtmpError::Closed { .. }
             | RtmpError::Io { .. }
             | RtmpError::Protocol { .. }
+            | RtmpError::Tls { .. }
             | RtmpError::GaveUp { .. } => true,
             RtmpError::BadUrl { .. }
             | RtmpError::Address(_)
@@ -223,6 +228,7 @@ impl RtmpError {
             | RtmpError::Closed { .. }
             | RtmpError::Io { .. }
             | RtmpError::Protocol { .. }
+            | RtmpError::Tls { .. }
             | RtmpError::InvalidState { .. }
             | RtmpError::Encode { .. } => Recovery::Retry,
             RtmpError::PublishDropped { .. }
@@ -286,9 +292,11 @@ mod tests {
         };
         assert_eq!(bug.recovery(), Recovery::Retry);
         assert!(!bug.is_transient());
-        let address = RtmpError::Address(AddressError::BadConfig(std::sync::Arc::new(
+        let address = RtmpError::Address(AddressError::new(
+            crate::rtmp::AddressClass::BadConfig,
+            "config",
             std::io::Error::other("no password"),
-        )));
+        ));
         assert_eq!(address.recovery(), Recovery::Fatal);
         assert!(!address.is_transient());
         let gave_up = RtmpError::GaveUp {

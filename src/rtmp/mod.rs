@@ -33,9 +33,9 @@ pub use publisher::{connect, probe, pump, ProbeReport, Publisher};
 #[cfg(unix)]
 pub use sender::reconnect_on_sigusr1;
 pub use sender::{
-    run_sender, AddressCause, AddressError, AddressFuture, AddressSource, SenderControl,
-    SenderHooks, SenderOptions, SenderParts, SenderPhase, SenderState, SenderStats,
-    MAX_STALL_TIMEOUT,
+    run_sender, AddressCause, AddressClass, AddressError, AddressFuture, AddressSource, Refusal,
+    SenderControl, SenderHooks, SenderOptions, SenderParts, SenderPhase, SenderState, SenderStats,
+    MAX_STALL_TIMEOUT, PLATFORM_RETRY_CAP,
 };
 pub use session::{Event, Session, SessionConfig, SessionStats, Status};
 pub use transport::{

@@ -1,9 +1,11 @@
 //! The byte stream under an RTMP session, and the seam where it is made.
 //!
 //! A [`Publisher`](super::Publisher) talks to any [`Transport`]: a tuned `TcpStream` in
-//! production, an in-memory `tokio::io::DuplexStream` in tests. The sender gets its connections
-//! from a [`Connector`]; [`TcpConnector`] is the real one (resolve, connect within
-//! `connect_timeout`, socket options for live upload), and a test puts an in-memory ingest
+//! production (TLS over it for `rtmps://`), an in-memory `tokio::io::DuplexStream` in tests. The
+//! sender gets its connections from a [`Connector`]; [`TcpConnector`] is the real one (resolve,
+//! connect within `connect_timeout`, socket options for live upload, and for `rtmps://` a TLS
+//! handshake that checks the ingest's certificate against the system's CA store, or the file
+//! `SSL_CERT_FILE` names, as OpenSSL-based tools do), and a test puts an in-memory ingest
 //! (rml_rtmp's `ServerSession` at the far end of a duplex pipe) where TCP would be, so the
 //! whole reconnect logic runs on tokio's paused clock without a socket.
 
@@ -11,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
@@ -102,6 +105,14 @@ impl Transport for TcpStream {
 
 impl Transport for tokio::io::DuplexStream {}
 
+/// RTMPS: the kernel's queue is the TCP socket's (what rustls still holds is not counted; it
+/// flushes as the socket takes it).
+impl Transport for tokio_rustls::client::TlsStream<TcpStream> {
+    fn unsent_bytes(&self) -> Option<u32> {
+        self.get_ref().0.unsent_bytes()
+    }
+}
+
 /// An open byte stream to an ingest, before any RTMP.
 pub struct Connection {
     pub(super) io: Box<dyn Transport>,
@@ -136,17 +147,79 @@ pub trait Connector: Send + Sync {
     fn connect<'a>(&'a self, url: &'a RtmpUrl, opts: &'a ConnectOptions) -> ConnectFuture<'a>;
 }
 
-/// The real connector: TCP with the socket options of [`ConnectOptions`].
+/// The real connector: TCP with the socket options of [`ConnectOptions`], and TLS over it for
+/// `rtmps://` (within the same `connect_timeout`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpConnector;
 
 impl Connector for TcpConnector {
     fn connect<'a>(&'a self, url: &'a RtmpUrl, opts: &'a ConnectOptions) -> ConnectFuture<'a> {
         Box::pin(async move {
+            let deadline = Instant::now() + opts.connect_timeout;
             let (stream, peer) = open_tcp(url, opts).await?;
-            Ok(Connection::new(stream, peer.to_string()))
+            if !url.is_tls() {
+                return Ok(Connection::new(stream, peer.to_string()));
+            }
+            let addr = peer.to_string();
+            let tls = tls_config().map_err(|reason| RtmpError::Tls {
+                addr: addr.clone(),
+                reason,
+            })?;
+            let name =
+                rustls::pki_types::ServerName::try_from(url.host().to_string()).map_err(|e| {
+                    RtmpError::Tls {
+                        addr: addr.clone(),
+                        reason: format!(
+                            "{:?} is not a name a certificate can be for: {e}",
+                            url.host()
+                        ),
+                    }
+                })?;
+            let handshake = tokio_rustls::TlsConnector::from(tls).connect(name, stream);
+            match timeout_at(deadline, handshake).await {
+                Ok(Ok(tls)) => Ok(Connection::new(tls, addr)),
+                Ok(Err(e)) => Err(RtmpError::Tls {
+                    addr,
+                    reason: e.to_string(),
+                }),
+                Err(_) => Err(RtmpError::Timeout {
+                    addr,
+                    phase: Phase::Tcp,
+                    after: opts.connect_timeout,
+                }),
+            }
         })
     }
+}
+
+/// The TLS client settings for `rtmps://`, made once: the system's CA certificates (or the
+/// PEM file `SSL_CERT_FILE` names), with the same `ring` provider reqwest uses.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(|| "none found".to_string(), ToString::to_string);
+                return Err(format!(
+                    "no CA certificates to check the ingest's certificate with ({why}): install \
+                     Debian's ca-certificates, or point SSL_CERT_FILE at a PEM file"
+                ));
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS setup failed: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
 }
 
 /// Resolves and connects, trying each address in turn within one `connect_timeout`.

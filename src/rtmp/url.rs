@@ -1,5 +1,5 @@
-//! Push addresses: `rtmp://host[:port]/app[/inst]/stream[?query]` split into what the RTMP
-//! `connect` and `publish` commands need.
+//! Push addresses: `rtmp://host[:port]/app[/inst]/stream[?query]` (and `rtmps://`, RTMP over
+//! TLS) split into what the RTMP `connect` and `publish` commands need.
 //!
 //! The split follows what ffmpeg/OBS and the ingests expect: the application is everything between
 //! the host and the *last* path segment, and the query (Polyv keys carry `?auth_key=...`) stays
@@ -13,10 +13,14 @@ use super::error::RtmpError;
 
 /// The RTMP default port, used when the address has none.
 pub(super) const DEFAULT_PORT: u16 = 1935;
+/// The RTMPS default port (what OBS, ffmpeg and the CDNs use).
+pub(super) const DEFAULT_TLS_PORT: u16 = 443;
 
-/// A parsed `rtmp://` push address.
+/// A parsed `rtmp://` or `rtmps://` push address.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
+    /// `rtmps://`: the connection is TLS.
+    tls: bool,
     host: String,
     port: u16,
     app: String,
@@ -36,22 +40,22 @@ impl RtmpUrl {
         };
 
         let Some((scheme, rest)) = input.split_once("://") else {
-            return Err(bad("it does not start with rtmp://"));
+            return Err(bad("it does not start with rtmp:// or rtmps://"));
         };
-        if scheme.eq_ignore_ascii_case("rtmps") {
-            return Err(bad(
-                "RTMPS (RTMP over TLS) is not supported; use the plain rtmp:// push address",
-            ));
-        }
-        if !scheme.eq_ignore_ascii_case("rtmp") {
-            return Err(bad(&format!("the scheme {scheme:?} is not rtmp")));
-        }
+        let tls = if scheme.eq_ignore_ascii_case("rtmps") {
+            true
+        } else if scheme.eq_ignore_ascii_case("rtmp") {
+            false
+        } else {
+            return Err(bad(&format!("the scheme {scheme:?} is not rtmp or rtmps")));
+        };
+        let default_port = if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
         if input.chars().any(char::is_whitespace) {
             return Err(bad("it contains whitespace"));
         }
 
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = split_host_port(authority).map_err(&bad)?;
+        let (host, port) = split_host_port(authority, default_port).map_err(&bad)?;
 
         // The query may itself contain '/', so split it off before looking for the last segment.
         let (path, query) = match path.split_once('?') {
@@ -81,18 +85,25 @@ impl RtmpUrl {
         } else {
             host.to_string()
         };
-        let tc_url = if port == DEFAULT_PORT {
-            format!("rtmp://{host_in_url}/{app}")
+        let scheme = if tls { "rtmps" } else { "rtmp" };
+        let tc_url = if port == default_port {
+            format!("{scheme}://{host_in_url}/{app}")
         } else {
-            format!("rtmp://{host_in_url}:{port}/{app}")
+            format!("{scheme}://{host_in_url}:{port}/{app}")
         };
         Ok(RtmpUrl {
+            tls,
             host: host.to_string(),
             port,
             app: app.to_string(),
             stream,
             tc_url,
         })
+    }
+
+    /// `rtmps://`: RTMP over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Host name or IP address (IPv6 without brackets), as given.
@@ -174,7 +185,7 @@ fn mask_url(input: &str) -> String {
     }
 }
 
-fn split_host_port(authority: &str) -> Result<(&str, u16), &'static str> {
+fn split_host_port(authority: &str, default_port: u16) -> Result<(&str, u16), &'static str> {
     if authority.contains('@') {
         return Err("user:password@ in the address is not supported");
     }
@@ -203,7 +214,7 @@ fn split_host_port(authority: &str) -> Result<(&str, u16), &'static str> {
         return Err("the host is missing");
     }
     let port = match port {
-        None => DEFAULT_PORT,
+        None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(0) | Err(_) => return Err("the port is not a number from 1 to 65535"),
             Ok(n) => n,
@@ -283,8 +294,8 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_push_address() {
         for (input, needle) in [
-            ("rtmps://h/live/key", "RTMPS"),
             ("http://h/live/key", "not rtmp"),
+            ("srt://h/live/key", "not rtmp or rtmps"),
             ("h/live/key", "rtmp://"),
             ("rtmp://h", "missing"),
             ("rtmp://h/", "missing"),
@@ -306,8 +317,22 @@ mod tests {
     }
 
     #[test]
+    fn rtmps_is_tls_on_port_443_unless_given() {
+        let u = RtmpUrl::parse("rtmps://live.example.com/app/key").unwrap();
+        assert!(u.is_tls());
+        assert_eq!(u.port(), 443);
+        assert_eq!(u.tc_url(), "rtmps://live.example.com/app");
+        let u = RtmpUrl::parse("RTMPS://127.0.0.1:8443/live/key").unwrap();
+        assert_eq!(
+            (u.port(), u.tc_url()),
+            (8443, "rtmps://127.0.0.1:8443/live")
+        );
+        assert!(!RtmpUrl::parse("rtmp://h/live/key").unwrap().is_tls());
+    }
+
+    #[test]
     fn errors_do_not_print_the_key() {
-        let err = RtmpUrl::parse("rtmps://h/live/secretkey123?auth_key=zzz")
+        let err = RtmpUrl::parse("rtmps://h:0/live/secretkey123?auth_key=zzz")
             .unwrap_err()
             .to_string();
         assert!(!err.contains("secretkey123"), "{err}");

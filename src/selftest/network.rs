@@ -50,6 +50,7 @@ fn platform_fix(e: &PlatformError) -> String {
         PlatformError::AppRejected { .. } => "check polyv.app_id against the API settings of your Polyv account".into(),
         PlatformError::SignatureRejected { .. } => "check that polyv.app_secret_file holds the appSecret of polyv.app_id".into(),
         PlatformError::StaleTimestamp { .. } => "enable NTP: timedatectl set-ntp true (this box's clock is off; see the clock check)".into(),
+        PlatformError::LoginRefused { .. } => "the channel is still logged in or live (often this box before a restart, or another encoder): stop the other encoder, or wait a few minutes; the service retries on its own".into(),
         PlatformError::Validation { .. } => "correct what Polyv names in [polyv]".into(),
         PlatformError::RateLimited { .. } => "wait at least 5 minutes: Polyv blocks this address for about 5 minutes".into(),
         PlatformError::Server { .. } => "try again later; if it persists, check Polyv's status".into(),

@@ -25,50 +25,101 @@ pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Polyv login, say), kept whole for `/status`, the journal and the exit code.
 pub type AddressCause = Arc<dyn StdError + Send + Sync>;
 
-/// Why an [`AddressSource`] has no address, classed by what the sender must do about it.
-/// Messages are the cause's own, which say what to do.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AddressError {
+/// What the sender must do about an address source's failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressClass {
     /// The platform refused in a way only an operator can fix (password, appId, signature,
     /// clock): retried slowly (`credentials_retry`), one ERROR per change.
-    #[error("{0}")]
-    OperatorMustAct(AddressCause),
-    /// The platform answered and asked to come back later (busy, rate limited): retried with
-    /// backoff, and not before `retry_after` when it says how long.
-    #[error("{cause}")]
-    TryLater {
-        cause: AddressCause,
-        retry_after: Option<Duration>,
-    },
+    OperatorMustAct,
+    /// The platform answered and asked to come back later (already logged in, the channel
+    /// still live, rate limited, a refusal not recognised): retried with backoff, at most
+    /// [`PLATFORM_RETRY_CAP`] apart, and not before `retry_after` when it says how long.
+    TryLater,
     /// The platform could not be reached or failed (network, 5xx, an unreadable answer):
-    /// retried with backoff.
-    #[error("{0}")]
-    Unavailable(AddressCause),
+    /// retried with backoff, at most [`PLATFORM_RETRY_CAP`] apart.
+    Unavailable,
     /// The configuration cannot work, and retrying will not change that: the sender stops.
-    #[error("{0}")]
-    BadConfig(AddressCause),
+    BadConfig,
+}
+
+impl AddressClass {
+    /// A stable label for metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OperatorMustAct => "operator_must_act",
+            Self::TryLater => "try_later",
+            Self::Unavailable => "unavailable",
+            Self::BadConfig => "bad_config",
+        }
+    }
+}
+
+/// The longest wait between two tries of a platform that says "try later" or cannot be
+/// reached, whatever the RTMP reconnect cap is: a refusal that clears is noticed within a
+/// minute, and a box's few logins a minute are nowhere near Polyv's rate limit (1500 requests
+/// per 10 s per IP).
+pub const PLATFORM_RETRY_CAP: Duration = Duration::from_secs(60);
+
+/// Why an [`AddressSource`] has no address: the class says what the sender does, `reason` is
+/// a label from the source's small fixed set (for metrics and `/status`), and the message is
+/// the cause's own, which says what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{cause}")]
+pub struct AddressError {
+    pub class: AddressClass,
+    /// e.g. `password`, `already_logged_in`, `rate_limited`, `unreachable`.
+    pub reason: &'static str,
+    /// Not before this long (a platform that said when to come back).
+    pub retry_after: Option<Duration>,
+    pub cause: AddressCause,
 }
 
 impl AddressError {
+    pub fn new(
+        class: AddressClass,
+        reason: &'static str,
+        cause: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            class,
+            reason,
+            retry_after: None,
+            cause: Arc::new(cause),
+        }
+    }
+
     /// The exit code of a run that ended on this, by class (a caller that knows the cause's
     /// type may know better).
     pub fn exit_code(&self) -> ExitCode {
-        match self {
-            Self::OperatorMustAct(_) | Self::TryLater { .. } => ExitCode::Refused,
-            Self::Unavailable(_) => ExitCode::Unavailable,
-            Self::BadConfig(_) => ExitCode::Config,
+        match self.class {
+            AddressClass::OperatorMustAct | AddressClass::TryLater => ExitCode::Refused,
+            AddressClass::Unavailable => ExitCode::Unavailable,
+            AddressClass::BadConfig => ExitCode::Config,
         }
     }
 
     /// The source's own error.
     pub fn cause(&self) -> &(dyn StdError + Send + Sync + 'static) {
-        match self {
-            Self::OperatorMustAct(c)
-            | Self::TryLater { cause: c, .. }
-            | Self::Unavailable(c)
-            | Self::BadConfig(c) => c.as_ref(),
+        self.cause.as_ref()
+    }
+
+    /// What `/status` and the metrics show of it.
+    pub fn refusal(&self) -> Refusal {
+        Refusal {
+            class: self.class,
+            reason: self.reason,
+            message: self.cause.to_string(),
         }
     }
+}
+
+/// The platform's refusal the sender is waiting out, as the hub shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub class: AddressClass,
+    pub reason: &'static str,
+    /// The platform's own message, with what to do.
+    pub message: String,
 }
 
 /// The future [`AddressSource::address`] returns.
@@ -163,10 +214,20 @@ pub enum SenderState {
     /// Publishing to `peer` since `since`.
     Publishing { peer: String, since: Instant },
     /// The last attempt failed (or the session was lost) because of `reason`; the next
-    /// attempt is `retry_in` after entering this state.
-    Waiting { retry_in: Duration, reason: String },
-    /// The platform rejected the channel credentials; retried every `retry_in`.
-    CredentialsRejected { message: String, retry_in: Duration },
+    /// attempt is `retry_in` after entering this state. `refusal`: the platform refused (try
+    /// later) or could not be reached, rather than the ingest or the network.
+    Waiting {
+        retry_in: Duration,
+        reason: String,
+        refusal: Option<Refusal>,
+    },
+    /// The platform refused in a way an operator must fix (the channel credentials, appId,
+    /// signature, clock); retried every `retry_in`.
+    CredentialsRejected {
+        message: String,
+        retry_in: Duration,
+        refusal: Refusal,
+    },
     /// The sender returned.
     Stopped,
 }
@@ -211,6 +272,15 @@ impl SenderState {
         matches!(self, SenderState::Publishing { .. })
     }
 
+    /// The platform refusal the sender is waiting out, if that is what it is doing.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            SenderState::Waiting { refusal, .. } => refusal.as_ref(),
+            SenderState::CredentialsRejected { refusal, .. } => Some(refusal),
+            _ => None,
+        }
+    }
+
     pub fn phase(&self) -> SenderPhase {
         match self {
             SenderState::Starting => SenderPhase::Starting,
@@ -234,10 +304,14 @@ impl fmt::Display for SenderState {
             SenderState::Starting => f.write_str("starting"),
             SenderState::Connecting { attempt } => write!(f, "connecting (attempt {attempt})"),
             SenderState::Publishing { peer, .. } => write!(f, "publishing to {peer}"),
-            SenderState::Waiting { retry_in, reason } => {
+            SenderState::Waiting {
+                retry_in, reason, ..
+            } => {
                 write!(f, "retrying in {:.1} s: {reason}", retry_in.as_secs_f64())
             }
-            SenderState::CredentialsRejected { message, retry_in } => write!(
+            SenderState::CredentialsRejected {
+                message, retry_in, ..
+            } => write!(
                 f,
                 "credentials rejected, retrying in {} s: {message}",
                 retry_in.as_secs()
@@ -265,6 +339,8 @@ pub struct SenderStats {
     pub fresh_addresses: u64,
     /// Times the address source said the channel credentials were rejected.
     pub credentials_rejections: u64,
+    /// Times the address source said to try later or could not reach the platform.
+    pub platform_refusals: u64,
     /// Connections dropped by the stall detector.
     pub stalls: u64,
     /// Bytes the transport accepted from us.

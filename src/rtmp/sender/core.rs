@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::control::{AddressError, SenderState, SenderStats};
+use super::control::{AddressClass, AddressError, SenderState, SenderStats, PLATFORM_RETRY_CAP};
 use crate::rtmp::backoff::{Backoff, BackoffConfig, FailureKind, Retry, WarnLimiter};
 use crate::rtmp::error::{Recovery, RtmpError};
 
@@ -31,6 +31,8 @@ pub(super) struct Core {
     fresh: bool,
     /// The rejection message while the platform rejects the credentials.
     pub(super) credentials: Option<String>,
+    /// The reason of the platform's refusal being waited out, so each change is logged once.
+    refused: Option<&'static str>,
     /// When the last publishing session ended, for `last_recovery`.
     lost_at: Option<Instant>,
     pub(super) stats: SenderStats,
@@ -44,6 +46,7 @@ impl Core {
             warn: WarnLimiter::new(WARN_REPEAT),
             fresh: false,
             credentials: None,
+            refused: None,
             lost_at: None,
             stats: SenderStats::default(),
         }
@@ -65,6 +68,9 @@ impl Core {
     }
 
     pub(super) fn on_address(&mut self) {
+        if let Some(reason) = self.refused.take() {
+            tracing::info!(reason, "the platform gave a push address again");
+        }
         if self.credentials.take().is_some() {
             tracing::info!("the platform accepted the channel credentials again");
         }
@@ -76,12 +82,15 @@ impl Core {
         err: AddressError,
         rng: &mut R,
     ) -> Step {
-        match err {
-            AddressError::OperatorMustAct(cause) => {
-                let message = cause.to_string();
+        let refusal = err.refusal();
+        match err.class {
+            AddressClass::OperatorMustAct => {
+                let message = refusal.message.clone();
                 self.stats.credentials_rejections += 1;
                 if self.credentials.as_deref() != Some(message.as_str()) {
                     tracing::error!(
+                        class = refusal.class.as_str(),
+                        reason = refusal.reason,
                         retry_in_s = self.credentials_retry.as_secs(),
                         "{message}; not publishing until the platform accepts them (retrying \
                          every {} s, or now on SIGUSR1)",
@@ -95,19 +104,51 @@ impl Core {
                     state: SenderState::CredentialsRejected {
                         message,
                         retry_in: self.credentials_retry,
+                        refusal,
                     },
                 }
             }
-            AddressError::TryLater { retry_after, .. } => {
+            AddressClass::TryLater | AddressClass::Unavailable => {
                 self.stats.connect_failures += 1;
-                let step = self.fail(now, FailureKind::Rejected, RtmpError::Address(err), rng);
-                at_least(step, retry_after)
+                self.stats.platform_refusals += 1;
+                // Polyv may have moved the stream by the time it lets us in again.
+                self.fresh = true;
+                let Some(retry) = self.backoff.on_failure(now, FailureKind::Rejected, rng) else {
+                    let attempts = self.backoff.failures();
+                    tracing::error!(attempts, error = %err, "giving up");
+                    return Step::Stop(RtmpError::GaveUp {
+                        attempts,
+                        last: Box::new(RtmpError::Address(err)),
+                    });
+                };
+                let delay = platform_delay(&retry, err.retry_after);
+                if self.refused != Some(refusal.reason) {
+                    tracing::warn!(
+                        class = refusal.class.as_str(),
+                        reason = refusal.reason,
+                        retry_ms = delay.as_millis() as u64,
+                        "{}; retrying with backoff",
+                        refusal.message
+                    );
+                    self.refused = Some(refusal.reason);
+                } else {
+                    tracing::debug!(
+                        attempts = retry.failures,
+                        retry_ms = delay.as_millis() as u64,
+                        reason = refusal.reason,
+                        "the platform still refuses; retrying"
+                    );
+                }
+                Step::Wait {
+                    delay,
+                    state: SenderState::Waiting {
+                        retry_in: delay,
+                        reason: err.to_string(),
+                        refusal: Some(refusal),
+                    },
+                }
             }
-            AddressError::Unavailable(_) => {
-                self.stats.connect_failures += 1;
-                self.fail(now, FailureKind::Rejected, RtmpError::Address(err), rng)
-            }
-            AddressError::BadConfig(_) => Step::Stop(RtmpError::Address(err)),
+            AddressClass::BadConfig => Step::Stop(RtmpError::Address(err)),
         }
     }
 
@@ -221,29 +262,21 @@ impl Core {
             state: SenderState::Waiting {
                 retry_in: delay,
                 reason: err.to_string(),
+                refusal: None,
             },
         }
     }
 }
 
-/// A wait of at least `min` (a platform that said when to come back).
-fn at_least(step: Step, min: Option<Duration>) -> Step {
-    match (step, min) {
-        (
-            Step::Wait {
-                delay,
-                state: SenderState::Waiting { reason, .. },
-            },
-            Some(min),
-        ) if delay < min => Step::Wait {
-            delay: min,
-            state: SenderState::Waiting {
-                retry_in: min,
-                reason,
-            },
-        },
-        (step, _) => step,
-    }
+/// How long to wait for the platform: at least half the backoff's ceiling ("equal jitter", so
+/// a fleet spreads out yet no box asks faster than the backoff allows), at most
+/// [`PLATFORM_RETRY_CAP`], and never sooner than the platform asked for.
+fn platform_delay(retry: &Retry, retry_after: Option<Duration>) -> Duration {
+    retry
+        .delay
+        .max(retry.ceiling / 2)
+        .min(PLATFORM_RETRY_CAP)
+        .max(retry_after.unwrap_or_default())
 }
 
 #[cfg(test)]

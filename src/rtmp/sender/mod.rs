@@ -14,9 +14,9 @@
 //! |---|---|---|
 //! | refused, reset, timeout, stall, garbage, a session bug | retry | same address again after a backoff (fast while the ingest restarts) |
 //! | publish rejected or dropped, connect rejected | fresh address | ask the [`AddressSource`] for a *fresh* address (Polyv: log in again), back off, never fast |
-//! | the source says an operator must act ([`AddressError::OperatorMustAct`]) | — | retry every `credentials_retry` (300 s); one ERROR per change, state [`SenderState::CredentialsRejected`] |
-//! | the source says try later, or is unavailable | — | back off like a rejection (not before the platform's `retry_after`) |
-//! | a bad push address, [`AddressError::BadConfig`] | fatal | [`run_sender`] returns the error; the CLI exits with a configuration/rejection code that systemd does not restart on |
+//! | the source says an operator must act ([`AddressClass::OperatorMustAct`]) | — | retry every `credentials_retry` (300 s); one ERROR per change, state [`SenderState::CredentialsRejected`] |
+//! | the source says try later, or cannot reach the platform | — | log in again, with backoff: first retry within 0.5 s, never fast, at most [`PLATFORM_RETRY_CAP`] (60 s) apart, not before the platform's `retry_after`; the refusal in the state |
+//! | a bad push address, [`AddressClass::BadConfig`] | fatal | [`run_sender`] returns the error; the CLI exits with a configuration code that systemd does not restart on |
 //! | `max_attempts` consecutive failures (unlimited by default) | — | [`run_sender`] returns `RtmpError::GaveUp` (a network-class error) |
 //!
 //! The schedule is [`Backoff`](super::Backoff) (full jitter, a fast-retry window, reset after a
@@ -64,7 +64,8 @@ mod run;
 #[cfg(unix)]
 pub use control::reconnect_on_sigusr1;
 pub use control::{
-    AddressCause, AddressError, AddressFuture, AddressSource, SenderControl, SenderHooks,
-    SenderOptions, SenderPhase, SenderState, SenderStats, MAX_STALL_TIMEOUT,
+    AddressCause, AddressClass, AddressError, AddressFuture, AddressSource, Refusal, SenderControl,
+    SenderHooks, SenderOptions, SenderPhase, SenderState, SenderStats, MAX_STALL_TIMEOUT,
+    PLATFORM_RETRY_CAP,
 };
 pub use run::{run_sender, SenderParts};

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant, MissedTickBehavior};
 
 use super::control::{
-    AddressError, AddressSource, SenderControl, SenderHooks, SenderOptions, SenderState,
-    SenderStats,
+    AddressClass, AddressError, AddressSource, SenderControl, SenderHooks, SenderOptions,
+    SenderState, SenderStats,
 };
 use super::core::{Core, Step};
 use crate::media::MediaPacket;
@@ -182,10 +182,14 @@ impl Sender {
                     continue;
                 }
                 a = timeout(ADDRESS_TIMEOUT, source.address(fresh)) => a.unwrap_or_else(|_| {
-                    Err(AddressError::Unavailable(Arc::new(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the push address source did not answer within {ADDRESS_TIMEOUT:?}"),
-                    ))))
+                    Err(AddressError::new(
+                        AddressClass::Unavailable,
+                        "timeout",
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the push address source did not answer within {ADDRESS_TIMEOUT:?}"),
+                        ),
+                    ))
                 }),
             };
             let url = match address {

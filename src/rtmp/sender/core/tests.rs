@@ -1,10 +1,9 @@
 //! The sender's decisions, checked with an injected `now` and a seeded jitter.
 
 use super::*;
-use crate::rtmp::sender::control::{AddressCause, SenderOptions, MAX_STALL_TIMEOUT};
+use crate::rtmp::sender::control::{Refusal, SenderOptions, MAX_STALL_TIMEOUT};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::sync::Arc;
 use tokio::time::Instant;
 
 const MS: Duration = Duration::from_millis(1);
@@ -13,8 +12,8 @@ fn core() -> Core {
     Core::new(BackoffConfig::default(), Duration::from_secs(300))
 }
 
-fn cause(m: &str) -> AddressCause {
-    Arc::new(std::io::Error::other(m.to_string()))
+fn refusal(class: AddressClass, reason: &'static str, m: &str) -> AddressError {
+    AddressError::new(class, reason, std::io::Error::other(m.to_string()))
 }
 
 fn rng() -> StdRng {
@@ -51,9 +50,14 @@ fn transient_failures_retry_the_same_address_and_count_attempts() {
     let (delay, state) = wait(c.on_connect_error(t0, refused(), &mut rng));
     assert!(delay <= 500 * MS);
     match state {
-        SenderState::Waiting { retry_in, reason } => {
+        SenderState::Waiting {
+            retry_in,
+            reason,
+            refusal,
+        } => {
             assert_eq!(retry_in, delay);
             assert!(reason.contains("refused"), "{reason}");
+            assert_eq!(refusal, None, "an ingest's refusal is not the platform's");
         }
         other => panic!("{other:?}"),
     }
@@ -93,7 +97,7 @@ fn fatal_errors_stop() {
     assert!(matches!(
         c.on_address_error(
             Instant::now(),
-            AddressError::BadConfig(cause("no password configured")),
+            refusal(AddressClass::BadConfig, "config", "no password configured"),
             &mut rng()
         ),
         Step::Stop(RtmpError::Address { .. })
@@ -127,7 +131,7 @@ fn credentials_rejected_retries_slowly_with_a_visible_state() {
     for i in 0..3 {
         let (delay, state) = wait(c.on_address_error(
             t0 + i * 300 * 1000 * MS,
-            AddressError::OperatorMustAct(cause(msg)),
+            refusal(AddressClass::OperatorMustAct, "password", msg),
             &mut rng(),
         ));
         assert_eq!(delay, Duration::from_secs(300));
@@ -135,7 +139,12 @@ fn credentials_rejected_retries_slowly_with_a_visible_state() {
             state,
             SenderState::CredentialsRejected {
                 message: msg.into(),
-                retry_in: Duration::from_secs(300)
+                retry_in: Duration::from_secs(300),
+                refusal: Refusal {
+                    class: AddressClass::OperatorMustAct,
+                    reason: "password",
+                    message: msg.into(),
+                },
             }
         );
         // A fresh login next time, and the backoff is not involved.
@@ -156,7 +165,7 @@ fn platform_trouble_backs_off_without_the_fast_window() {
     for i in 0..4 {
         let (delay, _) = wait(c.on_address_error(
             t0 + i * 10 * MS,
-            AddressError::Unavailable(cause("Polyv is down")),
+            refusal(AddressClass::Unavailable, "server_error", "Polyv is down"),
             &mut rng(),
         ));
         ceilings.push(delay);
@@ -225,6 +234,7 @@ fn states_read_well() {
     let s = SenderState::Waiting {
         retry_in: 700 * MS,
         reason: "ingest 127.0.0.1:1935 refused the connection".into(),
+        refusal: None,
     };
     assert_eq!(
         s.to_string(),
@@ -251,14 +261,60 @@ fn try_later_waits_at_least_as_long_as_the_platform_asks() {
     let t0 = Instant::now();
     let (delay, state) = wait(c.on_address_error(
         t0,
-        AddressError::TryLater {
-            cause: cause("rate limited"),
+        AddressError {
             retry_after: Some(Duration::from_secs(300)),
+            ..refusal(AddressClass::TryLater, "rate_limited", "rate limited")
         },
         &mut rng(),
     ));
     assert_eq!(delay, Duration::from_secs(300));
-    assert!(matches!(state, SenderState::Waiting { retry_in, .. } if retry_in == delay));
+    match state {
+        SenderState::Waiting {
+            retry_in,
+            refusal: Some(r),
+            ..
+        } => {
+            assert_eq!(retry_in, delay);
+            assert_eq!(
+                (r.class, r.reason),
+                (AddressClass::TryLater, "rate_limited")
+            );
+            assert_eq!(r.message, "rate limited");
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(c.stats.connect_failures, 1);
-    assert!(!c.take_fresh(), "the cached address is still good");
+    assert_eq!(c.stats.platform_refusals, 1);
+    assert!(c.take_fresh(), "the next try logs in again");
+}
+
+#[test]
+fn try_later_retries_first_within_5_s_and_then_at_most_60_s_apart() {
+    let mut c = core();
+    let mut rng = rng();
+    let mut t = Instant::now();
+    let mut delays = Vec::new();
+    for _ in 0..40 {
+        let (delay, _) = wait(c.on_address_error(
+            t,
+            refusal(AddressClass::TryLater, "channel_live", "channel in live"),
+            &mut rng,
+        ));
+        delays.push(delay);
+        t += delay + 300 * MS; // the login itself takes a moment
+    }
+    assert!(delays[0] <= Duration::from_secs(5), "{delays:?}");
+    assert!(
+        delays.iter().all(|d| *d <= PLATFORM_RETRY_CAP),
+        "{delays:?}"
+    );
+    // The backoff grows: late waits are long (jittered, so look at the best of the tail).
+    let tail = &delays[30..];
+    assert!(
+        tail.iter().any(|d| *d >= Duration::from_secs(20)),
+        "{delays:?}"
+    );
+    // Never faster than Polyv's limit (1500 per 10 s): here, a few per minute at most.
+    let total: Duration = delays[10..].iter().sum();
+    assert!(total >= Duration::from_secs(30 * 5), "{delays:?}");
 }
