@@ -16,7 +16,7 @@
 //! - [`spawn_watchdog`] pings at half of `WatchdogSec` from [`StatusHub::progress`];
 //!   [`spawn_status`] keeps `STATUS=` in step with [`StatusHub::snapshot`] ([`status_line`]).
 
-use crate::rtmp::SenderPhase;
+use crate::rtmp::{AddressClass, SenderPhase};
 use crate::status::{DaemonState, Progress, Snapshot, StatusHub};
 use crate::throttle::Throttle;
 use sd_notify::NotifyState;
@@ -444,6 +444,12 @@ pub fn status_line(s: &Snapshot, now: SystemTime) -> String {
             }
         }
         DaemonState::Live => {
+            if let Some(w) = &s.media_wait {
+                return format!(
+                    "live: capture down, retrying (attempt {}): {}",
+                    w.attempts, w.reason
+                );
+            }
             let Some(b) = &s.broadcast else {
                 return "live: starting the broadcast".into();
             };
@@ -462,9 +468,17 @@ pub fn status_line(s: &Snapshot, now: SystemTime) -> String {
                     }
                     line
                 }
-                SenderPhase::Waiting | SenderPhase::Connecting => match error {
-                    Some(e) => format!("live: reconnecting ({e})"),
-                    None => "live: connecting".into(),
+                SenderPhase::Waiting | SenderPhase::Connecting => match (&b.refusal, error) {
+                    (Some(r), _) if r.class == AddressClass::Unavailable => format!(
+                        "live: Polyv does not answer ({}), retrying: {}",
+                        r.reason, r.message
+                    ),
+                    (Some(r), _) => format!(
+                        "live: Polyv refuses for now ({}), retrying: {}",
+                        r.reason, r.message
+                    ),
+                    (None, Some(e)) => format!("live: reconnecting ({e})"),
+                    (None, None) => "live: connecting".into(),
                 },
                 SenderPhase::CredentialsRejected => match error {
                     Some(e) => format!("live: Polyv rejected the channel credentials ({e})"),

@@ -63,11 +63,15 @@ struct Recorder {
     t0: Instant,
     seen: Arc<Mutex<Vec<Seen>>>,
     published: bool,
+    /// The first this many broadcasts fail at once with `failure()`.
+    fail_first: usize,
+    failure: fn() -> RunError,
 }
 
 impl Broadcaster for Recorder {
     fn run(&self, settings: BroadcastSettings, io: BroadcastIo) -> BroadcastFuture {
         let (t0, seen, published) = (self.t0, self.seen.clone(), self.published);
+        let (fail_first, failure) = (self.fail_first, self.failure);
         let url = match &settings.destination {
             polypush::broadcast::Destination::Url(u) => u.stream_key().to_string(),
             polypush::broadcast::Destination::Polyv(_) => "polyv".into(),
@@ -82,6 +86,10 @@ impl Broadcaster for Recorder {
                 });
                 s.len() - 1
             };
+            if index < fail_first {
+                seen.lock().unwrap()[index].stopped = Some(Instant::now() - t0);
+                return Err(failure());
+            }
             let mut commands = io.commands;
             while let Some(cmd) = commands.recv().await {
                 if matches!(cmd, BroadcastCommand::Stop) {
@@ -101,7 +109,7 @@ impl Broadcaster for Recorder {
                 Err(RunError::NeverPublished {
                     elapsed_s: 0.0,
                     reason: "test".into(),
-                    refused: false,
+                    exit: polypush::exit::ExitCode::Unavailable,
                 })
             }
         })
@@ -133,12 +141,23 @@ impl Harness {
     }
 
     fn service(&self, published: bool) -> Service {
+        self.build(published, 0, || unreachable!())
+    }
+
+    /// Broadcasts that publish, except the first `n`, which fail at once with `failure()`.
+    fn failing_service(&self, n: usize, failure: fn() -> RunError) -> Service {
+        self.build(true, n, failure)
+    }
+
+    fn build(&self, published: bool, fail_first: usize, failure: fn() -> RunError) -> Service {
         Service {
             clock: self.clock.clone(),
             broadcaster: Arc::new(Recorder {
                 t0: self.t0,
                 seen: self.seen.clone(),
                 published,
+                fail_first,
+                failure,
             }),
         }
     }
@@ -311,4 +330,70 @@ async fn a_stop_before_the_first_publish_is_clean_but_a_duration_without_one_is_
         }
         other => panic!("{other:?}"),
     }
+}
+
+fn internal_failure() -> RunError {
+    RunError::Headers(polypush::flv::FlvError::NoSps)
+}
+
+fn config_failure() -> RunError {
+    RunError::Setting(polypush::setting::InvalidSetting::new(
+        "record.dir",
+        "not writable: make it writable by the service user",
+    ))
+}
+
+/// A broadcast that fails does not end the service: it is started again after 5 s, then
+/// 10 s, 20 s (doubling to 60 s), in state `failed` meanwhile; the run ends only when told.
+#[tokio::test(start_paused = true)]
+async fn a_failed_broadcast_is_started_again_with_backoff_and_the_service_stays_up() {
+    let h = Harness::new("");
+    let (_tx, rx) = command_channel();
+    let summary = h
+        .failing_service(3, internal_failure)
+        .run(load(&h.config), h.options(Some(120 * S)), rx)
+        .await
+        .expect("the service ends on --duration, not on the failures");
+    let starts: Vec<Duration> = h.seen().iter().map(|s| s.started).collect();
+    assert_eq!(
+        starts,
+        [Duration::ZERO, 5 * S, 15 * S, 35 * S],
+        "waits of 5, 10, 20 s"
+    );
+    assert_eq!(summary.broadcasts, 4);
+    assert!(
+        summary.last.is_some(),
+        "the fourth broadcast ran to the end"
+    );
+}
+
+/// A configuration that cannot work ends the service only at its first start (exit 2, which
+/// systemd does not restart on); later (a reload made it so) the service keeps retrying.
+#[tokio::test(start_paused = true)]
+async fn only_a_broken_configuration_at_the_first_start_ends_the_service() {
+    let h = Harness::new("");
+    let (_tx, rx) = command_channel();
+    let err = h
+        .failing_service(1, config_failure)
+        .run(load(&h.config), h.options(Some(60 * S)), rx)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), polypush::exit::ExitCode::Config);
+    assert_eq!(h.seen().len(), 1);
+
+    let h = Harness::new("");
+    let (_tx, rx) = command_channel();
+    h.failing_service(3, || {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // An internal failure first, then configuration failures (after a reload).
+        if N.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            internal_failure()
+        } else {
+            config_failure()
+        }
+    })
+    .run(load(&h.config), h.options(Some(60 * S)), rx)
+    .await
+    .expect("a later configuration failure is retried");
+    assert_eq!(h.seen().len(), 4);
 }

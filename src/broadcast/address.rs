@@ -3,6 +3,7 @@
 //! and every [`PlatformError`] classed for the sender by what must happen next.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::platform::PolyvSettings;
 use crate::platform::{PlatformError, PolyvClient};
@@ -61,8 +62,40 @@ pub const REFUSAL_REASONS: &[&str] = &[
 /// The push address from Polyv: the broadcast's [`AddressSource`] when it logs in.
 pub struct PolyvAddress {
     client: PolyvClient,
-    /// The last login's address and stream name.
-    cached: Mutex<Option<(RtmpUrl, String)>>,
+    /// The last login's answer.
+    cached: Mutex<Option<Login>>,
+}
+
+/// What one login gave.
+#[derive(Clone)]
+struct Login {
+    url: RtmpUrl,
+    stream: String,
+    /// The channel's bitrate limit (`maxRate`), kbit/s.
+    max_kbps: Option<u32>,
+    /// When the address's `auth_key` expires (Unix seconds), if it has one.
+    expires: Option<u64>,
+}
+
+/// How long before its `auth_key` expires an address is no longer reused: a publish takes a
+/// moment, and this box's clock may be a little behind Polyv's.
+const AUTH_KEY_MARGIN_S: u64 = 60;
+
+/// The expiry of a push address's `auth_key` (`auth_key=<unix seconds>-<rand>-<uid>-<md5>`, a
+/// CDN "type A" signature), if it has one.
+pub(super) fn auth_key_expiry(address: &str) -> Option<u64> {
+    let (_, query) = address.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("auth_key="))
+        .and_then(|v| v.split('-').next())
+        .and_then(|t| t.parse().ok())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl PolyvAddress {
@@ -79,22 +112,51 @@ impl PolyvAddress {
 
     /// The stream name of the last login, for notify_stream2.
     pub(super) fn stream(&self) -> Option<String> {
-        self.lock().as_ref().map(|(_, s)| s.clone())
+        self.lock().as_ref().map(|l| l.stream.clone())
     }
 
-    /// Logs in; returns the address and the channel's bitrate limit, if Polyv set one.
-    pub(super) async fn login(&self) -> Result<(RtmpUrl, Option<u32>), AddressError> {
+    /// The channel's bitrate limit from the last login, kbit/s.
+    pub(super) fn max_kbps(&self) -> Option<u32> {
+        self.lock().as_ref().and_then(|l| l.max_kbps)
+    }
+
+    /// Logs in; returns the push address.
+    async fn login(&self) -> Result<RtmpUrl, AddressError> {
         let reply = self.client.teacher_login().await.map_err(classify)?;
         let addr = reply.push_address();
-        let url = RtmpUrl::parse(&addr.reveal()).map_err(|e| {
+        let revealed = addr.reveal();
+        let url = RtmpUrl::parse(&revealed).map_err(|e| {
             AddressError::new(AddressClass::TryLater, "bad_address", UnusableAddress(e))
         })?;
-        tracing::info!(push = %addr, "logged in to Polyv");
-        *self.lock() = Some((url.clone(), reply.stream.clone()));
-        Ok((url, reply.max_rate))
+        let expires = auth_key_expiry(&revealed);
+        tracing::info!(
+            push = %addr,
+            auth_key_valid_s = expires.map(|t| t.saturating_sub(unix_now())),
+            "logged in to Polyv"
+        );
+        *self.lock() = Some(Login {
+            url: url.clone(),
+            stream: reply.stream.clone(),
+            max_kbps: reply.max_rate,
+            expires,
+        });
+        Ok(url)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(RtmpUrl, String)>> {
+    /// The cached address, unless its `auth_key` has expired (or is about to).
+    fn reusable(&self) -> Option<RtmpUrl> {
+        let guard = self.lock();
+        let login = guard.as_ref()?;
+        match login.expires {
+            Some(t) if unix_now() + AUTH_KEY_MARGIN_S >= t => {
+                tracing::info!("the push address's auth_key has expired; logging in again");
+                None
+            }
+            _ => Some(login.url.clone()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Login>> {
         self.cached.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -103,11 +165,90 @@ impl AddressSource for PolyvAddress {
     fn address(&self, fresh: bool) -> AddressFuture<'_> {
         Box::pin(async move {
             if !fresh {
-                if let Some((url, _)) = self.lock().as_ref() {
-                    return Ok(url.clone());
+                if let Some(url) = self.reusable() {
+                    return Ok(url);
                 }
             }
-            self.login().await.map(|(url, _)| url)
+            self.login().await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_key_expiry_is_read_from_the_address() {
+        let a = "rtmp://push-d1.videocc.net/recordf/1b448be3231603435207373ea0f?auth_key=1603437007-0-0-bdbbb7f070573d80424a69c99c52ed0a";
+        assert_eq!(auth_key_expiry(a), Some(1_603_437_007));
+        assert_eq!(
+            auth_key_expiry("rtmp://h/live/k?x=1&auth_key=12-0-0-ab"),
+            Some(12)
+        );
+        assert_eq!(auth_key_expiry("rtmp://h/live/k"), None);
+        assert_eq!(auth_key_expiry("rtmp://h/live/k?auth_key=garbage"), None);
+    }
+
+    #[test]
+    fn every_reason_is_in_the_fixed_set() {
+        let errors = [
+            PlatformError::CredentialsRejected {
+                channel_id: "1".into(),
+                message: "m".into(),
+            },
+            PlatformError::AppRejected {
+                message: "m".into(),
+            },
+            PlatformError::SignatureRejected {
+                api: "a",
+                message: "m".into(),
+            },
+            PlatformError::StaleTimestamp {
+                api: "a",
+                skew: crate::platform::Skew(None),
+            },
+            PlatformError::LoginRefused {
+                channel_id: "1".into(),
+                message: "channel in live".into(),
+                reason: "channel_live",
+            },
+            PlatformError::RateLimited {
+                api: "a",
+                message: "m".into(),
+            },
+            PlatformError::Validation {
+                api: "a",
+                message: "m".into(),
+            },
+            PlatformError::Server {
+                api: "a",
+                status: 500,
+                message: "m".into(),
+                attempts: 1,
+            },
+            PlatformError::Transport {
+                api: "a",
+                host: "h".into(),
+                detail: "d".into(),
+                attempts: 1,
+            },
+            PlatformError::Undecodable {
+                api: "a",
+                status: 200,
+                first_bytes: "<html>".into(),
+            },
+        ];
+        for e in errors {
+            let shown = e.to_string();
+            let a = classify(e);
+            assert!(REFUSAL_REASONS.contains(&a.reason), "{}", a.reason);
+            assert_ne!(
+                a.class,
+                AddressClass::BadConfig,
+                "nothing Polyv says stops the broadcast"
+            );
+            assert_eq!(a.refusal().message, shown, "Polyv's own message is shown");
+        }
     }
 }

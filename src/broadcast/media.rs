@@ -7,12 +7,17 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+
 use super::tee::Tee;
-use super::RunError;
+use super::{BroadcastCommand, RunError};
+use crate::adapt::AdaptConfig;
 use crate::capture::Track;
+use crate::encode::PipelineError;
 use crate::encode::{spawn_pipeline, PipelineConfig, PipelineHandle};
 use crate::flv::{self, AudioMuxer, VideoMuxer};
 use crate::media::{EncodedPacket, StreamInfo, StreamParams, VideoParams};
+use crate::status::StatusHub;
 use crate::throttle::Throttle;
 
 /// A running pipeline and what its encoders opened with.
@@ -117,6 +122,139 @@ pub(super) fn start(
     Ok(Media { pipeline, info })
 }
 
+/// How long the first retry of capture and encoding waits; doubled per failure up to
+/// [`MEDIA_RETRY_CAP`].
+pub(super) const MEDIA_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two attempts to open the devices and encoders: a camera plugged
+/// in is streaming within seconds.
+pub(super) const MEDIA_RETRY_CAP: Duration = Duration::from_secs(3);
+
+/// How opening capture and encoding ended.
+pub(super) enum MediaStart {
+    Ready(Media),
+    /// Told to stop before the devices opened; `reason`: the last error.
+    Stopped {
+        reason: String,
+    },
+}
+
+/// Retries of capture and encoding: the backoff, the log (a WARN per new error, the rest at
+/// debug), and the hub's "capture down".
+#[derive(Debug)]
+pub(super) struct MediaRetry {
+    attempts: u32,
+    since: tokio::time::Instant,
+    /// The last error, as shown.
+    pub(super) reason: String,
+    /// The next attempt.
+    pub(super) at: tokio::time::Instant,
+}
+
+impl MediaRetry {
+    pub(super) fn new() -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            attempts: 0,
+            since: now,
+            reason: String::new(),
+            at: now,
+        }
+    }
+
+    /// An attempt failed with `e`: when to try again.
+    pub(super) fn failed(&mut self, e: &RunError, hub: Option<&StatusHub>) -> Duration {
+        self.attempts += 1;
+        let delay = (MEDIA_RETRY_FIRST * 2u32.saturating_pow(self.attempts - 1).min(64))
+            .min(MEDIA_RETRY_CAP);
+        let reason = e.to_string();
+        // The hub first: whoever reads the log line finds the state it describes.
+        if let Some(hub) = hub {
+            hub.media_waiting(reason.clone(), self.attempts, delay);
+        }
+        if reason != self.reason {
+            tracing::warn!(
+                error = %e,
+                attempt = self.attempts,
+                retry_ms = delay.as_millis() as u64,
+                "capture and encoding cannot start; retrying (nothing is sent meanwhile)"
+            );
+            self.reason = reason;
+        } else {
+            tracing::debug!(
+                attempt = self.attempts,
+                retry_ms = delay.as_millis() as u64,
+                "capture still cannot start"
+            );
+        }
+        self.at = tokio::time::Instant::now() + delay;
+        delay
+    }
+
+    pub(super) fn recovered(&self, hub: Option<&StatusHub>) {
+        if self.attempts > 0 {
+            tracing::info!(
+                attempts = self.attempts,
+                down_ms = self.since.elapsed().as_millis() as u64,
+                "capture and encoding running again"
+            );
+        }
+        if let Some(hub) = hub {
+            hub.media_ready();
+        }
+    }
+}
+
+/// Nothing can be done about these by retrying.
+pub(super) fn media_is_fatal(e: &RunError) -> bool {
+    matches!(e, RunError::Media(PipelineError::NoTracks))
+}
+
+/// Opens capture and encoding, retrying with backoff until they open or the broadcast is
+/// told to stop. A reload's media settings replace `settings` (and are tried at once), its
+/// `[adapt]` replaces `adapt`.
+pub(super) async fn open_media(
+    settings: &mut PipelineConfig,
+    adapt: &mut AdaptConfig,
+    tee: &Tee,
+    stop: &Arc<AtomicBool>,
+    offset_ms: u64,
+    commands: &mut mpsc::Receiver<BroadcastCommand>,
+    hub: Option<&StatusHub>,
+) -> Result<MediaStart, RunError> {
+    let mut retry = MediaRetry::new();
+    loop {
+        let attempt = tokio::task::block_in_place(|| start(settings, tee, stop.clone(), offset_ms));
+        let e = match attempt {
+            Ok(media) => {
+                retry.recovered(hub);
+                return Ok(MediaStart::Ready(media));
+            }
+            Err(e) if media_is_fatal(&e) => return Err(e),
+            Err(e) => e,
+        };
+        let delay = retry.failed(&e, hub);
+        let wake = tokio::time::sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    None | Some(BroadcastCommand::Stop) => {
+                        return Ok(MediaStart::Stopped { reason: retry.reason });
+                    }
+                    Some(BroadcastCommand::Adapt(a)) => *adapt = a,
+                    Some(BroadcastCommand::RestartMedia(next)) => {
+                        tracing::info!("reload: trying the new media settings");
+                        *settings = *next;
+                        break;
+                    }
+                },
+                _ = &mut wake => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +340,32 @@ mod tests {
 
         sink.accept(Track::Video, &idr(3000, &half));
         assert_eq!(popped(&ring), [(key, 3000)]);
+    }
+
+    /// A camera that is not there is looked for again after 0.5, 1, 2 s, then every 3 s: it
+    /// streams within about 3 s of being plugged in. The hub shows why, how often, and when
+    /// next; a start clears it.
+    #[test]
+    fn capture_is_retried_at_most_3_s_apart_and_shown_on_the_hub() {
+        let hub = StatusHub::new();
+        let mut retry = MediaRetry::new();
+        let err = RunError::Media(PipelineError::Spawn {
+            name: "capture".into(),
+            source: std::io::Error::other("no /dev/video0"),
+        });
+        let delays: Vec<Duration> = (0..6).map(|_| retry.failed(&err, Some(&hub))).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            delays,
+            [ms(500), ms(1000), ms(2000), ms(3000), ms(3000), ms(3000)]
+        );
+        let w = hub.snapshot().media_wait.unwrap();
+        assert_eq!((w.attempts, w.retry_in), (6, ms(3000)));
+        assert!(w.reason.contains("no /dev/video0"), "{}", w.reason);
+        assert_eq!(hub.snapshot().capture_errors, 6);
+        retry.recovered(Some(&hub));
+        assert!(hub.snapshot().media_wait.is_none());
+        assert!(!media_is_fatal(&err));
+        assert!(media_is_fatal(&RunError::Media(PipelineError::NoTracks)));
     }
 }

@@ -49,13 +49,13 @@ use crate::ring::{Ring, RingStats};
 #[cfg(unix)]
 use crate::rtmp::reconnect_on_sigusr1;
 use crate::rtmp::{
-    run_sender, AddressClass, AddressError, AddressSource, RtmpError, SenderControl, SenderHooks,
-    SenderParts, SenderStats,
+    run_sender, AddressError, AddressSource, RtmpError, SenderControl, SenderHooks, SenderParts,
+    SenderStats,
 };
 use crate::status::{
     BroadcastSnapshot, RateMeter, StatsFile, StatsFileError, StatusHub, StatusLine,
 };
-use media::Media;
+use media::{open_media, Media, MediaRetry, MediaStart};
 use tee::Tee;
 
 /// Why a broadcast (or the service around it) ended badly; [`RunError::exit_code`] says how
@@ -92,8 +92,10 @@ pub enum RunError {
     NeverPublished {
         elapsed_s: f64,
         reason: String,
-        /// The ingest or Polyv refused (rather than could not be reached).
-        refused: bool,
+        /// What kept it from publishing: capture ([`ExitCode::Media`]), a refusal
+        /// ([`ExitCode::Refused`]) or an unreachable ingest or platform
+        /// ([`ExitCode::Unavailable`]).
+        exit: ExitCode,
     },
 }
 
@@ -108,8 +110,7 @@ impl RunError {
             Self::Rtmp(e) => e.exit_code(),
             Self::Media(_) => ExitCode::Media,
             Self::Headers(_) | Self::SenderTask(_) => ExitCode::Internal,
-            Self::NeverPublished { refused: true, .. } => ExitCode::Refused,
-            Self::NeverPublished { refused: false, .. } => ExitCode::Unavailable,
+            Self::NeverPublished { exit, .. } => *exit,
         }
     }
 
@@ -188,7 +189,14 @@ const STATUS_TICK: Duration = Duration::from_millis(500);
 /// How often the bitrate controller decides.
 const ADAPT_TICK: Duration = Duration::from_millis(100);
 
-/// One broadcast, from login to a clean close.
+/// One broadcast, from opening the devices to a clean close.
+///
+/// Capture and encoding start first, retried with backoff ([`MEDIA_RETRY_CAP`]) for as long
+/// as they fail (a camera not plugged in yet), with the reason on the hub; only then does the
+/// sender start and log in, so a box without a camera does not keep a channel "live" on
+/// Polyv. A pipeline that fails later is restarted in place the same way, on the same
+/// connection. Stopping while the devices never opened is [`RunError::NeverPublished`] with
+/// [`ExitCode::Media`].
 pub async fn run_broadcast(
     settings: BroadcastSettings,
     io: BroadcastIo,
@@ -199,7 +207,7 @@ pub async fn run_broadcast(
         on_first_publish,
     } = io;
     let started = Instant::now();
-    let (source, polyv, max_kbps) = resolve_destination(&settings).await?;
+    let (source, polyv) = destination(&settings)?;
     let ring = Ring::new(settings.ring);
     let recorder = match &settings.record {
         Some(r) => {
@@ -210,16 +218,34 @@ pub async fn run_broadcast(
         None => None,
     };
     let tee = Tee::new(ring.clone(), recorder.clone());
-    let media_settings = capped(&settings.media, max_kbps);
+    let mut media_settings = settings.media.clone();
+    let mut adapt_cfg = settings.adapt.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    let media = tokio::task::block_in_place(|| {
-        media::start(
-            &media_settings,
-            &tee,
-            stop.clone(),
-            settings.timestamp_offset_ms,
-        )
-    })?;
+    let opened = open_media(
+        &mut media_settings,
+        &mut adapt_cfg,
+        &tee,
+        &stop,
+        settings.timestamp_offset_ms,
+        &mut commands,
+        hub.as_ref(),
+    )
+    .await;
+    let media = match opened {
+        Ok(MediaStart::Ready(media)) => media,
+        Ok(MediaStart::Stopped { reason }) => {
+            close_recorder(recorder);
+            return Err(RunError::NeverPublished {
+                elapsed_s: started.elapsed().as_secs_f64(),
+                reason: format!("capture never started: {reason}"),
+                exit: ExitCode::Media,
+            });
+        }
+        Err(e) => {
+            close_recorder(recorder);
+            return Err(e);
+        }
+    };
     let info = media.info.clone();
     tracing::info!(
         width = info.width,
@@ -239,7 +265,7 @@ pub async fn run_broadcast(
     let keyframes = Arc::new(Mutex::new(media.pipeline.control()));
     let hooks = sender_hooks(
         &keyframes,
-        polyv,
+        polyv.clone(),
         (info.width, info.height),
         on_first_publish,
     );
@@ -264,52 +290,53 @@ pub async fn run_broadcast(
         StatusLine::new(settings.options.status_line && std::io::stderr().is_terminal());
     let mut b = Broadcast {
         started,
+        timeline_start: Instant::now(),
         ring,
         tee,
         stop,
         control,
         hub,
+        polyv,
         keyframes,
         adapt: None,
         target: Target::kbps(info.video_bitrate_kbps),
         configured_kbps: info.video_bitrate_kbps,
         configured_fps: info.fps,
         audio_kbps: settings.audio_kbps(),
-        max_kbps,
+        max_kbps: None,
         media_settings,
         offset_ms: settings.timestamp_offset_ms,
         media,
+        media_retry: None,
         status_line,
         stats_file,
         rates: RateMeter::default(),
         ticks: 0,
     };
-    b.set_adapt(&settings.adapt, false);
+    b.set_adapt(&adapt_cfg, false);
 
     let mut adapt_tick = tokio::time::interval(ADAPT_TICK);
     adapt_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut tick = tokio::time::interval(STATUS_TICK);
     let mut sender_result = None;
     let outcome: Result<(), RunError> = loop {
+        let retry_at = b.media_retry.as_ref().map(|r| r.at);
         tokio::select! {
             biased;
             cmd = commands.recv() => match cmd {
                 None | Some(BroadcastCommand::Stop) => break Ok(()),
                 Some(BroadcastCommand::Adapt(a)) => b.set_adapt(&a, true),
-                Some(BroadcastCommand::RestartMedia(next)) => {
-                    if let Err(e) = b.restart_media(*next) {
-                        break Err(e);
-                    }
-                }
+                Some(BroadcastCommand::RestartMedia(next)) => b.restart_media(*next),
             },
             r = &mut sender => {
                 sender_result = Some(r);
                 break Ok(());
             }
-            _ = adapt_tick.tick(), if b.adapt.is_some() => b.on_adapt_tick(),
+            _ = sleep_until_opt(retry_at) => b.retry_media(),
+            _ = adapt_tick.tick(), if b.adapt.is_some() && b.media_retry.is_none() => b.on_adapt_tick(),
             _ = tick.tick() => {
-                if b.media.pipeline.is_finished() {
-                    break Ok(()); // stop_and_join below returns the pipeline's error
+                if b.media_retry.is_none() && b.media.pipeline.is_finished() && !b.on_pipeline_ended() {
+                    break Ok(()); // the sources ended: the broadcast is over
                 }
                 b.on_tick();
             }
@@ -320,6 +347,10 @@ pub async fn run_broadcast(
     // Stop capture, flush the encoders into the ring, close it; the sender drains it
     // (bounded) and closes the RTMP stream cleanly.
     b.stop.store(true, Ordering::SeqCst);
+    let media_down = b.media_retry.as_ref().map(|r| r.reason.clone());
+    if let Some(hub) = &b.hub {
+        hub.media_ready();
+    }
     let Broadcast {
         media,
         ring,
@@ -338,28 +369,30 @@ pub async fn run_broadcast(
         h.abort();
     }
     // Everything encoded is in the recorder's queue now: flush and close the last segment.
-    if let Some(rec) = recorder {
-        match tokio::task::block_in_place(|| rec.stop()) {
-            Ok(st) => tracing::info!(
-                segments = st.segments_written,
-                bytes = st.bytes_written,
-                dropped = st.packets_dropped,
-                "safety recording closed"
-            ),
-            Err(e) => tracing::error!(error = %e, "safety recording did not close cleanly"),
-        }
-    }
+    close_recorder(recorder);
     outcome?;
-    let pipeline_stats = joined?;
+    // A pipeline being retried was already stopped: its error is in `media_down`.
+    let pipeline_stats = match (joined, &media_down) {
+        (Err(e), None) => return Err(e.into()),
+        (Ok(stats), _) => stats,
+        (Err(_), Some(_)) => PipelineStats::default(),
+    };
     let sender_stats = sender_result??;
     if sender_stats.sessions == 0 {
+        let refused = sender_stats.publish_rejections > 0
+            || sender_stats.credentials_rejections > 0
+            || sender_stats.platform_refusals > 0;
         return Err(RunError::NeverPublished {
             elapsed_s: started.elapsed().as_secs_f64(),
             reason: control
                 .last_error()
                 .map(|(_, r)| r)
                 .unwrap_or_else(|| "no connection attempt finished".into()),
-            refused: sender_stats.publish_rejections > 0 || sender_stats.credentials_rejections > 0,
+            exit: if refused {
+                ExitCode::Refused
+            } else {
+                ExitCode::Unavailable
+            },
         });
     }
     Ok(RunSummary {
@@ -371,42 +404,40 @@ pub async fn run_broadcast(
     })
 }
 
-/// Where the stream goes. Polyv is logged in to once up front, so the channel's bitrate limit
-/// is known before the encoder opens; a login that fails for a reason retrying can fix is
-/// left to the sender (capture starts anyway, so the safety recording runs).
-async fn resolve_destination(
+fn close_recorder(recorder: Option<Recorder>) {
+    let Some(rec) = recorder else { return };
+    match tokio::task::block_in_place(|| rec.stop()) {
+        Ok(st) => tracing::info!(
+            segments = st.segments_written,
+            bytes = st.bytes_written,
+            dropped = st.packets_dropped,
+            "safety recording closed"
+        ),
+        Err(e) => tracing::error!(error = %e, "safety recording did not close cleanly"),
+    }
+}
+
+/// Where the stream goes: a fixed URL, or Polyv's login (done by the sender when it first
+/// asks for the address, after capture started). Polyv's client is set up here so a
+/// configuration it cannot work with fails at once.
+#[allow(clippy::type_complexity)]
+fn destination(
     settings: &BroadcastSettings,
-) -> Result<
-    (
-        Arc<dyn AddressSource>,
-        Option<Arc<PolyvAddress>>,
-        Option<u32>,
-    ),
-    RunError,
-> {
-    let cfg = match &settings.destination {
-        Destination::Url(url) => return Ok((Arc::new(url.clone()), None, None)),
-        Destination::Polyv(cfg) => cfg,
-    };
-    let polyv = Arc::new(PolyvAddress::new(cfg)?);
-    let configured = settings.media.video_encoder.bitrate_kbps;
-    let max_kbps = match polyv.login().await {
-        Ok((_, Some(max))) if max > 0 && max < configured => {
-            tracing::info!(
-                configured_kbps = configured,
-                max_kbps = max,
-                "Polyv limits this channel's bitrate; encoding at its maximum"
-            );
-            Some(max)
+) -> Result<(Arc<dyn AddressSource>, Option<Arc<PolyvAddress>>), RunError> {
+    match &settings.destination {
+        Destination::Url(url) => Ok((Arc::new(url.clone()), None)),
+        Destination::Polyv(cfg) => {
+            let polyv = Arc::new(PolyvAddress::new(cfg)?);
+            Ok((polyv.clone(), Some(polyv)))
         }
-        Ok(_) => None,
-        Err(e) if e.class == AddressClass::BadConfig => return Err(e.into()),
-        Err(e) => {
-            tracing::warn!(error = %e, "no push address yet; retrying in the background");
-            None
-        }
-    };
-    Ok((polyv.clone(), Some(polyv), max_kbps))
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `media` with the video bitrate held to the channel's limit.
@@ -481,12 +512,16 @@ fn link_stats(
 /// A running broadcast's state between ticks.
 struct Broadcast {
     started: Instant,
+    /// When the first pipeline started: the timeline's zero (plus `offset_ms`).
+    timeline_start: Instant,
     ring: Ring,
     tee: Tee,
     /// The running pipeline's stop flag.
     stop: Arc<AtomicBool>,
     control: SenderControl,
     hub: Option<StatusHub>,
+    /// Polyv's login, when the address is Polyv's: the channel's bitrate limit comes from it.
+    polyv: Option<Arc<PolyvAddress>>,
     keyframes: Arc<Mutex<PipelineControl>>,
     adapt: Option<DelayController>,
     /// The last target asked of the encoder (it may still wait for the reopen rate limit).
@@ -500,6 +535,8 @@ struct Broadcast {
     media_settings: PipelineConfig,
     offset_ms: u64,
     media: Media,
+    /// Set while the pipeline is down and being restarted (`media` is inert meanwhile).
+    media_retry: Option<MediaRetry>,
     status_line: StatusLine,
     stats_file: Option<StatsFile>,
     rates: RateMeter,
@@ -556,8 +593,10 @@ impl Broadcast {
 
     /// The live numbers, to the hub, the status line and (every second) the stats file.
     fn on_tick(&mut self) {
+        self.apply_channel_limit();
         let now = Instant::now();
         let (p, snd) = (self.media.pipeline.stats(), self.control.stats());
+        let state = self.control.state();
         let (delivered_kbps, encoder_fps) = self.rates.update(
             now,
             if snd.bytes_delivered > 0 {
@@ -572,8 +611,9 @@ impl Broadcast {
             pipeline: p,
             ring: self.ring.stats(),
             sender: snd,
-            sender_state: self.control.state().phase(),
+            sender_state: state.phase(),
             sender_error: self.control.last_error().map(|(_, e)| e),
+            refusal: state.refusal().cloned(),
             adapt: self.adapt.as_ref().map(|c| c.stats()),
             target_kbps: self.target.video_kbps,
             configured_kbps: self.configured_kbps,
@@ -594,20 +634,23 @@ impl Broadcast {
     /// A reload changed `[video]`/`[audio]`: stop the old capture and flush its encoders into
     /// the ring first (their last packets are older than anything the new pipeline makes),
     /// then start the new settings on the same ring and connection. When they do not open (a
-    /// device gone, an encoder missing), the old ones worked a moment ago: back to them. An
-    /// error only when neither opens.
-    fn restart_media(&mut self, next: PipelineConfig) -> Result<(), RunError> {
+    /// device gone, an encoder missing), the old ones worked a moment ago: back to them; when
+    /// neither opens, the new ones are retried with backoff like a failed pipeline.
+    fn restart_media(&mut self, next: PipelineConfig) {
         let at = Instant::now();
         let next = capped(&next, self.max_kbps);
         self.stop.store(true, Ordering::SeqCst);
         self.stop = Arc::new(AtomicBool::new(false));
+        let was_running = self.media_retry.is_none();
         let started = tokio::task::block_in_place(|| {
-            if let Err(e) = self.media.pipeline.stop_in_place() {
-                tracing::warn!(error = %e, "the old pipeline ended with an error");
+            if was_running {
+                if let Err(e) = self.media.pipeline.stop_in_place() {
+                    tracing::warn!(error = %e, "the old pipeline ended with an error");
+                }
             }
             media::start(&next, &self.tee, self.stop.clone(), self.next_offset())
         });
-        let media = match started {
+        match started {
             Ok(media) => {
                 tracing::info!(
                     width = media.info.width,
@@ -617,36 +660,118 @@ impl Broadcast {
                     restart_ms = at.elapsed().as_millis() as u64,
                     "reload: capture and encoding restarted with the new media settings"
                 );
-                self.configured_kbps = media.info.video_bitrate_kbps;
-                self.configured_fps = media.info.fps;
                 self.media_settings = next;
-                if let Some(ctl) = self.adapt.as_mut() {
-                    *ctl = DelayController::new(ctl.config().clone(), self.configured_kbps);
-                }
-                media
+                self.media_running(media);
             }
-            Err(e) => {
+            Err(e) if was_running => {
                 tracing::error!(error = %e, "reload: the new media settings failed; going back to the old ones");
                 let old = self.media_settings.clone();
-                tokio::task::block_in_place(|| {
+                let back = tokio::task::block_in_place(|| {
                     media::start(&old, &self.tee, self.stop.clone(), self.next_offset())
-                })?
+                });
+                match back {
+                    Ok(media) => self.media_running(media),
+                    Err(e) => self.media_failed(e),
+                }
             }
-        };
+            Err(e) => {
+                // Capture was down already: the reload's settings are the ones to retry.
+                self.media_settings = next;
+                self.media_failed(e);
+            }
+        }
+    }
+
+    /// The pipeline ended on its own. `false` when its sources simply ended (a file without
+    /// `loop`): the broadcast is over. A failure restarts capture and encoding with backoff
+    /// on the same connection.
+    fn on_pipeline_ended(&mut self) -> bool {
+        match tokio::task::block_in_place(|| self.media.pipeline.stop_in_place()) {
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "capture or encoding failed; restarting it (the connection stays up)");
+                self.media_failed(RunError::Media(e));
+                true
+            }
+        }
+    }
+
+    /// A pipeline could not start or failed: retry later.
+    fn media_failed(&mut self, e: RunError) {
+        let retry = self.media_retry.get_or_insert_with(MediaRetry::new);
+        retry.failed(&e, self.hub.as_ref());
+    }
+
+    /// The retry's time has come: try the current settings again.
+    fn retry_media(&mut self) {
+        let settings = capped(&self.media_settings, self.max_kbps);
+        self.stop = Arc::new(AtomicBool::new(false));
+        let started = tokio::task::block_in_place(|| {
+            media::start(&settings, &self.tee, self.stop.clone(), self.next_offset())
+        });
+        match started {
+            Ok(media) => self.media_running(media),
+            Err(e) => self.media_failed(e),
+        }
+    }
+
+    /// `media` runs now: the sender's keyframe requests go to it and the targets start over.
+    fn media_running(&mut self, media: Media) {
+        if let Some(retry) = self.media_retry.take() {
+            retry.recovered(self.hub.as_ref());
+        }
+        self.configured_kbps = media.info.video_bitrate_kbps;
+        self.configured_fps = media.info.fps;
+        if let Some(ctl) = self.adapt.as_mut() {
+            *ctl = DelayController::new(ctl.config().clone(), self.configured_kbps);
+        }
         *self
             .keyframes
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = media.pipeline.control();
         self.media = media;
         self.target = Target::kbps(self.configured_kbps);
-        Ok(())
+    }
+
+    /// Polyv's login may set a bitrate limit for the channel (`maxRate`); capture started
+    /// before the login, so it is applied to the running encoder (libx264 changes its rate in
+    /// place) and to everything started later.
+    fn apply_channel_limit(&mut self) {
+        let max = self
+            .polyv
+            .as_ref()
+            .and_then(|p| p.max_kbps())
+            .filter(|m| *m > 0);
+        if max == self.max_kbps {
+            return;
+        }
+        self.max_kbps = max;
+        let Some(max) = max else { return };
+        if max >= self.configured_kbps {
+            return;
+        }
+        tracing::info!(
+            configured_kbps = self.configured_kbps,
+            max_kbps = max,
+            "Polyv limits this channel's bitrate; encoding at its maximum"
+        );
+        self.configured_kbps = max;
+        self.media_settings.video_encoder.bitrate_kbps =
+            self.media_settings.video_encoder.bitrate_kbps.min(max);
+        if let Some(ctl) = self.adapt.as_mut() {
+            *ctl = DelayController::new(ctl.config().clone(), max);
+        }
+        if self.target.video_kbps > max {
+            self.target = Target::kbps(max);
+        }
+        self.media.pipeline.control().set_video_bitrate(max);
     }
 
     /// Where a new pipeline's timeline starts: in step with the wall clock, and after
     /// everything already sent (audio may run a little ahead of it), so each stream's
     /// timestamps keep rising. (The tee's newest includes `[target] timestamp_offset_ms`.)
     fn next_offset(&self) -> u64 {
-        let elapsed = self.started.elapsed().as_millis() as u64;
+        let elapsed = self.timeline_start.elapsed().as_millis() as u64;
         let base = elapsed.max(self.tee.newest_dts().saturating_sub(self.offset_ms) + 100);
         self.offset_ms + base
     }

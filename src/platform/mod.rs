@@ -11,5 +11,5 @@ pub mod sign;
 pub mod types;
 
 pub use client::{PolyvClient, RetryPolicy};
-pub use error::PlatformError;
+pub use error::{PlatformError, Skew};
 pub use settings::{Endpoints, PolyvSettings, CREDENTIAL_APP_SECRET, CREDENTIAL_PASSWORD};

@@ -30,9 +30,13 @@
 //!   and health endpoint still say what is wrong); `STATUS=` lines and `WATCHDOG=1` from
 //!   [`crate::notify`]; `STOPPING=1` on SIGTERM/SIGINT. A SIGTERM/SIGINT is a clean stop
 //!   (exit 0) even before the first publish; `--duration` without a publish is an error.
-//! - A broadcast that fails (capture or encoder error, a fatal config problem) ends the
-//!   process with its exit code: systemd restarts it (`Restart=on-failure`) with a fresh
-//!   device open, which is what a wedged camera needs.
+//! - **Nothing the platform, the network or a device does ends the service.** A camera
+//!   that is missing or fails is retried inside the broadcast (and Polyv is not logged in to
+//!   until capture runs); refusals and outages are the sender's to wait out. A broadcast that
+//!   still fails (an internal error, a configuration problem after a reload) is started again
+//!   after 5 s, doubling to 60 s, in state `failed`. Only a configuration that cannot work at
+//!   the process's first start ends it (exit 2, which the unit does not restart on), and an
+//!   operator's own `max_attempts`. A `--duration` run ends with the broadcast's exit code.
 
 mod reload;
 
@@ -49,6 +53,8 @@ use crate::broadcast::{
     self, BroadcastCommand, BroadcastIo, BroadcastSettings, RunError, RunOptions, RunSummary,
 };
 use crate::config::Config;
+use crate::exit::ExitCode;
+use crate::rtmp::RtmpError;
 use crate::schedule::{Schedule, Window};
 use crate::status::{DaemonState, ScheduleStatus, StatusHub};
 pub use reload::{diff, ConfigChanges};
@@ -275,6 +281,8 @@ struct Daemon {
     shutdown: ShutdownFuture,
     shutdown_fired: bool,
     commands: tokio::sync::mpsc::Receiver<ServiceCommand>,
+    /// Broadcasts that failed in a row (for the wait before the next).
+    failures: u32,
 }
 
 impl Service {
@@ -288,6 +296,8 @@ impl Service {
     ) -> Result<ServiceSummary, RunError> {
         let started = Instant::now();
         let schedule = Schedule::from_config(&cfg.schedule)?;
+        // A configuration that cannot broadcast fails now, before anything binds or starts.
+        BroadcastSettings::from_config(&cfg, &opts.run)?;
         let hub = StatusHub::new();
         let notifier = Arc::new(crate::notify::Notifier::from_env());
         // The broadcast matters more than its dashboard: without the server (a port taken,
@@ -327,6 +337,7 @@ impl Service {
             shutdown,
             shutdown_fired: false,
             commands,
+            failures: 0,
         };
         let result = d.run_loop().await;
         if !matches!(d.hub.state(), DaemonState::Stopping) {
@@ -352,6 +363,8 @@ impl Service {
 enum LiveEnd {
     /// Back to the loop (idle, or the next broadcast).
     Continue(RunSummary),
+    /// The broadcast failed and the wait after it is over: back to the loop.
+    Retry,
     /// The service stops.
     Stop(Option<RunSummary>),
 }
@@ -383,8 +396,12 @@ impl Daemon {
                 continue;
             };
             broadcasts += 1;
-            match self.live(window).await? {
-                LiveEnd::Continue(summary) => last = Some(summary),
+            match self.live(window, broadcasts == 1).await? {
+                LiveEnd::Continue(summary) => {
+                    self.failures = 0;
+                    last = Some(summary);
+                }
+                LiveEnd::Retry => {}
                 LiveEnd::Stop(summary) => return Ok((broadcasts, summary.or(last))),
             }
         }
@@ -436,7 +453,8 @@ impl Daemon {
     }
 
     /// One broadcast, inside `window` (or unscheduled), until it ends.
-    async fn live(&mut self, window: Option<Window>) -> Result<LiveEnd, RunError> {
+    /// `first`: the process's first broadcast, whose configuration errors end the process.
+    async fn live(&mut self, window: Option<Window>, first: bool) -> Result<LiveEnd, RunError> {
         if let Some(w) = &window {
             tracing::info!(
                 end = %fmt_time(w.end),
@@ -544,20 +562,57 @@ impl Daemon {
                     Ending::Running | Ending::Restart => LiveEnd::Continue(summary),
                 })
             }
-            Err(e @ RunError::NeverPublished { .. })
-                if shutdown_by == Some(ShutdownBy::Operator) =>
-            {
-                tracing::warn!(error = %e, "stopped before the first publish");
+            Err(e) if shutdown_by == Some(ShutdownBy::Operator) => {
+                // SIGTERM is a clean stop, whatever the broadcast was struggling with.
+                tracing::warn!(error = %e, "stopped before the broadcast got going");
                 self.hub.broadcast_ended(Some(e.to_string()), false);
                 Ok(LiveEnd::Stop(None))
             }
             Err(e) => {
-                let capture = matches!(e, RunError::Media(_));
-                self.hub.broadcast_ended(Some(e.to_string()), capture);
+                self.hub.broadcast_ended(Some(e.to_string()), false);
                 self.hub.set_state(DaemonState::Failed {
                     reason: e.to_string(),
                 });
-                Err(e)
+                // A one-shot run (`--duration`) reports how it went; a configuration that
+                // cannot work at start is for the operator (exit 2, which systemd does not
+                // restart on); an operator's own `max_attempts` is theirs to have.
+                let config = e.exit_code() == ExitCode::Config && first;
+                let gave_up = matches!(e, RunError::Rtmp(RtmpError::GaveUp { .. }));
+                if shutdown_by.is_some() || config || gave_up {
+                    return Err(e);
+                }
+                if ending == Ending::Restart {
+                    // Told to end (window closed, a reload) before it got going: no wait.
+                    tracing::warn!(error = %e, "the broadcast ended before it got going");
+                    return Ok(LiveEnd::Retry);
+                }
+                self.failures += 1;
+                let wait = failure_backoff(self.failures);
+                tracing::error!(
+                    error = %e,
+                    retry_s = wait.as_secs(),
+                    "the broadcast failed; starting it again (the service stays up)"
+                );
+                Ok(self.wait_after_failure(wait).await)
+            }
+        }
+    }
+
+    /// Waits `wait` after a failed broadcast (reloads apply meanwhile).
+    async fn wait_after_failure(&mut self, wait: Duration) -> LiveEnd {
+        let until = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                ev = self.next_event() => match ev {
+                    Event::Shutdown(_) => return LiveEnd::Stop(None),
+                    Event::Reload => {
+                        if let Some((new, _)) = self.reload().await {
+                            self.cfg = new;
+                            return LiveEnd::Retry; // the new file may be the fix: try now
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(until) => return LiveEnd::Retry,
             }
         }
     }
@@ -655,6 +710,12 @@ fn schedule_status(schedule: &Schedule, now: SystemTime) -> ScheduleStatus {
             .or(next.as_ref())
             .and_then(|w| w.title.clone()),
     }
+}
+
+/// The wait after the `n`th failed broadcast in a row: 5 s, doubling, at most 60 s.
+fn failure_backoff(n: u32) -> Duration {
+    (Duration::from_secs(5) * 2u32.saturating_pow(n.saturating_sub(1)).min(16))
+        .min(Duration::from_secs(60))
 }
 
 fn until(t: SystemTime, now: SystemTime) -> Duration {

@@ -60,6 +60,16 @@ pub fn health(snap: &Snapshot, now: Instant) -> Health {
 }
 
 fn live(snap: &Snapshot, now: Instant, where_: &str) -> Health {
+    // Capture down: nothing can go out, and polypush does not log in until it is back.
+    if let Some(w) = &snap.media_wait {
+        return Health::bad(format!(
+            "{where_} but capture is down for {} s (attempt {}, next in {:.1} s): {}",
+            now.saturating_duration_since(w.since).as_secs(),
+            w.attempts,
+            w.retry_in.as_secs_f64(),
+            w.reason
+        ));
+    }
     let Some(b) = &snap.broadcast else {
         // Live, but the broadcast has not reported yet (logging in, opening the camera).
         let since = snap.state_since.unwrap_or(now);
@@ -81,9 +91,14 @@ fn live(snap: &Snapshot, now: Instant, where_: &str) -> Health {
     match b.sender_state {
         SenderPhase::Publishing => return Health::ok("ok: live"),
         SenderPhase::CredentialsRejected => {
-            return Health::bad(format!(
-                "credentials rejected{error}: fix the channel password"
-            ))
+            return Health::bad(match b.refusal.as_ref().map(|r| r.reason) {
+                None | Some("password") => {
+                    format!("credentials rejected{error}: fix the channel password")
+                }
+                Some(reason) => {
+                    format!("Polyv refuses the login ({reason}){error}: an operator must act")
+                }
+            });
         }
         _ => {}
     }
@@ -235,6 +250,58 @@ mod tests {
             };
             assert!(!health(&s, t0).healthy);
         }
+    }
+
+    #[test]
+    fn capture_down_is_unhealthy_at_once_with_the_reason() {
+        let t0 = Instant::now();
+        let mut s = Snapshot {
+            state: DaemonState::Live,
+            schedule: ScheduleStatus::default(),
+            state_since: Some(t0),
+            media_wait: Some(crate::status::MediaWait {
+                reason: "cannot open [video] device /dev/video0: No such file or directory".into(),
+                since: t0,
+                attempts: 4,
+                retry_in: Duration::from_secs(3),
+            }),
+            ..Snapshot::default()
+        };
+        // No grace: a missing camera will not appear by waiting for it to publish.
+        let h = health(&s, t0 + Duration::from_secs(12));
+        assert_eq!(
+            h,
+            Health::bad(
+                "no schedule (always on) but capture is down for 12 s (attempt 4, next in 3.0 s): \
+                 cannot open [video] device /dev/video0: No such file or directory"
+            )
+        );
+        // Also while a broadcast runs (its pipeline failed and is being restarted).
+        s.broadcast = live_snapshot(t0, SenderPhase::Publishing, None).broadcast;
+        assert!(!health(&s, t0).healthy);
+        s.media_wait = None;
+        assert!(health(&s, t0).healthy);
+    }
+
+    #[test]
+    fn an_operator_refusal_other_than_the_password_names_its_reason() {
+        let t0 = Instant::now();
+        let mut s = live_snapshot(
+            t0,
+            SenderPhase::CredentialsRejected,
+            Some("invalid signature."),
+        );
+        s.broadcast.as_mut().unwrap().refusal = Some(crate::rtmp::Refusal {
+            class: crate::rtmp::AddressClass::OperatorMustAct,
+            reason: "clock",
+            message: "invalid timestamp.".into(),
+        });
+        let h = health(&s, t0);
+        assert!(!h.healthy);
+        assert!(
+            h.message.starts_with("Polyv refuses the login (clock)"),
+            "{h:?}"
+        );
     }
 
     #[test]

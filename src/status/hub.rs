@@ -6,9 +6,9 @@
 use crate::adapt::AdaptStats;
 use crate::encode::PipelineStats;
 use crate::ring::{DropReason, RingStats};
-use crate::rtmp::{SenderControl, SenderPhase, SenderStats};
+use crate::rtmp::{Refusal, SenderControl, SenderPhase, SenderStats};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// Where the daemon is.
@@ -80,6 +80,22 @@ pub struct BroadcastSnapshot {
     pub encoder_fps: f64,
     /// The configured frame rate.
     pub configured_fps: f64,
+    /// The platform's refusal the sender is waiting out (class, reason label, its message).
+    pub refusal: Option<Refusal>,
+}
+
+/// Capture and encoding are not running and are being retried: the devices did not open at
+/// the start (a camera not plugged in), or the pipeline failed during the broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaWait {
+    /// The last error, with what to do.
+    pub reason: String,
+    /// Since when capture has been down.
+    pub since: Instant,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The next attempt in.
+    pub retry_in: Duration,
 }
 
 /// Everything at once, for `/status`, `/metrics` and `/healthz`.
@@ -96,8 +112,10 @@ pub struct Snapshot {
     /// Config reloads applied / refused (SIGHUP).
     pub reloads: u64,
     pub reloads_failed: u64,
-    /// Capture or encoder failures that ended a broadcast.
+    /// Capture or encoder failures: devices that did not open, pipelines that failed.
     pub capture_errors: u64,
+    /// Set while capture and encoding are down and being retried (no login meanwhile).
+    pub media_wait: Option<MediaWait>,
     /// The last broadcast failure, if any.
     pub last_error: Option<String>,
     /// Counters summed over every broadcast since the daemon started, the running one
@@ -143,6 +161,10 @@ pub struct Totals {
     pub audio_frames_dropped: u64,
     pub video_device_losses: u64,
     pub audio_device_losses: u64,
+    /// Logins the platform refused: an operator must act (password, appId, signature, clock).
+    pub operator_refusals: u64,
+    /// Logins the platform refused for now, or could not answer (try later, unavailable).
+    pub platform_refusals: u64,
     /// Ring drops (packets) per reason, in [`DropReason::ALL`] order.
     ring_dropped: [u64; DropReason::ALL.len()],
 }
@@ -172,6 +194,8 @@ impl Totals {
             audio_frames_dropped: b.pipeline.audio.frames_dropped,
             video_device_losses: b.pipeline.video.device_losses,
             audio_device_losses: b.pipeline.audio.device_losses,
+            operator_refusals: b.sender.credentials_rejections,
+            platform_refusals: b.sender.platform_refusals,
             ring_dropped,
         }
     }
@@ -219,6 +243,16 @@ impl Totals {
             &mut self.audio_device_losses,
             prev.audio_device_losses,
             now.audio_device_losses,
+        );
+        add(
+            &mut self.operator_refusals,
+            prev.operator_refusals,
+            now.operator_refusals,
+        );
+        add(
+            &mut self.platform_refusals,
+            prev.platform_refusals,
+            now.platform_refusals,
         );
         for i in 0..self.ring_dropped.len() {
             add(
@@ -351,6 +385,7 @@ impl StatusHub {
     pub fn broadcast_ended(&self, error: Option<String>, capture_error: bool) {
         self.with(|i| {
             i.snap.broadcast = None;
+            i.snap.media_wait = None;
             i.snap.not_publishing_since = None;
             i.reconnect = None;
             // `counted` stays: a late update of the ended broadcast adds only what moved.
@@ -361,6 +396,29 @@ impl StatusHub {
                 i.snap.last_error = error;
             }
         });
+    }
+
+    /// Capture and encoding failed to start (attempt `attempts`); the next try in `retry_in`.
+    pub fn media_waiting(&self, reason: String, attempts: u32, retry_in: Duration) {
+        self.with(|i| {
+            let since = i
+                .snap
+                .media_wait
+                .as_ref()
+                .map_or_else(Instant::now, |w| w.since);
+            i.snap.capture_errors += 1;
+            i.snap.media_wait = Some(MediaWait {
+                reason,
+                since,
+                attempts,
+                retry_in,
+            });
+        });
+    }
+
+    /// Capture and encoding run (again).
+    pub fn media_ready(&self) {
+        self.with(|i| i.snap.media_wait = None);
     }
 
     pub fn set_viewers(&self, viewers: Option<u64>) {

@@ -38,6 +38,17 @@ pub(super) fn status_json(snap: &Snapshot, now: Instant) -> Value {
         "broadcasts": snap.broadcasts,
         "reloads": { "ok": snap.reloads, "failed": snap.reloads_failed },
         "capture_errors": snap.capture_errors,
+        "capture": match &snap.media_wait {
+            Some(w) => json!({
+                "state": "down",
+                "reason": w.reason,
+                "down_for_s": secs(now.saturating_duration_since(w.since)),
+                "attempts": w.attempts,
+                "retry_in_s": secs(w.retry_in),
+            }),
+            None if snap.broadcast.is_some() => json!({ "state": "running" }),
+            None => json!({ "state": "off" }),
+        },
         "last_error": snap.last_error,
         "totals": totals(&snap.totals),
     })
@@ -59,6 +70,11 @@ fn broadcast(b: &BroadcastSnapshot, snap: &Snapshot, now: Instant) -> Value {
         "uptime_s": b.started.map(|t| secs(now.saturating_duration_since(t))),
         "sender_state": b.sender_state.as_str(),
         "sender_error": b.sender_error,
+        "platform_refusal": b.refusal.as_ref().map(|r| json!({
+            "class": r.class.as_str(),
+            "reason": r.reason,
+            "message": r.message,
+        })),
         "publishing": b.sender_state == SenderPhase::Publishing,
         "not_publishing_for_s": snap
             .not_publishing_since

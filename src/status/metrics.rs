@@ -182,8 +182,40 @@ pub fn registry(snap: &Snapshot) -> Registry {
     );
     m.counter(
         "polypush_capture_errors",
-        "Capture or encoder failures that ended a broadcast",
+        "Capture or encoder failures: devices that did not open at a start or a retry, pipelines that failed",
         snap.capture_errors,
+    );
+    m.int_gauge(
+        "polypush_capture_down",
+        "1 while capture and encoding are down and being retried (nothing is sent and polypush does not log in meanwhile), else 0",
+        i64::from(snap.media_wait.is_some()),
+    );
+    m.counters(
+        "polypush_platform_refusals",
+        "Logins the platform refused, by class: operator_must_act (password, appId, signature, clock) or try_later (refused for now, rate limited, unreachable)",
+        &[
+            (label("class", "operator_must_act"), t.operator_refusals),
+            (label("class", "try_later"), t.platform_refusals),
+        ],
+    );
+    // The refusal being waited out now, one series (absent when there is none); `reason` is
+    // one of a small fixed set (broadcast::REFUSAL_REASONS).
+    let refusal: Vec<(Labels, i64)> = b
+        .and_then(|b| b.refusal.as_ref())
+        .map(|r| {
+            vec![(
+                vec![
+                    ("class", r.class.as_str().to_string()),
+                    ("reason", r.reason.to_string()),
+                ],
+                1,
+            )]
+        })
+        .unwrap_or_default();
+    m.int_gauges(
+        "polypush_platform_refusal",
+        "1 for the platform's refusal being waited out now, by class and reason (password, app_id, signature, clock, already_logged_in, channel_live, login_forbidden, rate_limited, refused, server_error, unreachable, unreadable, bad_address)",
+        &refusal,
     );
     m.counter(
         "polypush_broadcasts",

@@ -25,7 +25,8 @@ mod viewers;
 
 pub use health::{health, Health};
 pub use hub::{
-    BroadcastSnapshot, DaemonState, Progress, ScheduleStatus, Snapshot, StatusHub, Totals,
+    BroadcastSnapshot, DaemonState, MediaWait, Progress, ScheduleStatus, Snapshot, StatusHub,
+    Totals,
 };
 pub use line::StatusLine;
 pub use rate::RateMeter;

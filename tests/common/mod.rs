@@ -2,6 +2,7 @@
 //! free port and stopped by its own PID when the handle drops, also when a test fails.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod memory_ingest;
 pub mod nginx;
 pub mod sender;
