@@ -8,6 +8,9 @@ PKGS=(
   libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev libavutil-dev
   libswscale-dev libswresample-dev
   nginx libnginx-mod-rtmp ffmpeg
+  # RTMPS tests: nginx's stream module terminates TLS in front of nginx-rtmp; openssl makes
+  # each test's CA and certificate.
+  libnginx-mod-stream openssl
   iproute2 procps curl ca-certificates
   systemd
 )

@@ -9,10 +9,13 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields, default)]
 pub struct TargetConfig {
     /// Push here instead of asking Polyv (teacher_login) for the address:
-    /// `rtmp://host[:port]/app[/instance]/stream[?query]`. Empty: log in to Polyv.
+    /// `rtmp://host[:port]/app[/instance]/stream[?query]`, or `rtmps://` for RTMP over TLS
+    /// (port 443 unless given; the certificate must chain to a CA in the system store or in
+    /// the PEM file `SSL_CERT_FILE` names). With an address no `[polyv]` is needed; empty: log
+    /// in to Polyv.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub url: String,
-    /// TCP connect timeout, seconds (1..=60).
+    /// TCP connect timeout, TLS handshake included for `rtmps://`, seconds (1..=60).
     pub connect_timeout_s: u64,
     /// RTMP handshake + connect + publish timeout, seconds (1..=120).
     pub handshake_timeout_s: u64,

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
@@ -161,10 +161,6 @@ impl Connector for TcpConnector {
                 return Ok(Connection::new(stream, peer.to_string()));
             }
             let addr = peer.to_string();
-            let tls = tls_config().map_err(|reason| RtmpError::Tls {
-                addr: addr.clone(),
-                reason,
-            })?;
             let name =
                 rustls::pki_types::ServerName::try_from(url.host().to_string()).map_err(|e| {
                     RtmpError::Tls {
@@ -175,51 +171,127 @@ impl Connector for TcpConnector {
                         ),
                     }
                 })?;
+            let tls = match timeout_at(deadline, tls_config()).await {
+                Ok(Ok(config)) => config,
+                Ok(Err(reason)) => return Err(RtmpError::Tls { addr, reason }),
+                Err(_) => return Err(timed_out(addr, opts)),
+            };
             let handshake = tokio_rustls::TlsConnector::from(tls).connect(name, stream);
             match timeout_at(deadline, handshake).await {
                 Ok(Ok(tls)) => Ok(Connection::new(tls, addr)),
                 Ok(Err(e)) => Err(RtmpError::Tls {
                     addr,
-                    reason: e.to_string(),
+                    reason: handshake_failure(&e, url),
                 }),
-                Err(_) => Err(RtmpError::Timeout {
+                // Not a TCP timeout: the connection is open. A plain RTMP server reads the
+                // ClientHello as the start of its 1537-byte C0+C1 and waits for the rest,
+                // silently, so this is what `rtmps://` to an RTMP port looks like.
+                Err(_) => Err(RtmpError::Tls {
                     addr,
-                    phase: Phase::Tcp,
-                    after: opts.connect_timeout,
+                    reason: format!(
+                        "no answer to the TLS handshake within {:?}: is port {} an RTMPS port \
+                         (an RTMP server waits without a word), or is the path to it congested?",
+                        opts.connect_timeout,
+                        url.port()
+                    ),
                 }),
             }
         })
     }
 }
 
-/// The TLS client settings for `rtmps://`, made once: the system's CA certificates (or the
-/// PEM file `SSL_CERT_FILE` names), with the same `ring` provider reqwest uses.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let found = rustls_native_certs::load_native_certs();
-            let mut roots = rustls::RootCertStore::empty();
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                let why = found
-                    .errors
-                    .first()
-                    .map_or_else(|| "none found".to_string(), ToString::to_string);
-                return Err(format!(
-                    "no CA certificates to check the ingest's certificate with ({why}): install \
-                     Debian's ca-certificates, or point SSL_CERT_FILE at a PEM file"
-                ));
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup failed: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Ok(Arc::new(config))
-        })
-        .clone()
+fn timed_out(addr: String, opts: &ConnectOptions) -> RtmpError {
+    RtmpError::Timeout {
+        addr,
+        phase: Phase::Tcp,
+        after: opts.connect_timeout,
+    }
+}
+
+/// The TLS client settings for `rtmps://`: the system's CA certificates (or the PEM file
+/// `SSL_CERT_FILE` names), with the same `ring` provider reqwest uses.
+///
+/// Made for every connection attempt, not once per process: when a handshake fails for want
+/// of a CA, the operator installs it (or fixes the file) and the next attempt of the running
+/// service must see it. Reading the store takes milliseconds and attempts are seconds apart;
+/// it is file I/O, so it runs on the blocking pool.
+async fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    tokio::task::spawn_blocking(load_tls_config)
+        .await
+        .map_err(|e| format!("loading the CA certificates failed: {e}"))?
+}
+
+fn load_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!(
+        added,
+        ignored,
+        errors = found.errors.len(),
+        "CA certificates loaded"
+    );
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_string(), ToString::to_string);
+        return Err(format!(
+            "no CA certificates to check the ingest's certificate with ({why}): install \
+             Debian's ca-certificates, or point SSL_CERT_FILE at a PEM file"
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The usual RTMPS failure with a private CA, and its two fixes.
+const UNTRUSTED: &str = "the ingest's certificate is not signed by a CA this box trusts \
+    (UnknownIssuer); if the ingest uses a private CA, install its PEM certificate as \
+    /usr/local/share/ca-certificates/NAME.crt and run update-ca-certificates, or set \
+    SSL_CERT_FILE to that PEM file in polypush's environment";
+
+/// Says in an operator's words why a TLS handshake failed, and what to do for the common
+/// cases; anything else is rustls's own text.
+fn handshake_failure(e: &io::Error, url: &RtmpUrl) -> String {
+    use rustls::{CertificateError, Error};
+    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) else {
+        // Not rustls: the socket (the ingest hung up during the handshake, say).
+        return format!(
+            "{e} during the TLS handshake: is port {} an RTMPS port?",
+            url.port()
+        );
+    };
+    match err {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => UNTRUSTED.to_string(),
+        Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => format!(
+            "the ingest's certificate is not for {:?} ({err}); use the host name the \
+             certificate names in the push address",
+            url.host()
+        ),
+        Error::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => format!(
+            "{err}: the ingest's certificate is out of date, or this box's clock is wrong \
+             (check it with timedatectl)"
+        ),
+        Error::InvalidMessage(_) => format!(
+            "{err}: the ingest did not answer in TLS; is port {} an RTMPS port (rtmp:// \
+             addresses are not TLS)?",
+            url.port()
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// Resolves and connects, trying each address in turn within one `connect_timeout`.
@@ -330,4 +402,36 @@ async fn connect_one(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStrea
             .map_err(fail)?;
     }
     socket.connect(addr).await.map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(err: rustls::Error) -> String {
+        let url = RtmpUrl::parse("rtmps://ingest.example.com:8443/live/key").unwrap();
+        handshake_failure(&io::Error::new(io::ErrorKind::InvalidData, err), &url)
+    }
+
+    #[test]
+    fn certificate_failures_say_what_to_do() {
+        use rustls::CertificateError as C;
+        let untrusted = failure(rustls::Error::InvalidCertificate(C::UnknownIssuer));
+        assert!(untrusted.contains("update-ca-certificates"), "{untrusted}");
+        assert!(untrusted.contains("SSL_CERT_FILE"), "{untrusted}");
+        let name = failure(rustls::Error::InvalidCertificate(C::NotValidForName));
+        assert!(name.contains("\"ingest.example.com\""), "{name}");
+        assert!(name.contains("host name"), "{name}");
+        let expired = failure(rustls::Error::InvalidCertificate(C::Expired));
+        assert!(expired.contains("clock"), "{expired}");
+        let not_tls = failure(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(not_tls.contains("port 8443 an RTMPS port"), "{not_tls}");
+        let eof = handshake_failure(
+            &io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof"),
+            &RtmpUrl::parse("rtmps://h/live/key").unwrap(),
+        );
+        assert!(eof.contains("port 443 an RTMPS port"), "{eof}");
+    }
 }

@@ -24,6 +24,12 @@
 //! second apart), drop a publisher that sent nothing for a while (`drop_idle_publisher`, how an
 //! ingest forgets a publisher whose link died), and run inside a network namespace on an address
 //! there (`ip netns exec NS nginx …`; `ip netns exec` execs nginx, so the child PID is nginx's).
+//!
+//! RTMPS ([`Nginx::start_tls`]): the same nginx also runs its `stream` module (Debian
+//! `libnginx-mod-stream`) as a TLS terminator on a second port, proxying the plain bytes to the
+//! RTMP port, which is how RTMPS ingests are commonly built. Its certificate is made for each
+//! nginx with the `openssl` CLI: a throw-away CA ([`Nginx::tls_ca`], for `SSL_CERT_FILE`) and a
+//! leaf for `localhost` with the SANs `DNS:localhost` and `IP:127.0.0.1`.
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -32,6 +38,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,6 +60,8 @@ pub struct Nginx {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    /// The TLS terminator's port ([`Nginx::start_tls`]); `None` without one.
+    tls_port: Option<u16>,
     opts: NginxOptions,
 }
 
@@ -65,6 +74,17 @@ impl Nginx {
 
     /// Like [`Nginx::start`], with options.
     pub fn start_with(opts: NginxOptions) -> Nginx {
+        Self::start_inner(opts, false)
+    }
+
+    /// Like [`Nginx::start`], and also accepting RTMPS: a TLS terminator (nginx `stream` with
+    /// `ssl`) on [`Nginx::tls_port`] in front of the RTMP port, with a certificate from a CA
+    /// made for this instance ([`Nginx::tls_ca`]).
+    pub fn start_tls() -> Nginx {
+        Self::start_inner(NginxOptions::default(), true)
+    }
+
+    fn start_inner(opts: NginxOptions, tls: bool) -> Nginx {
         assert!(
             Path::new(MODULE).exists(),
             "{MODULE} is missing: install nginx and libnginx-mod-rtmp (scripts/install-deps.sh)"
@@ -75,15 +95,31 @@ impl Nginx {
             .expect("temp dir for nginx");
         std::fs::create_dir_all(dir.path().join("rec")).unwrap();
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        if tls {
+            assert!(
+                Path::new(STREAM_MODULE).exists(),
+                "{STREAM_MODULE} is missing: install libnginx-mod-stream (scripts/install-deps.sh)"
+            );
+            make_certificates(&dir.path().join("tls"));
+        }
         let mut nginx = Nginx {
             child: None,
             dir,
             port: 0,
+            tls_port: None,
             opts,
         };
         let mut last_error = String::new();
         for _ in 0..5 {
             nginx.port = free_port();
+            if tls {
+                nginx.tls_port = Some(loop {
+                    let p = free_port();
+                    if p != nginx.port {
+                        break p;
+                    }
+                });
+            }
             match nginx.spawn() {
                 Ok(()) => return nginx,
                 Err(e) => last_error = e,
@@ -113,6 +149,28 @@ impl Nginx {
     /// `rtmp://127.0.0.1:PORT/live/STREAM`: published streams are recorded.
     pub fn url(&self, stream: &str) -> String {
         self.url_in("live", stream)
+    }
+
+    /// The RTMPS (TLS terminator) port; needs [`Nginx::start_tls`].
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+            .expect("nginx was started without TLS: use Nginx::start_tls")
+    }
+
+    /// `rtmps://HOST:TLS_PORT/live/STREAM`, recorded like [`Nginx::url`]. `host` is what the
+    /// client checks the certificate against: `localhost` or `127.0.0.1` match it.
+    pub fn rtmps_url(&self, host: &str, stream: &str) -> String {
+        format!("rtmps://{host}:{}/live/{stream}", self.tls_port())
+    }
+
+    /// The PEM file of the CA that signed the TLS terminator's certificate (for
+    /// `SSL_CERT_FILE`); needs [`Nginx::start_tls`].
+    pub fn tls_ca(&self) -> PathBuf {
+        assert!(
+            self.tls_port.is_some(),
+            "nginx was started without TLS: use Nginx::start_tls"
+        );
+        self.dir.path().join("tls/ca.pem")
     }
 
     /// An application that refuses every publisher by dropping the connection at `publish`.
@@ -226,7 +284,12 @@ impl Nginx {
     fn spawn(&mut self) -> Result<(), String> {
         let dir = self.dir.path();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(dir, self.ip(), self.port, &self.opts)).unwrap();
+        let tls_port = self.tls_port;
+        std::fs::write(
+            &conf,
+            config(dir, self.ip(), self.port, tls_port, &self.opts),
+        )
+        .unwrap();
         let log = dir.join("logs/error.log");
         // A file, not a pipe: nobody drains a pipe while the tests run.
         let stderr_path = dir.join("logs/stderr.log");
@@ -252,13 +315,18 @@ impl Nginx {
             .spawn()
             .map_err(|e| format!("cannot run nginx: {e}"))?;
         let mut exited = None;
-        let addr = self.addr();
+        let mut addrs = vec![self.addr()];
+        if let Some(port) = tls_port {
+            addrs.push(SocketAddr::from((self.ip(), port)));
+        }
         let ready = poll_until(READY_TIMEOUT, || {
             if let Ok(Some(status)) = child.try_wait() {
                 exited = Some(status);
                 return true;
             }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            addrs
+                .iter()
+                .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
         });
         if let Some(status) = exited {
             let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -290,15 +358,41 @@ impl Drop for Nginx {
     }
 }
 
-fn config(dir: &Path, ip: Ipv4Addr, port: u16, opts: &NginxOptions) -> String {
+fn config(
+    dir: &Path,
+    ip: Ipv4Addr,
+    port: u16,
+    tls_port: Option<u16>,
+    opts: &NginxOptions,
+) -> String {
     let dir = dir.display();
     let unique = if opts.record_unique { "on" } else { "off" };
     let idle = opts
         .drop_idle_publisher
         .map(|d| format!("drop_idle_publisher {}ms;", d.as_millis()))
         .unwrap_or_default();
+    // The TLS terminator: plain TCP proxying after the handshake, so nginx-rtmp sees an
+    // ordinary RTMP client (from 127.0.0.1).
+    let (stream_module, stream) = match tls_port {
+        Some(tls_port) => (
+            format!("load_module {STREAM_MODULE};"),
+            format!(
+                r#"stream {{
+    server {{
+        listen {ip}:{tls_port} ssl;
+        ssl_certificate {dir}/tls/localhost.pem;
+        ssl_certificate_key {dir}/tls/localhost.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        proxy_pass {ip}:{port};
+    }}
+}}"#
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"load_module {MODULE};
+{stream_module}
 daemon off;
 master_process off;
 pid {dir}/nginx.pid;
@@ -328,8 +422,60 @@ rtmp {{
         }}
     }}
 }}
+{stream}
 "#
     )
+}
+
+/// Makes, in `dir`, a test CA (`ca.pem`) and a certificate for `localhost` signed by it
+/// (`localhost.pem`, key `localhost.key`) with the SANs `DNS:localhost` and `IP:127.0.0.1`.
+/// P-256 keys: quick to make, and what rustls's `ring` provider verifies.
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[req]\nprompt = no\ndistinguished_name = dn\nx509_extensions = ca\n\
+         [dn]\nCN = polypush test CA\n\
+         [ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier = hash\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("localhost.ext"),
+        "basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n\
+         subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n",
+    )
+    .unwrap();
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    openssl(
+        dir,
+        &format!("req -x509 -config ca.cnf -days 2 {key} -keyout ca.key -out ca.pem"),
+    );
+    openssl(
+        dir,
+        &format!("req -new -subj /CN=localhost {key} -keyout localhost.key -out localhost.csr"),
+    );
+    openssl(
+        dir,
+        "x509 -req -in localhost.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 2 \
+         -extfile localhost.ext -out localhost.pem",
+    );
+}
+
+/// Runs `openssl ARGS` (split at spaces) in `dir`; panics with its output if it fails.
+fn openssl(dir: &Path, args: &str) {
+    let out = Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A port that was free a moment ago.
