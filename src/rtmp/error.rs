@@ -108,7 +108,7 @@ pub enum RtmpError {
     PublishDropped { addr: String, stream: String },
 
     /// The TLS handshake of an `rtmps://` address failed (the certificate, most often).
-    #[error("TLS with ingest {addr} failed: {reason}; check the address's host name and that its certificate chains to a CA this box trusts (the system store, or the PEM file SSL_CERT_FILE names)")]
+    #[error("TLS with ingest {addr} failed: {reason}")]
     Tls { addr: String, reason: String },
 
     #[error("network error with ingest {addr} {phase}: {source}")]

@@ -290,7 +290,10 @@ fn handshake_failure(e: &io::Error, url: &RtmpUrl) -> String {
              addresses are not TLS)?",
             url.port()
         ),
-        other => other.to_string(),
+        other => format!(
+            "{other}; check the address's host name and that its certificate chains to a CA \
+             this box trusts (the system store, or the PEM file SSL_CERT_FILE names)"
+        ),
     }
 }
 
