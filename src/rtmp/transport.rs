@@ -4,8 +4,9 @@
 //! production (TLS over it for `rtmps://`), an in-memory `tokio::io::DuplexStream` in tests. The
 //! sender gets its connections from a [`Connector`]; [`TcpConnector`] is the real one (resolve,
 //! connect within `connect_timeout`, socket options for live upload, and for `rtmps://` a TLS
-//! handshake that checks the ingest's certificate against the system's CA store, or the file
-//! `SSL_CERT_FILE` names, as OpenSSL-based tools do), and a test puts an in-memory ingest
+//! handshake that checks the ingest's certificate against the program's one trust store,
+//! [`crate::tls`]: the system's CA store, or the file `SSL_CERT_FILE` names, as OpenSSL-based
+//! tools do), and a test puts an in-memory ingest
 //! (rml_rtmp's `ServerSession` at the far end of a duplex pipe) where TCP would be, so the
 //! whole reconnect logic runs on tokio's paused clock without a socket.
 
@@ -13,7 +14,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
@@ -161,9 +161,9 @@ impl Connector for TcpConnector {
                 return Ok(Connection::new(stream, peer.to_string()));
             }
             let addr = peer.to_string();
-            let tls = tls_config().map_err(|reason| RtmpError::Tls {
+            let tls = crate::tls::client_config().map_err(|e| RtmpError::Tls {
                 addr: addr.clone(),
-                reason,
+                reason: e.to_string(),
             })?;
             let name =
                 rustls::pki_types::ServerName::try_from(url.host().to_string()).map_err(|e| {
@@ -190,36 +190,6 @@ impl Connector for TcpConnector {
             }
         })
     }
-}
-
-/// The TLS client settings for `rtmps://`, made once: the system's CA certificates (or the
-/// PEM file `SSL_CERT_FILE` names), with the same `ring` provider reqwest uses.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let found = rustls_native_certs::load_native_certs();
-            let mut roots = rustls::RootCertStore::empty();
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                let why = found
-                    .errors
-                    .first()
-                    .map_or_else(|| "none found".to_string(), ToString::to_string);
-                return Err(format!(
-                    "no CA certificates to check the ingest's certificate with ({why}): install \
-                     Debian's ca-certificates, or point SSL_CERT_FILE at a PEM file"
-                ));
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup failed: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Ok(Arc::new(config))
-        })
-        .clone()
 }
 
 /// Resolves and connects, trying each address in turn within one `connect_timeout`.
