@@ -40,14 +40,12 @@ pub const DEFAULT_CHAT: &str = "https://apichat.polyv.net";
 /// `packages/sdk/src/client.ts` `baseUrl`; polyv-java-sdk `LiveURL.java` `BASE_URI`).
 pub const DEFAULT_API: &str = "https://api.polyv.net";
 
-/// The hosts packaging/polypush.toml wrote out before polypush followed Polyv's newest
-/// clients: (key, old value, the default that replaces it). Polyv's document 01 names them;
-/// no Polyv client uses `api.live.polyv.net` or `api.chat.polyv.net`.
-const LEGACY_DEFAULTS: [(&str, &str, &str); 3] = [
-    ("login", "https://live.polyv.net", DEFAULT_LOGIN),
-    ("channel", "https://api.live.polyv.net", DEFAULT_CHANNEL),
-    ("chat", "https://api.chat.polyv.net", DEFAULT_CHAT),
-];
+/// The values packaging/polypush.toml wrote out before polypush followed Polyv's newest
+/// clients (Polyv's document 01 names them; no Polyv client uses `api.live.polyv.net` or
+/// `api.chat.polyv.net`): login, channel, chat.
+const LEGACY_LOGIN: &str = "https://live.polyv.net";
+const LEGACY_CHANNEL: &str = "https://api.live.polyv.net";
+const LEGACY_CHAT: &str = "https://api.chat.polyv.net";
 
 pub(super) const LOGIN_PATH: &str = "/api/v2/teacher_login.json";
 const NOTIFY_PATH: &str = "/live/client/notify_stream2.json";
@@ -175,12 +173,16 @@ impl Endpoints {
     /// across upgrades does) with the current ones; returns what it replaced, for a warning.
     pub fn upgrade_legacy_defaults(&mut self) -> Vec<LegacyDefault> {
         let mut replaced = Vec::new();
-        for (key, old, new) in LEGACY_DEFAULTS {
-            let value = match key {
-                "login" => &mut self.login,
-                "channel" => &mut self.channel,
-                _ => &mut self.chat,
-            };
+        for (key, value, old, new) in [
+            ("login", &mut self.login, LEGACY_LOGIN, DEFAULT_LOGIN),
+            (
+                "channel",
+                &mut self.channel,
+                LEGACY_CHANNEL,
+                DEFAULT_CHANNEL,
+            ),
+            ("chat", &mut self.chat, LEGACY_CHAT, DEFAULT_CHAT),
+        ] {
             if trim(value) == old {
                 *value = new.to_string();
                 replaced.push(LegacyDefault {
@@ -232,10 +234,14 @@ impl Endpoints {
                 })
                 .unwrap_or(false);
             if !ok {
-                let example = if key == "login_fallback" {
-                    format!("\"{DEFAULT_LOGIN_FALLBACK}\", or \"\" for no fallback")
-                } else {
-                    format!("\"{DEFAULT_API}\"")
+                let example = match key {
+                    "login" => format!("\"{DEFAULT_LOGIN}\""),
+                    "login_fallback" => {
+                        format!("\"{DEFAULT_LOGIN_FALLBACK}\", or \"\" for no fallback")
+                    }
+                    "channel" => format!("\"{DEFAULT_CHANNEL}\""),
+                    "chat" => format!("\"{DEFAULT_CHAT}\""),
+                    _ => format!("\"{DEFAULT_API}\""),
                 };
                 return Err(InvalidSetting::new(
                     format!("polyv.endpoints.{key}"),
@@ -296,7 +302,9 @@ impl Endpoints {
     }
 
     /// The full URL of every call, in the order a broadcast makes them, for `polypush
-    /// selftest`: (name, URL). `signed_viewers`: the viewer count goes to the signed API first.
+    /// selftest`: (name, URL). `signed_viewers` (appId and appSecret configured): the viewer
+    /// count goes to the signed API (`viewers`, signed query added) before `viewers_fallback`.
+    /// `api` is the base of the signed v3/v4 APIs.
     pub fn effective(&self, channel_id: &str, signed_viewers: bool) -> Vec<(&'static str, String)> {
         let mut urls = vec![("login", Self::login_url(&self.login))];
         if let Some(f) = self.login_fallback() {
@@ -306,10 +314,7 @@ impl Endpoints {
         if signed_viewers {
             urls.push((
                 "viewers",
-                format!(
-                    "{}?channelId={channel_id} (signed with app_id)",
-                    self.api_url(ONLINE_COUNT_PATH)
-                ),
+                format!("{}?channelId={channel_id}", self.api_url(ONLINE_COUNT_PATH)),
             ));
             urls.push((
                 "viewers_fallback",
@@ -322,7 +327,7 @@ impl Endpoints {
             ));
         }
         urls.push(("rename", self.rename_url(channel_id)));
-        urls.push(("api", format!("{} (signed v3/v4 APIs)", trim(&self.api))));
+        urls.push(("api", trim(&self.api).to_string()));
         urls
     }
 }
