@@ -31,6 +31,8 @@
 //! - [`secret`]: secrets as newtypes that print `***` ([`secret::Secret`]).
 //! - [`setting`]: the error a layer's settings check returns ([`setting::InvalidSetting`]).
 //! - [`throttle`]: the one "at most once per interval" throttle for log lines.
+//! - [`tls`]: the one TLS trust store (system CAs or `SSL_CERT_FILE`) for RTMPS and the Polyv
+//!   API.
 //! - [`exit`]: the process exit codes, one type for every command.
 //! - [`selftest`]: `polypush selftest`, the preflight that never goes live.
 //!
@@ -60,3 +62,4 @@ pub mod service;
 pub mod setting;
 pub mod status;
 pub mod throttle;
+pub mod tls;

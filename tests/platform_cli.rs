@@ -1,9 +1,17 @@
 //! The real `polypush` binary against the real `polyv-sim` over loopback HTTP: every admin
-//! command, its success and each documented error, exit codes and messages.
+//! command, its success and each documented error, exit codes and messages; the login
+//! fallback; and Polyv's real host names over TLS (the `resolve` overrides pointing at a TLS
+//! front for the simulator, a test CA trusted through `SSL_CERT_FILE`, for the API and for
+//! RTMPS alike).
 
 mod common;
 
+use common::nginx::Nginx;
 use common::*;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 fn error_line(r: &Run) -> String {
     r.stderr
@@ -11,6 +19,12 @@ fn error_line(r: &Run) -> String {
         .rfind(|l| l.starts_with("polypush: error:"))
         .unwrap_or_else(|| panic!("no error line in stderr:\n{}", r.stderr))
         .to_string()
+}
+
+/// Edits a written config in place.
+fn replace_in(cfg: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap().replace(from, to);
+    std::fs::write(cfg, text).unwrap();
 }
 
 fn setup(extra: &str) -> (Sim, tempfile::TempDir, std::path::PathBuf) {
@@ -62,10 +76,7 @@ fn login_wrong_password_is_rejected_with_exit_3() {
     let (_sim, dir, _) = setup("");
     let sim2 = Sim::start();
     let cfg = write_config(dir.path(), &sim2.base, "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(PASSWORD, "wrong-pw");
-    std::fs::write(&cfg, text).unwrap();
+    replace_in(&cfg, PASSWORD, "wrong-pw");
     let r = polypush(&cfg, &["login"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let line = error_line(&r);
@@ -103,6 +114,13 @@ fn stale_timestamp_shows_clock_skew() {
     assert_eq!(sim.requests().len(), 1, "a stale timestamp is not retried");
 }
 
+fn paths(sim: &Sim) -> Vec<String> {
+    sim.requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn viewers_reads_the_chat_room() {
     let (sim, _d, cfg) = setup("");
@@ -114,7 +132,116 @@ fn viewers_reads_the_chat_room() {
         "{}",
         r.stdout
     );
+    // With app_id and app_secret the signed count goes first; this simulator does not serve
+    // it (HTTP 404), so the chat room's listUsers answers, after one try.
+    assert_eq!(
+        paths(&sim),
+        [
+            "/live/v3/channel/chat/count-online-user",
+            "/front/listUsers"
+        ]
+    );
     assert_eq!(polypush(&cfg, &["--json", "viewers"]).json()["viewers"], 7);
+}
+
+#[test]
+fn viewers_without_app_credentials_ask_only_the_chat_room() {
+    let sim = Sim::start();
+    sim.set_channel(CHANNEL, r#"{"viewers":3}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[polyv]\nchannel_id = \"{CHANNEL}\"\n[polyv.endpoints]\nchat = \"{}\"\napi = \"http://127.0.0.1:9\"\n",
+            sim.base
+        ),
+    )
+    .unwrap();
+    let r = polypush(&cfg, &["--json", "viewers"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["viewers"], 3);
+    assert_eq!(paths(&sim), ["/front/listUsers"]);
+}
+
+/// A config whose login goes to `login` with `fallback` as login_fallback, the rest to `sim`.
+fn fallback_config(dir: &Path, sim: &Sim, login: &str, fallback: &str) -> PathBuf {
+    let cfg = dir.join("fallback.toml");
+    let b = &sim.base;
+    std::fs::write(
+        &cfg,
+        format!(
+            "[polyv]\nchannel_id = \"{CHANNEL}\"\npassword = \"{PASSWORD}\"\ntimeout_s = 5\n\
+             [polyv.endpoints]\nlogin = \"{login}\"\nlogin_fallback = \"{fallback}\"\n\
+             channel = \"{b}\"\nchat = \"{b}\"\napi = \"{b}\"\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn login_falls_back_when_the_default_host_answers_404() {
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fallback_config(dir.path(), &sim, &format!("{}/gone", sim.base), &sim.base);
+    let r = polypush(&cfg, &["login"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        paths(&sim),
+        [
+            "/gone/api/v2/teacher_login.json",
+            "/api/v2/teacher_login.json"
+        ],
+        "a 404 is not retried: straight to the fallback"
+    );
+    assert!(
+        r.stderr.contains("the login fallback did")
+            && r.stderr.contains(&format!(
+                "answered_by={}/api/v2/teacher_login.json",
+                sim.base
+            )),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn login_fallback_answers_count_and_both_down_names_both_hosts() {
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    // The fallback's refusal is the answer: a wrong password, exit 3, never retried.
+    let cfg = fallback_config(dir.path(), &sim, &down, &sim.base);
+    replace_in(&cfg, PASSWORD, "wrong-pw");
+    let r = polypush(&cfg, &["login"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        error_line(&r).contains("rejected the credentials of channel 153884"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(paths(&sim), ["/api/v2/teacher_login.json"]);
+
+    // Neither answers: the default host's error, naming the fallback too.
+    let down2 = format!("http://localhost:{}", closed_port());
+    let cfg = fallback_config(dir.path(), &sim, &down, &down2);
+    let r = polypush(&cfg, &["login"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let line = error_line(&r);
+    assert!(
+        line.contains("cannot reach Polyv at 127.0.0.1 (and the fallback localhost)"),
+        "{line}"
+    );
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -198,10 +325,7 @@ fn channel_create_errors() {
 fn wrong_app_secret_is_a_rejected_signature() {
     let (sim, dir, _) = setup("");
     let cfg = write_config(dir.path(), &sim.base, "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(APP_SECRET, "not-the-secret");
-    std::fs::write(&cfg, text).unwrap();
+    replace_in(&cfg, APP_SECRET, "not-the-secret");
     let r = polypush(&cfg, &["channel", "push-url"]);
     assert_eq!(r.code, 3);
     let line = error_line(&r);
@@ -221,10 +345,7 @@ fn wrong_app_secret_is_a_rejected_signature() {
 fn unknown_app_id_is_reported() {
     let (sim, dir, _) = setup("");
     let cfg = write_config(dir.path(), &sim.base, "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(APP_ID, "nosuchapp");
-    std::fs::write(&cfg, text).unwrap();
+    replace_in(&cfg, APP_ID, "nosuchapp");
     let r = polypush(&cfg, &["channel", "status"]);
     assert_eq!(r.code, 3);
     assert!(
@@ -291,10 +412,7 @@ fn channel_update_changes_password_and_validates() {
     assert_eq!(c["maxViewer"], 40);
     // The old password no longer logs in; the new one does.
     assert_eq!(polypush(&cfg, &["login"]).code, 3);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(PASSWORD, "newpw123");
-    std::fs::write(&cfg, text).unwrap();
+    replace_in(&cfg, PASSWORD, "newpw123");
     assert_eq!(polypush(&cfg, &["login"]).code, 0);
 
     let r = polypush(
@@ -452,10 +570,7 @@ fn garbage_reply_shows_first_bytes() {
 fn slow_platform_times_out_as_network_error() {
     let (sim, dir, _) = setup("");
     let cfg = write_config(dir.path(), &sim.base, "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("timeout_s = 5", "timeout_s = 1");
-    std::fs::write(&cfg, text).unwrap();
+    replace_in(&cfg, "timeout_s = 5", "timeout_s = 1");
     sim.faults(r#"{"latency_ms":3000}"#);
     let r = polypush(&cfg, &["viewers"]);
     assert_eq!(r.code, 4);
@@ -469,11 +584,7 @@ fn slow_platform_times_out_as_network_error() {
 #[test]
 fn unreachable_platform_is_exit_4() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &format!("http://127.0.0.1:{port}"), "");
     let r = polypush(&cfg, &["login"]);
@@ -483,6 +594,8 @@ fn unreachable_platform_is_exit_4() {
         line.contains("cannot reach Polyv at 127.0.0.1") && line.contains("check the network"),
         "{line}"
     );
+    // A login host of one's own has no automatic fallback (to Polyv's real host).
+    assert!(!r.stderr.contains("live.polyv.net"), "{}", r.stderr);
 }
 
 /// Every command at debug level: no channel password, its md5 or the appSecret anywhere.
@@ -556,4 +669,348 @@ fn help_man_and_completions() {
     let r = polypush(&cfg, &["completions", "bash"]);
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("_polypush"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Polyv's real host names over TLS
+
+/// A throwaway CA and a server certificate for Polyv's hosts and `localhost`, made with the
+/// openssl command-line tool the way an admin makes one for a lab.
+struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("leaf.cnf"),
+            "subjectAltName=DNS:api.polyv.net,DNS:live.polyv.net,DNS:apichat.polyv.net,DNS:localhost\n\
+             basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [Vec<&str>; 3] = [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+                &["-subj", "/CN=polypush test CA"],
+                &["-addext", "basicConstraints=critical,CA:TRUE"],
+                &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ]
+            .concat(),
+            [
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "leaf.key",
+                    "-out",
+                    "leaf.csr",
+                    "-subj",
+                    "/CN=api.polyv.net",
+                ],
+            ]
+            .concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "leaf.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "leaf.cnf",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .current_dir(d)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run openssl (install the openssl package)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        TestCa { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+/// A TLS front on loopback with the test certificate, piping the plaintext to `target` (the
+/// simulator's HTTP port, nginx's RTMP port). Its runtime, and so every connection, ends when
+/// it is dropped.
+struct TlsFront {
+    addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TlsFront {
+    fn start(ca: &TestCa, target: SocketAddr) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let d = ca.dir.path();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(d.join("leaf.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(d.join("leaf.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that rejects the certificate ends here, as it should.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsFront { addr, _rt: rt }
+    }
+}
+
+/// Runs polypush with `SSL_CERT_FILE` set to `ca` (and no `SSL_CERT_DIR`, so the test CA is
+/// all it trusts), or with the environment's own store when `ca` is `None`.
+fn polypush_trusting(cfg: &Path, args: &[&str], ca: Option<&Path>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_polypush"));
+    cmd.arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null());
+    if let Some(ca) = ca {
+        cmd.env("SSL_CERT_FILE", ca).env_remove("SSL_CERT_DIR");
+    }
+    let out = cmd.output().expect("run polypush");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The defaults exactly as shipped (`https://api.polyv.net/live`, `https://live.polyv.net`,
+/// `https://apichat.polyv.net`, …), reached through `resolve` at a TLS front of the simulator
+/// whose certificate only the test CA vouches for; the push address is `rtmps://localhost`,
+/// a TLS front of nginx-rtmp. With `SSL_CERT_FILE=ca.pem`, every call and the RTMPS ingest
+/// check succeed; without it neither trusts the test CA. Then the default login host goes
+/// down and the older host answers.
+#[test]
+fn polyvs_real_host_names_over_tls_trusting_ssl_cert_file() {
+    let ca = TestCa::new();
+    let nginx = Nginx::start();
+    let rtmps = TlsFront::start(&ca, nginx.addr());
+    let sim = Sim::start_with(&[
+        "--rtmp-base",
+        &format!("rtmps://localhost:{}/live/", rtmps.addr.port()),
+    ]);
+    let https = TlsFront::start(&ca, sim.addr.parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let config = |api_host_at: &str| {
+        let cfg = dir.path().join("tls.toml");
+        let at = https.addr;
+        std::fs::write(
+            &cfg,
+            format!(
+                "[polyv]\nchannel_id = \"{CHANNEL}\"\npassword = \"{PASSWORD}\"\napp_id = \"{APP_ID}\"\n\
+                 app_secret = \"{APP_SECRET}\"\ntimeout_s = 5\n\
+                 [polyv.endpoints]\nresolve = {{ \"api.polyv.net\" = \"{api_host_at}\", \
+                 \"live.polyv.net\" = \"{at}\", \"apichat.polyv.net\" = \"{at}\" }}\n\
+                 [video]\nsource = \"test\"\nwidth = 320\nheight = 240\nfps = 25\nbitrate_kbps = 300\n\
+                 preset = \"ultrafast\"\n[audio]\nsource = \"test\"\n"
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let cfg = config(&https.addr.to_string());
+    let ca_pem = ca.ca();
+    let trusted = Some(ca_pem.as_path());
+
+    // The selftest: login, the RTMPS ingest and the clock, all through the test CA.
+    let r = polypush_trusting(&cfg, &["--json", "selftest"], trusted);
+    let v = r.json();
+    assert_eq!(r.code, 0, "{v:#}\n{}", r.stderr);
+    let login = check_of(&v, "login")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        login.contains("rtmps://localhost:")
+            && login.contains("answered by https://api.polyv.net/live/api/v2/teacher_login.json"),
+        "{login}"
+    );
+    assert!(!login.contains("fallback"), "{login}");
+    assert_eq!(check_of(&v, "ingest")["ok"], true, "{v:#}");
+    let e = &v["polyv"]["endpoints"];
+    assert_eq!(
+        e["login"],
+        "https://api.polyv.net/live/api/v2/teacher_login.json"
+    );
+    assert_eq!(
+        e["login_fallback"],
+        "https://live.polyv.net/api/v2/teacher_login.json"
+    );
+    assert_eq!(
+        e["rename"],
+        "https://api.polyv.net/live/v1/channels/153884/update"
+    );
+    assert_eq!(
+        e["notify_stream2"],
+        "https://api.polyv.net/live/client/notify_stream2.json"
+    );
+    assert_eq!(
+        e["viewers"],
+        "https://api.polyv.net/live/v3/channel/chat/count-online-user?channelId=153884"
+    );
+    assert_eq!(e["api"], "https://api.polyv.net");
+    assert_eq!(
+        e["viewers_fallback"],
+        "https://apichat.polyv.net/front/listUsers?roomId=153884"
+    );
+    assert_eq!(
+        v["polyv"]["resolve"]["apichat.polyv.net"],
+        https.addr.to_string()
+    );
+    assert_eq!(
+        v["polyv"]["login_answered_by"],
+        "https://api.polyv.net/live/api/v2/teacher_login.json"
+    );
+    let text = polypush_trusting(&cfg, &["selftest"], trusted);
+    assert_eq!(text.code, 0, "{}\n{}", text.stdout, text.stderr);
+    assert!(
+        text.stdout.contains("  Polyv endpoints:")
+            && text
+                .stdout
+                .contains(&format!("api.polyv.net → {}", https.addr))
+            && text
+                .stdout
+                .contains("login answered by https://api.polyv.net/live/api/v2/teacher_login.json"),
+        "{}",
+        text.stdout
+    );
+    assert_eq!(nginx.publish_count(CHANNEL), 0);
+
+    // Every other call on its real host: a Chinese name round-trips through rename.
+    sim.reset_requests();
+    sim.set_channel(CHANNEL, r#"{"viewers":4}"#);
+    let r = polypush_trusting(&cfg, &["channel", "rename", "高一(3)班 物理"], trusted);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sim.channel(CHANNEL)["name"], "高一(3)班 物理");
+    let r = polypush_trusting(&cfg, &["--json", "viewers"], trusted);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["viewers"], 4);
+    let r = polypush_trusting(&cfg, &["--json", "channel", "status"], trusted);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        paths(&sim),
+        [
+            "/live/v1/channels/153884/update",
+            "/live/v3/channel/chat/count-online-user",
+            "/front/listUsers",
+            "/live/v4/channel/live-status/list"
+        ]
+    );
+
+    // Without the test CA: neither the API nor RTMPS trusts the certificate.
+    sim.reset_requests();
+    let r = polypush_trusting(&cfg, &["login"], None);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let line = error_line(&r);
+    assert!(
+        line.contains("cannot reach Polyv at api.polyv.net (and the fallback live.polyv.net)")
+            && line.contains("certificate"),
+        "{line}"
+    );
+    assert!(sim.requests().is_empty());
+    let rtmps_url = format!("rtmps://localhost:{}/live/probe", rtmps.addr.port());
+    let r = polypush_trusting(&cfg, &["--json", "selftest", "--url", &rtmps_url], None);
+    let v = r.json();
+    assert_eq!(check_of(&v, "ingest")["ok"], false, "{v:#}");
+    assert!(
+        check_of(&v, "ingest")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{v:#}"
+    );
+
+    // The default login host is down: the older host answers, and the selftest says so.
+    let cfg = config(&format!("127.0.0.1:{}", closed_port()));
+    let r = polypush_trusting(&cfg, &["--json", "selftest"], trusted);
+    let v = r.json();
+    assert_eq!(r.code, 0, "{v:#}\n{}", r.stderr);
+    assert_eq!(
+        v["polyv"]["login_answered_by"],
+        "https://live.polyv.net/api/v2/teacher_login.json"
+    );
+    assert!(
+        check_of(&v, "login")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(the login fallback: the default login host did not answer)"),
+        "{v:#}"
+    );
+    assert!(
+        r.stderr
+            .contains("the default login host did not answer; the login fallback did"),
+        "{}",
+        r.stderr
+    );
+}
+
+fn check_of(v: &serde_json::Value, name: &str) -> serde_json::Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {v}"))
+        .clone()
 }

@@ -177,6 +177,7 @@ impl Config {
             }
         })?;
         let src = Source { path, text };
+        cfg.upgrade_legacy_defaults(&src);
         cfg.resolve_secrets(&src)?;
         cfg.validate_in(&src)?;
         // Secrets are `Secret`s: their Debug prints ***, so the whole config can be logged.
@@ -218,24 +219,9 @@ impl Config {
                 ),
             ));
         }
-        for (name, url) in [
-            ("login", &p.endpoints.login),
-            ("channel", &p.endpoints.channel),
-            ("chat", &p.endpoints.chat),
-            ("api", &p.endpoints.api),
-        ] {
-            let ok = reqwest::Url::parse(url)
-                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .unwrap_or(false);
-            if !ok {
-                return Err(src.invalid(
-                    &format!("polyv.endpoints.{name}"),
-                    format!(
-                        "{url:?} is not an http(s) base URL: use something like \"https://api.polyv.net\""
-                    ),
-                ));
-            }
-        }
+        p.endpoints
+            .validate()
+            .map_err(|e| src.invalid(&e.key, e.message))?;
         self.validate_media(src)?;
         if let Err(e) = self.adapt.validate_with_video(self.video.bitrate_kbps) {
             return Err(src.invalid(&e.key, e.message.clone()));
@@ -252,6 +238,25 @@ impl Config {
         }
         self.validate_status(src)?;
         Ok(())
+    }
+
+    /// Old shipped defaults a kept config file still spells out (packaging/polypush.toml is a
+    /// conffile, and every box edits it) give way to the current ones, with a warning that
+    /// says which line to delete.
+    fn upgrade_legacy_defaults(&mut self, src: &Source<'_>) {
+        for up in self.polyv.endpoints.upgrade_legacy_defaults() {
+            let at = match locate_key(src.text, &up.key) {
+                Some((line, col)) => format!("{}:{line}:{col}", src.path.display()),
+                None => src.path.display().to_string(),
+            };
+            tracing::warn!(
+                file = %at,
+                key = %up.key,
+                old = up.old,
+                new = up.new,
+                "an old default of polypush, replaced by the host of Polyv's newest clients: delete the line to keep following the defaults"
+            );
+        }
     }
 
     /// Reads `password_file` / `app_secret_file` (or systemd credentials) into the secrets.
@@ -557,6 +562,72 @@ mod tests {
                 walk(v, prefix, f);
             }
         }
+    }
+
+    /// A kept conffile from before: the old hosts load as the new defaults.
+    #[test]
+    fn old_endpoint_defaults_load_as_the_new_ones() {
+        let c = parse(
+            "[polyv]\nchannel_id = \"1\"\n[polyv.endpoints]\nlogin = \"https://live.polyv.net\"\nchannel = \"https://api.live.polyv.net\"\nchat = \"https://api.chat.polyv.net\"\napi = \"https://api.polyv.net\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.polyv.endpoints, Endpoints::default());
+        assert_eq!(
+            c.polyv.endpoints.login_fallback(),
+            Some("https://live.polyv.net")
+        );
+    }
+
+    #[test]
+    fn the_packaged_endpoint_examples_are_valid() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/polypush.toml"
+        ))
+        .unwrap();
+        let examples: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                [
+                    "login =",
+                    "login_fallback =",
+                    "channel =",
+                    "chat =",
+                    "api =",
+                    "resolve =",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+                    && toml::from_str::<toml::Table>(l).is_ok()
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(examples.lines().count(), 6, "{examples}");
+        let c = parse(&format!(
+            "[polyv]\nchannel_id = \"1\"\n[polyv.endpoints]\n{examples}"
+        ))
+        .unwrap();
+        assert_eq!(c.polyv.endpoints.resolve.len(), 2);
+        let defaults = Endpoints {
+            resolve: c.polyv.endpoints.resolve.clone(),
+            login_fallback: c.polyv.endpoints.login_fallback.clone(),
+            ..Endpoints::default()
+        };
+        assert_eq!(c.polyv.endpoints, defaults, "the examples are the defaults");
+    }
+
+    #[test]
+    fn a_bad_dns_override_points_at_its_line() {
+        let msg = parse(
+            "[polyv]\nchannel_id = \"1\"\n[polyv.endpoints]\nresolve = { \"api.polyv.net\" = \"api.example\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains(":4:1: polyv.endpoints.resolve: \"api.example\" (for \"api.polyv.net\") is not an IP address"),
+            "{msg}"
+        );
     }
 
     #[test]

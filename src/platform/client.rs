@@ -1,26 +1,43 @@
-//! The HTTP client for Polyv: builds signed requests with a fresh timestamp per attempt,
-//! decodes the three reply shapes (flat login object, v3 and v4 envelopes) and classifies
-//! failures into [`PlatformError`].
+//! The HTTP client for Polyv: builds signed requests with a fresh timestamp per attempt, sends
+//! them where [`Endpoints`] says (teacher_login falling back to the older host), and hands the
+//! answers to [`super::reply`] to decode or classify.
 //!
 //! Retries: transport errors, 5xx and plain 429 only, bounded, exponential backoff with full
-//! jitter. A rejected password, appId or signature, a stale timestamp, a validation message
-//! and Polyv's `qps exceeds` rate limit are never retried: the answer would not change, and
-//! retrying into the rate limit extends the block.
+//! jitter. A rejected password, appId or signature, a stale timestamp, a validation message,
+//! a business refusal and Polyv's `qps exceeds` rate limit are never retried: the answer would
+//! not change, and retrying into the rate limit extends the block.
+//!
+//! HTTP: one reqwest client per [`PolyvClient`], with the program's TLS trust store
+//! ([`crate::tls`], handed to reqwest as a preconfigured rustls config), the `resolve`
+//! overrides of `[polyv.endpoints]`, and bodies that declare UTF-8 as Polyv's Java SDK does
+//! (`application/x-www-form-urlencoded;charset=UTF-8`, `application/json;charset=UTF-8`):
+//! channel names are Chinese more often than not.
+//!
+//! The push-client calls (teacher_login, notify_stream2, rename, the viewer count) are here;
+//! the signed v3/v4 APIs of `polypush channel …` are in `admin`.
 
-use super::error::{PlatformError, Skew};
+use super::endpoints::{Endpoints, ONLINE_COUNT_PATH};
+use super::error::PlatformError;
+use super::reply::{check_flat, classify_answer, decode, Answer, LOGIN_API};
 use super::sign::{self, SignMethod};
 use super::types::*;
-use crate::platform::{Endpoints, PolyvSettings};
+use crate::platform::PolyvSettings;
 use crate::secret::Secret;
-use bytes::Bytes;
 use reqwest::{header, Method, RequestBuilder, StatusCode};
-use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod admin;
+
 /// A source of "now" in milliseconds since the epoch; injected in tests.
 pub(super) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The Content-Type of form bodies: UTF-8 declared, as Polyv's Java SDK sends it.
+const FORM_UTF8: &str = "application/x-www-form-urlencoded;charset=UTF-8";
+/// The Content-Type of JSON bodies.
+const JSON_UTF8: &str = "application/json;charset=UTF-8";
 
 /// Wall-clock milliseconds since the Unix epoch: the 13-digit Polyv timestamp.
 pub(super) fn system_clock() -> Clock {
@@ -61,6 +78,53 @@ impl RetryPolicy {
             .min(self.max_delay);
         ceiling.mul_f64(unit.clamp(0.0, 1.0))
     }
+
+    /// One attempt, no retry.
+    fn once() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+}
+
+/// A reqwest client builder for Polyv's hosts: timeouts, user agent, the program's TLS trust
+/// store and the `resolve` overrides. The selftest's clock check builds on it too, so it asks
+/// the same host the same way.
+pub fn http_client_builder(cfg: &PolyvSettings) -> Result<reqwest::ClientBuilder, PlatformError> {
+    let tls = crate::tls::http_client_config().map_err(|e| PlatformError::Transport {
+        api: "TLS setup",
+        host: "this box's CA store".into(),
+        detail: e.to_string(),
+        attempts: 0,
+    })?;
+    let overrides = cfg
+        .endpoints
+        .dns_overrides()
+        .map_err(|e| PlatformError::Transport {
+            api: "DNS overrides",
+            host: e.key.clone(),
+            detail: e.message,
+            attempts: 0,
+        })?;
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(cfg.timeout_s))
+        .connect_timeout(Duration::from_secs(cfg.timeout_s.min(10)))
+        .user_agent(concat!("polypush/", env!("CARGO_PKG_VERSION")))
+        // One trust store for RTMPS and the API; reqwest's own rustls setup would trust only
+        // the Mozilla roots compiled into it and ignore SSL_CERT_FILE.
+        .use_preconfigured_tls(tls);
+    for (host, addr) in overrides {
+        builder = builder.resolve(&host, addr);
+    }
+    Ok(builder)
+}
+
+/// A form POST whose body declares UTF-8.
+fn post_form<T: Serialize + ?Sized>(http: &reqwest::Client, url: &str, form: &T) -> RequestBuilder {
+    http.post(url)
+        .header(header::CONTENT_TYPE, FORM_UTF8)
+        .form(form)
 }
 
 /// The channel credentials teacher_login needs.
@@ -100,21 +164,10 @@ impl std::fmt::Debug for PolyvClient {
     }
 }
 
-/// A raw answer: status, server time (from `Date`), body.
-struct Answer {
-    status: StatusCode,
-    server_ms: Option<u64>,
-    sent_ms: u64,
-    body: Bytes,
-}
-
 impl PolyvClient {
     /// A client for the channel and (if configured) the account in `cfg`.
     pub fn from_config(cfg: &PolyvSettings) -> Result<Self, PlatformError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_s))
-            .connect_timeout(Duration::from_secs(cfg.timeout_s.min(10)))
-            .user_agent(concat!("polypush/", env!("CARGO_PKG_VERSION")))
+        let http = http_client_builder(cfg)?
             .build()
             .map_err(|e| PlatformError::Transport {
                 api: "client",
@@ -164,18 +217,16 @@ impl PolyvClient {
     }
 
     /// Sends the request `build` makes (called again for every attempt, so each carries a
-    /// fresh timestamp), retrying what may succeed later.
+    /// fresh timestamp), retrying what may succeed later, as `retry` allows.
     async fn send(
         &self,
         api: &'static str,
-        base: &str,
+        url: &str,
+        retry: RetryPolicy,
         build: impl Fn(&reqwest::Client, u64) -> RequestBuilder,
         decide: impl Fn(&Answer) -> Option<PlatformError>,
     ) -> Result<Answer, PlatformError> {
-        let host = reqwest::Url::parse(base)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_else(|| base.to_string());
+        let host = host_of(url);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -217,10 +268,10 @@ impl PolyvClient {
                 Err(e) => transport(api, &host, &e, attempt),
             };
             let err = with_attempts(err, attempt);
-            if !err.is_retryable() || attempt >= self.retry.max_attempts.max(1) {
+            if !err.is_retryable() || attempt >= retry.max_attempts.max(1) {
                 return Err(err);
             }
-            let delay = self.retry.delay(attempt - 1, rand::random::<f64>());
+            let delay = retry.delay(attempt - 1, rand::random::<f64>());
             tracing::debug!(api, attempt, delay_ms = delay.as_millis() as u64, error = %err, "polyv retry");
             tokio::time::sleep(delay).await;
         }
@@ -234,55 +285,113 @@ impl PolyvClient {
         })
     }
 
-    /// Query parameters of a signed v3/v4 request, `sign` appended.
-    fn signed(&self, app: &AppCreds, ts: u64, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let ts = ts.to_string();
-        let mut params: Vec<(String, String)> = vec![
-            ("appId".into(), app.app_id.clone()),
-            ("timestamp".into(), ts),
-        ];
-        if self.sign_method == SignMethod::Sha256 {
-            params.push(("signatureMethod".into(), "SHA256".into()));
-        }
-        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let sign = sign::api_sign(app.secret.expose(), &params, self.sign_method);
-        params.push(("sign".into(), sign));
-        params
-    }
-
     /// teacher_login: the push address for this channel. Call it for every new session and
     /// after a rejected publish: the address may change.
+    ///
+    /// Goes to `login` first; when that cannot be reached (after its retries) or answers
+    /// HTTP 404, to the login fallback, if there is one. An answer from the fallback counts,
+    /// refusals included; when the fallback cannot be reached either, the error is the
+    /// default host's. [`LoginReply::answered_by`] says which URL answered.
     pub async fn teacher_login(&self) -> Result<LoginReply, PlatformError> {
-        const API: &str = "teacher_login";
         let password = self
             .channel
             .password
             .as_ref()
             .ok_or_else(|| PlatformError::Validation {
-                api: API,
+                api: LOGIN_API,
                 message: "no channel password configured (set password_file under [polyv])".into(),
             })?;
         let passwd = sign::login_passwd(password.expose());
-        let id = self.channel.channel_id.clone();
-        let url = format!("{}/api/v2/teacher_login.json", trim(&self.endpoints.login));
-        let answer = self
-            .send(
-                API,
-                &self.endpoints.login,
-                |http, ts| {
-                    let sign = sign::login_sign(&id, &passwd, ts);
-                    http.post(&url).form(&[
-                        ("number", id.as_str()),
-                        ("account", id.as_str()),
-                        ("passwd", passwd.as_str()),
+        let primary = Endpoints::login_url(&self.endpoints.login);
+        let first = self.login_at(&primary, &passwd).await;
+        let unanswered = |r: &Result<Answer, PlatformError>| match r {
+            Ok(a) => a.status == StatusCode::NOT_FOUND,
+            Err(e) => matches!(e, PlatformError::Transport { .. }),
+        };
+        let fallback = self
+            .endpoints
+            .login_fallback()
+            .map(Endpoints::login_url)
+            .filter(|_| unanswered(&first));
+        let (answer, url) = match fallback {
+            None => (first?, primary),
+            Some(fallback) => {
+                let why = match &first {
+                    Ok(a) => format!("HTTP {}", a.status.as_u16()),
+                    Err(e) => e.to_string(),
+                };
+                let second = self.login_at(&fallback, &passwd).await;
+                if unanswered(&second) {
+                    tracing::debug!(default = %primary, %fallback, "the login fallback did not answer either");
+                    return Err(match first {
+                        Ok(a) => classify_answer(LOGIN_API, &a, &self.channel.channel_id),
+                        Err(PlatformError::Transport {
+                            api,
+                            host,
+                            detail,
+                            attempts,
+                        }) => PlatformError::Transport {
+                            api,
+                            host: format!("{host} (and the fallback {})", host_of(&fallback)),
+                            detail,
+                            attempts,
+                        },
+                        Err(e) => e,
+                    });
+                }
+                tracing::info!(
+                    default = %primary,
+                    reason = %why,
+                    answered_by = %fallback,
+                    "the default login host did not answer; the login fallback did"
+                );
+                (second?, fallback)
+            }
+        };
+        if answer.status == StatusCode::NOT_FOUND {
+            return Err(classify_answer(
+                LOGIN_API,
+                &answer,
+                &self.channel.channel_id,
+            ));
+        }
+        tracing::debug!(answered_by = %url, "teacher_login answered");
+        let mut reply: LoginReply = decode(LOGIN_API, &answer)?;
+        reply.answered_by = url;
+        Ok(reply)
+    }
+
+    /// One teacher_login at `url`. A 404 is returned as an answer (not an error) so the
+    /// caller can try the fallback.
+    async fn login_at(&self, url: &str, passwd: &str) -> Result<Answer, PlatformError> {
+        let id = self.channel.channel_id.as_str();
+        self.send(
+            LOGIN_API,
+            url,
+            self.retry,
+            |http, ts| {
+                let sign = sign::login_sign(id, passwd, ts);
+                post_form(
+                    http,
+                    url,
+                    &[
+                        ("number", id),
+                        ("account", id),
+                        ("passwd", passwd),
                         ("timestamp", &ts.to_string()),
                         ("sign", &sign),
-                    ])
-                },
-                |a| check_flat(API, a, &["url", "stream"], &self.channel.channel_id),
-            )
-            .await?;
-        decode(API, &answer)
+                    ],
+                )
+            },
+            |a| {
+                if a.status == StatusCode::NOT_FOUND {
+                    None
+                } else {
+                    check_flat(LOGIN_API, a, &["url", "stream"], id)
+                }
+            },
+        )
+        .await
     }
 
     /// notify_stream2: tells Polyv the stream is up and its video size.
@@ -293,29 +402,31 @@ impl PolyvClient {
         height: u32,
     ) -> Result<(), PlatformError> {
         const API: &str = "notify_stream2";
-        let id = self.channel.channel_id.clone();
-        let url = format!(
-            "{}/live/client/notify_stream2.json",
-            trim(&self.endpoints.api)
-        );
+        let id = self.channel.channel_id.as_str();
+        let url = self.endpoints.notify_url();
         self.send(
             API,
-            &self.endpoints.api,
+            &url,
+            self.retry,
             |http, ts| {
-                http.post(&url).form(&[
-                    ("number", id.as_str()),
-                    ("stream", stream),
-                    ("timestamp", &ts.to_string()),
-                    ("sign", &sign::notify_sign(&id, ts)),
-                    ("videowidth", &width.to_string()),
-                    ("videoheight", &height.to_string()),
-                ])
+                post_form(
+                    http,
+                    &url,
+                    &[
+                        ("number", id),
+                        ("stream", stream),
+                        ("timestamp", &ts.to_string()),
+                        ("sign", &sign::notify_sign(id, ts)),
+                        ("videowidth", &width.to_string()),
+                        ("videoheight", &height.to_string()),
+                    ],
+                )
             },
             |a| {
                 if a.status.is_success() && a.body.trim_ascii() == b"1" {
                     None
                 } else {
-                    Some(classify_answer(API, a, &self.channel.channel_id))
+                    Some(classify_answer(API, a, id))
                 }
             },
         )
@@ -326,15 +437,19 @@ impl PolyvClient {
     /// Renames the channel (scheme 2; no account credentials needed).
     pub async fn rename_channel(&self, name: &str) -> Result<(), PlatformError> {
         const API: &str = "channel rename";
-        let id = self.channel.channel_id.clone();
-        let url = format!("{}/v1/channels/{id}/update", trim(&self.endpoints.channel));
-        let sign = sign::rename_sign(&id, name);
+        let id = self.channel.channel_id.as_str();
+        let url = self.endpoints.rename_url(id);
+        let sign = sign::rename_sign(id, name);
         self.send(
             API,
-            &self.endpoints.channel,
+            &url,
+            self.retry,
             |http, ts| {
-                http.post(&url)
-                    .form(&[("name", name), ("ptime", &ts.to_string()), ("sign", &sign)])
+                post_form(
+                    http,
+                    &url,
+                    &[("name", name), ("ptime", &ts.to_string()), ("sign", &sign)],
+                )
             },
             |a| {
                 let ok = serde_json::from_slice::<Value>(&a.body)
@@ -343,7 +458,7 @@ impl PolyvClient {
                 if a.status.is_success() && ok {
                     None
                 } else {
-                    Some(classify_answer(API, a, &self.channel.channel_id))
+                    Some(classify_answer(API, a, id))
                 }
             },
         )
@@ -351,163 +466,79 @@ impl PolyvClient {
         .map(|_| ())
     }
 
-    /// Online viewers of the channel's chat room. Poll no more often than every 10 s.
+    /// Online viewers of the channel. Poll no more often than every 10 s.
+    ///
+    /// With appId and appSecret configured: the signed `count-online-user` (polyv-live-cli's
+    /// way), and when that fails, one try of the chat room's unsigned `listUsers` (every iOS
+    /// SDK's way); the error is the signed call's when both fail. Without them: `listUsers`.
     pub async fn viewers(&self) -> Result<Viewers, PlatformError> {
-        const API: &str = "listUsers";
-        let url = format!("{}/front/listUsers", trim(&self.endpoints.chat));
-        let id = self.channel.channel_id.clone();
-        let answer = self
-            .send(
-                API,
-                &self.endpoints.chat,
-                |http, _| http.get(&url).query(&[("roomId", id.as_str())]),
-                |a| check_flat(API, a, &["count"], &self.channel.channel_id),
-            )
-            .await?;
-        decode(API, &answer)
+        if self.app.is_none() {
+            return self.list_users(self.retry).await;
+        }
+        match self.online_count().await {
+            Ok(count) => Ok(Viewers {
+                count,
+                userlist: Vec::new(),
+            }),
+            Err(signed) => {
+                tracing::debug!(error = %signed, "count-online-user failed; trying listUsers once");
+                self.list_users(RetryPolicy::once()).await.map_err(|e| {
+                    tracing::debug!(error = %e, "listUsers failed too");
+                    signed
+                })
+            }
+        }
     }
 
-    /// Sends a signed v3/v4 request and returns the envelope's `data`.
-    async fn signed_call<T: DeserializeOwned>(
-        &self,
-        api: &'static str,
-        method: Method,
-        path: &str,
-        params: &[(&str, &str)],
-        json_body: Option<Vec<u8>>,
-        form: bool,
-    ) -> Result<T, PlatformError> {
-        let app = self.app()?;
-        let url = format!("{}{path}", trim(&self.endpoints.api));
-        let answer = self
-            .send(
-                api,
-                &self.endpoints.api,
-                |http, ts| {
-                    let signed = self.signed(app, ts, params);
-                    let req = http.request(method.clone(), &url);
-                    match (&json_body, form) {
-                        (Some(body), _) => req
-                            .query(&signed)
-                            .header(header::CONTENT_TYPE, "application/json")
-                            .body(body.clone()),
-                        (None, true) => req.form(&signed),
-                        (None, false) => req.query(&signed),
-                    }
-                },
-                |a| check_envelope(api, a),
-            )
-            .await?;
-        let v: Value = parse_json(api, &answer)?;
-        serde_json::from_value(v["data"].clone()).map_err(|_| undecodable(api, &answer))
-    }
-
-    /// create-cpic-channel (v3).
-    pub async fn create_channel(
-        &self,
-        req: &CreateChannel,
-    ) -> Result<CreatedChannel, PlatformError> {
-        let start = req.start_time_ms.map(|v| v.to_string()).unwrap_or_default();
-        let end = req.end_time_ms.map(|v| v.to_string()).unwrap_or_default();
-        let params = [
-            ("name", req.name.as_str()),
-            ("scene", req.scene.as_str()),
-            (
-                "channelObject",
-                req.channel_object.map_or("", |o| o.as_str()),
-            ),
-            ("startTime", start.as_str()),
-            ("endTime", end.as_str()),
-        ];
-        let params: Vec<(&str, &str)> = params.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        self.signed_call(
-            "create channel",
-            Method::POST,
-            "/live/v3/channel/create-cpic-channel",
-            &params,
-            None,
-            true,
-        )
-        .await
-    }
-
-    /// basic/update (v3): signed URL, unsigned JSON body.
-    pub async fn update_channel(
-        &self,
-        channel_id: &str,
-        settings: &UpdateSettings,
-    ) -> Result<(), PlatformError> {
-        let body = serde_json::to_vec(settings).map_err(|e| PlatformError::Validation {
-            api: "update channel",
-            message: e.to_string(),
-        })?;
-        self.signed_call::<Value>(
-            "update channel",
-            Method::POST,
-            "/live/v3/channel/basic/update",
-            &[("channelId", channel_id)],
-            Some(body),
-            false,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// mr/create (v4): signed URL, JSON body.
-    pub async fn create_mr_channel(
-        &self,
-        req: &CreateMrChannel,
-    ) -> Result<MrChannel, PlatformError> {
-        let body = serde_json::to_vec(req).map_err(|e| PlatformError::Validation {
-            api: "create MR channel",
-            message: e.to_string(),
-        })?;
-        self.signed_call(
-            "create MR channel",
-            Method::POST,
-            "/live/v4/channel/mr/create",
-            &[],
-            Some(body),
-            false,
-        )
-        .await
-    }
-
-    /// get-push-url (v3): the channel's full RTMP URL, as an admin sees it.
-    pub async fn push_url(&self, channel_id: &str) -> Result<PushAddress, PlatformError> {
-        let url: String = self
+    /// `GET /live/v3/channel/chat/count-online-user?channelId=` (scheme 3): `data` is the count.
+    async fn online_count(&self) -> Result<u64, PlatformError> {
+        const API: &str = "count-online-user";
+        let data: Value = self
             .signed_call(
-                "get push url",
+                API,
                 Method::GET,
-                "/live/v3/channel/stream/get-push-url",
-                &[("channelId", channel_id)],
+                ONLINE_COUNT_PATH,
+                &[("channelId", self.channel.channel_id.as_str())],
                 None,
                 false,
             )
             .await?;
-        Ok(PushAddress::from_url(&url))
+        match &data {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| PlatformError::Undecodable {
+            api: API,
+            status: 200,
+            first_bytes: data.to_string().chars().take(80).collect(),
+        })
     }
 
-    /// live-status list (v4).
-    pub async fn live_status(
-        &self,
-        channel_ids: &[String],
-    ) -> Result<Vec<LiveStatus>, PlatformError> {
-        let ids = channel_ids.join(",");
-        self.signed_call(
-            "live status",
-            Method::GET,
-            "/live/v4/channel/live-status/list",
-            &[("channelIds", ids.as_str())],
-            None,
-            false,
-        )
-        .await
+    /// `GET /front/listUsers?roomId=`: unsigned; `{count, userlist}`.
+    async fn list_users(&self, retry: RetryPolicy) -> Result<Viewers, PlatformError> {
+        const API: &str = "listUsers";
+        let url = self.endpoints.list_users_url();
+        let id = self.channel.channel_id.as_str();
+        let answer = self
+            .send(
+                API,
+                &url,
+                retry,
+                |http, _| http.get(&url).query(&[("roomId", id)]),
+                |a| check_flat(API, a, &["count"], id),
+            )
+            .await?;
+        decode(API, &answer)
     }
 }
 
-fn trim(base: &str) -> &str {
-    base.trim_end_matches('/')
+/// The host of a URL, for messages.
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| url.to_string())
 }
 
 fn transport(api: &'static str, host: &str, e: &reqwest::Error, attempt: u32) -> PlatformError {
@@ -558,195 +589,9 @@ fn with_attempts(err: PlatformError, n: u32) -> PlatformError {
     }
 }
 
-fn undecodable(api: &'static str, a: &Answer) -> PlatformError {
-    let shown: String = String::from_utf8_lossy(&a.body[..a.body.len().min(80)])
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect();
-    PlatformError::Undecodable {
-        api,
-        status: a.status.as_u16(),
-        first_bytes: shown,
-    }
-}
-
-fn parse_json(api: &'static str, a: &Answer) -> Result<Value, PlatformError> {
-    serde_json::from_slice(&a.body).map_err(|_| undecodable(api, a))
-}
-
-fn decode<T: DeserializeOwned>(api: &'static str, a: &Answer) -> Result<T, PlatformError> {
-    serde_json::from_slice(&a.body).map_err(|_| undecodable(api, a))
-}
-
-/// Polyv's message, wherever this endpoint puts it.
-fn message_of(v: &Value) -> String {
-    for ptr in ["/error/desc", "/message", "/msg", "/result"] {
-        if let Some(s) = v.pointer(ptr).and_then(Value::as_str) {
-            if !s.is_empty() {
-                return s.to_string();
-            }
-        }
-    }
-    String::new()
-}
-
-/// A flat reply (login, listUsers) is fine when it carries the expected fields.
-fn check_flat(
-    api: &'static str,
-    a: &Answer,
-    fields: &[&str],
-    channel: &str,
-) -> Option<PlatformError> {
-    if a.status.is_success() {
-        if let Ok(v) = serde_json::from_slice::<Value>(&a.body) {
-            if fields.iter().all(|f| !v[f].is_null()) {
-                return None;
-            }
-        }
-    }
-    Some(classify_answer(api, a, channel))
-}
-
-/// v3 `{code, status, message, data}` and v4 `{code, status, success, error, data}`.
-fn check_envelope(api: &'static str, a: &Answer) -> Option<PlatformError> {
-    if let Ok(v) = serde_json::from_slice::<Value>(&a.body) {
-        let code_ok = v["code"].as_i64() == Some(200);
-        let status_ok = v["status"] == "success";
-        let success_ok = v.get("success").is_none_or(|s| s == true);
-        if a.status.is_success() && code_ok && status_ok && success_ok {
-            return None;
-        }
-    }
-    Some(classify_answer(api, a, ""))
-}
-
-/// Turns a failed answer into the error that tells the user what to do.
-fn classify_answer(api: &'static str, a: &Answer, channel: &str) -> PlatformError {
-    let status = a.status.as_u16();
-    let Ok(v) = serde_json::from_slice::<Value>(&a.body) else {
-        return if status >= 500 || status == 429 {
-            PlatformError::Server {
-                api,
-                status,
-                message: "no readable body".into(),
-                attempts: 1,
-            }
-        } else {
-            undecodable(api, a)
-        };
-    };
-    let message = message_of(&v);
-    let lower = message.to_ascii_lowercase();
-    let code = v["code"].as_i64().unwrap_or(0);
-    if lower.contains("qps exceeds") {
-        PlatformError::RateLimited { api, message }
-    } else if lower.contains("invalid signature") || code == 403 || status == 403 {
-        PlatformError::SignatureRejected { api, message }
-    } else if lower.contains("invalid timestamp") {
-        let skew = a.server_ms.map(|server| a.sent_ms as i64 - server as i64);
-        PlatformError::StaleTimestamp {
-            api,
-            skew: Skew(skew),
-        }
-    } else if lower.contains("application not found") {
-        PlatformError::AppRejected { message }
-    } else if lower.contains("password") && (api == "teacher_login" || lower.contains("channel id"))
-    {
-        PlatformError::CredentialsRejected {
-            channel_id: channel.to_string(),
-            message,
-        }
-    } else if status >= 500 || code >= 500 || status == 429 {
-        PlatformError::Server {
-            api,
-            status,
-            message: if message.is_empty() {
-                "no message".into()
-            } else {
-                message
-            },
-            attempts: 1,
-        }
-    } else if message.is_empty() {
-        undecodable(api, a)
-    } else {
-        PlatformError::Validation { api, message }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            server_ms: Some(1_000_000),
-            sent_ms: 1_200_000,
-            body: Bytes::from(body.to_string()),
-        }
-    }
-
-    #[test]
-    fn classification_of_documented_errors() {
-        let c = |s, b| classify_answer("x", &answer(s, b), "153884");
-        assert!(matches!(
-            c(
-                403,
-                r#"{"code":403,"status":"error","message":"invalid signature.","data":""}"#
-            ),
-            PlatformError::SignatureRejected { .. }
-        ));
-        match c(
-            400,
-            r#"{"code":400,"status":"error","message":"invalid timestamp.","data":""}"#,
-        ) {
-            PlatformError::StaleTimestamp { skew, .. } => assert_eq!(skew, Skew(Some(200_000))),
-            e => panic!("{e}"),
-        }
-        assert!(matches!(
-            c(
-                400,
-                r#"{"code":400,"status":"error","message":"qps exceeds number of calls"}"#
-            ),
-            PlatformError::RateLimited { .. }
-        ));
-        assert!(matches!(
-            c(
-                400,
-                r#"{"code":400,"status":"error","error":{"code":20001,"desc":"application not found."},"success":false}"#
-            ),
-            PlatformError::AppRejected { .. }
-        ));
-        assert!(matches!(
-            c(
-                400,
-                r#"{"code":400,"status":"error","message":"scene not right.","data":""}"#
-            ),
-            PlatformError::Validation { .. }
-        ));
-        assert!(matches!(
-            c(502, "<html>bad gateway</html>"),
-            PlatformError::Server { .. }
-        ));
-        match c(200, "<html>captive portal login</html>") {
-            PlatformError::Undecodable { first_bytes, .. } => {
-                assert!(first_bytes.starts_with("<html>captive"))
-            }
-            e => panic!("{e}"),
-        }
-        assert!(matches!(
-            classify_answer(
-                "teacher_login",
-                &answer(
-                    200,
-                    r#"{"status":"error","msg":"channel id or password error"}"#
-                ),
-                "1"
-            ),
-            PlatformError::CredentialsRejected { .. }
-        ));
-    }
 
     #[test]
     fn retry_delay_is_bounded_full_jitter() {
@@ -755,5 +600,84 @@ mod tests {
         assert_eq!(p.delay(3, 1.0), Duration::from_secs(4));
         assert_eq!(p.delay(30, 1.0), Duration::from_secs(8));
         assert_eq!(p.delay(5, 0.0), Duration::ZERO);
+    }
+
+    fn client() -> PolyvClient {
+        PolyvClient::from_config(&PolyvSettings {
+            channel_id: "153884".into(),
+            app_id: Some("g4rqgmmjuo".into()),
+            app_secret: Some(Secret::new("fsq2k5weced1h8vui657xtdva66whf0g")),
+            endpoints: Endpoints::all("http://127.0.0.1:9"),
+            ..PolyvSettings::default()
+        })
+        .unwrap()
+    }
+
+    fn content_type(req: RequestBuilder) -> (String, Vec<u8>) {
+        let req = req.build().unwrap();
+        let ct = req.headers().get_all(header::CONTENT_TYPE);
+        assert_eq!(ct.iter().count(), 1, "exactly one Content-Type");
+        let ct = ct.iter().next().unwrap().to_str().unwrap().to_string();
+        let body = req
+            .body()
+            .and_then(|b| b.as_bytes())
+            .unwrap_or_default()
+            .to_vec();
+        (ct, body)
+    }
+
+    /// Form and JSON bodies declare UTF-8 (Polyv's Java SDK `Constant.java`); a Chinese name
+    /// travels as percent-encoded UTF-8.
+    #[test]
+    fn bodies_declare_utf8() {
+        let c = client();
+        let (ct, body) = content_type(post_form(
+            &c.http,
+            "http://127.0.0.1:9/v1/channels/1/update",
+            &[("name", "小程序推流测试test")],
+        ));
+        assert_eq!(ct, "application/x-www-form-urlencoded;charset=UTF-8");
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "name=%E5%B0%8F%E7%A8%8B%E5%BA%8F%E6%8E%A8%E6%B5%81%E6%B5%8B%E8%AF%95test"
+        );
+        let app = c.app().unwrap();
+        let (ct, body) = content_type(c.signed_request(
+            &c.http,
+            app,
+            &Method::POST,
+            "http://127.0.0.1:9/live/v4/channel/mr/create",
+            1,
+            &[],
+            Some("{\"name\":\"物理\"}".as_bytes()),
+            false,
+        ));
+        assert_eq!(ct, "application/json;charset=UTF-8");
+        assert_eq!(String::from_utf8(body).unwrap(), "{\"name\":\"物理\"}");
+        let (ct, body) = content_type(c.signed_request(
+            &c.http,
+            app,
+            &Method::POST,
+            "http://127.0.0.1:9/live/v3/channel/create-cpic-channel",
+            1,
+            &[("name", "物理")],
+            None,
+            true,
+        ));
+        assert_eq!(ct, "application/x-www-form-urlencoded;charset=UTF-8");
+        assert!(String::from_utf8(body)
+            .unwrap()
+            .contains("name=%E7%89%A9%E7%90%86"));
+    }
+
+    #[test]
+    fn a_bad_dns_override_is_an_error_not_a_panic() {
+        let mut cfg = PolyvSettings::default();
+        cfg.endpoints
+            .resolve
+            .insert("api.polyv.net".into(), "nowhere".into());
+        let e = PolyvClient::from_config(&cfg).unwrap_err().to_string();
+        assert!(e.contains("polyv.endpoints.resolve"), "{e}");
+        assert!(e.contains("not an IP address"), "{e}");
     }
 }

@@ -21,9 +21,12 @@ pub enum PlatformError {
     #[error("Polyv rejected the timestamp of {api}: {skew}; Polyv accepts 3 minutes, so fix this box's clock (enable NTP: `timedatectl set-ntp true`)")]
     StaleTimestamp { api: &'static str, skew: Skew },
     /// A login refusal that is not about the password: the channel is still logged in or
-    /// live elsewhere (often this box before a restart), or logins are forbidden for now.
-    /// Polyv's advice is to try again later.
-    #[error("Polyv refused the login to channel {channel_id} for now ({message}): Polyv asks to try again later; polypush retries on its own (if another encoder is pushing this channel, stop it)")]
+    /// live elsewhere (often this box before a restart; Polyv's advice is to try again
+    /// later), or the channel's login switch is off.
+    #[error(
+        "Polyv refused the login to channel {channel_id} ({message}): {}",
+        login_refusal_advice(reason)
+    )]
     LoginRefused {
         channel_id: String,
         message: String,
@@ -59,6 +62,15 @@ pub enum PlatformError {
         status: u16,
         first_bytes: String,
     },
+}
+
+/// What to do about a [`PlatformError::LoginRefused`], by its reason.
+pub(crate) fn login_refusal_advice(reason: &str) -> &'static str {
+    match reason {
+        "login_forbidden" => "the channel's login switch (频道登录开关) is off: turn it on in Polyv's console; polypush tries again on its own",
+        "channel_live" => "the channel is live from another encoder (or this box's previous session): stop the other encoder, or wait; polypush tries again on its own",
+        _ => "the channel is still logged in elsewhere (often this box before a restart, or another encoder): Polyv asks to try again later, and polypush does so on its own; if another encoder is pushing this channel, stop it",
+    }
 }
 
 /// How far this box's clock is from Polyv's, when Polyv's `Date` header told us.
@@ -119,6 +131,25 @@ impl PlatformError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_refusals_say_what_to_do() {
+        let e = |reason| PlatformError::LoginRefused {
+            channel_id: "153884".into(),
+            message: "channel forbid login".into(),
+            reason,
+        };
+        let m = e("login_forbidden").to_string();
+        assert!(m.starts_with("Polyv refused the login to channel 153884 (channel forbid login): the channel's login switch"), "{m}");
+        assert!(e("already_logged_in")
+            .to_string()
+            .contains("try again later"));
+        assert!(e("channel_live")
+            .to_string()
+            .contains("stop the other encoder"));
+        assert_eq!(e("channel_live").exit_code(), ExitCode::Refused);
+        assert!(!e("channel_live").is_retryable());
+    }
 
     #[test]
     fn skew_is_shown_with_direction() {

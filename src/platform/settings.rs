@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::Endpoints;
 use crate::secret::Secret;
 use crate::setting::InvalidSetting;
 
@@ -38,7 +39,7 @@ pub struct PolyvSettings {
     pub app_secret_file: Option<PathBuf>,
     /// Timeout of one HTTP request to Polyv, in seconds (1..=120). Polyv's own clients use 15-30.
     pub timeout_s: u64,
-    /// Base URL per Polyv host, so each can point at the simulator or a newer host.
+    /// Where each Polyv call goes, the login fallback and DNS overrides.
     pub endpoints: Endpoints,
 }
 
@@ -53,44 +54,6 @@ impl Default for PolyvSettings {
             app_secret_file: None,
             timeout_s: 20,
             endpoints: Endpoints::default(),
-        }
-    }
-}
-
-/// `[polyv.endpoints]`: one base URL per Polyv host.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Endpoints {
-    /// teacher_login (push-client login).
-    pub login: String,
-    /// Channel rename (`/v1/channels/{id}/update`).
-    pub channel: String,
-    /// Chat room: viewer count (`/front/listUsers`).
-    pub chat: String,
-    /// Signed v3/v4 platform APIs and notify_stream2.
-    pub api: String,
-}
-
-impl Default for Endpoints {
-    fn default() -> Self {
-        Self {
-            login: "https://live.polyv.net".into(),
-            channel: "https://api.live.polyv.net".into(),
-            chat: "https://api.chat.polyv.net".into(),
-            api: "https://api.polyv.net".into(),
-        }
-    }
-}
-
-impl Endpoints {
-    /// Every endpoint at one base URL: how the simulator is addressed.
-    pub fn all(base: &str) -> Self {
-        let base = base.trim_end_matches('/').to_string();
-        Self {
-            login: base.clone(),
-            channel: base.clone(),
-            chat: base.clone(),
-            api: base,
         }
     }
 }

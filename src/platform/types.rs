@@ -53,6 +53,10 @@ pub struct LoginReply {
     pub is_only_audio: bool,
     #[serde(default)]
     pub live_scene: Option<String>,
+    /// The teacher_login URL that answered: `login`, or `login_fallback` when the default
+    /// could not be reached. Set by the client, not part of Polyv's reply.
+    #[serde(skip)]
+    pub answered_by: String,
 }
 
 impl LoginReply {
@@ -131,7 +135,8 @@ impl fmt::Display for PushAddress {
     }
 }
 
-/// The chat room's `listUsers` reply.
+/// Viewers online: the chat room's `listUsers` reply, or the signed `count-online-user` count
+/// (then `userlist` is empty).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Viewers {
     pub count: u64,

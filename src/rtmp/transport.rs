@@ -4,8 +4,9 @@
 //! production (TLS over it for `rtmps://`), an in-memory `tokio::io::DuplexStream` in tests. The
 //! sender gets its connections from a [`Connector`]; [`TcpConnector`] is the real one (resolve,
 //! connect within `connect_timeout`, socket options for live upload, and for `rtmps://` a TLS
-//! handshake that checks the ingest's certificate against the system's CA store, or the file
-//! `SSL_CERT_FILE` names, as OpenSSL-based tools do), and a test puts an in-memory ingest
+//! handshake that checks the ingest's certificate against the program's one trust store,
+//! [`crate::tls`]: the system's CA store, or the file `SSL_CERT_FILE` names, as OpenSSL-based
+//! tools do), and a test puts an in-memory ingest
 //! (rml_rtmp's `ServerSession` at the far end of a duplex pipe) where TCP would be, so the
 //! whole reconnect logic runs on tokio's paused clock without a socket.
 
@@ -13,7 +14,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
@@ -171,9 +171,23 @@ impl Connector for TcpConnector {
                         ),
                     }
                 })?;
-            let tls = match timeout_at(deadline, tls_config()).await {
-                Ok(Ok(config)) => config,
-                Ok(Err(reason)) => return Err(RtmpError::Tls { addr, reason }),
+            // Read for every attempt (file I/O, so on the blocking pool): a CA the operator
+            // installs after a failed handshake counts from the next attempt.
+            let loaded = tokio::task::spawn_blocking(crate::tls::client_config);
+            let tls = match timeout_at(deadline, loaded).await {
+                Ok(Ok(Ok(config))) => config,
+                Ok(Ok(Err(e))) => {
+                    return Err(RtmpError::Tls {
+                        addr,
+                        reason: e.to_string(),
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(RtmpError::Tls {
+                        addr,
+                        reason: format!("loading the CA certificates failed: {e}"),
+                    })
+                }
                 Err(_) => return Err(timed_out(addr, opts)),
             };
             let handshake = tokio_rustls::TlsConnector::from(tls).connect(name, stream);
@@ -206,48 +220,6 @@ fn timed_out(addr: String, opts: &ConnectOptions) -> RtmpError {
         phase: Phase::Tcp,
         after: opts.connect_timeout,
     }
-}
-
-/// The TLS client settings for `rtmps://`: the system's CA certificates (or the PEM file
-/// `SSL_CERT_FILE` names), with the same `ring` provider reqwest uses.
-///
-/// Made for every connection attempt, not once per process: when a handshake fails for want
-/// of a CA, the operator installs it (or fixes the file) and the next attempt of the running
-/// service must see it. Reading the store takes milliseconds and attempts are seconds apart;
-/// it is file I/O, so it runs on the blocking pool.
-async fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    tokio::task::spawn_blocking(load_tls_config)
-        .await
-        .map_err(|e| format!("loading the CA certificates failed: {e}"))?
-}
-
-fn load_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, ignored) = roots.add_parsable_certificates(found.certs);
-    tracing::debug!(
-        added,
-        ignored,
-        errors = found.errors.len(),
-        "CA certificates loaded"
-    );
-    if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map_or_else(|| "none found".to_string(), ToString::to_string);
-        return Err(format!(
-            "no CA certificates to check the ingest's certificate with ({why}): install \
-             Debian's ca-certificates, or point SSL_CERT_FILE at a PEM file"
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// The usual RTMPS failure with a private CA, and its two fixes.

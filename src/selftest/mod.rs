@@ -8,10 +8,14 @@
 //! | `video` | opens the configured video source through the capture code and counts the frames it delivers in about a second (the first within 5 s) | 5 |
 //! | `audio` | the same for the audio source (`none`: not needed) | 5 |
 //! | `encoder` | opens the configured H.264 encoder with the configured size, rate and bitrate, encodes 10 frames of a test pattern (ms per frame), opens the AAC encoder | 5 |
-//! | `login` | Polyv `teacher_login`, one attempt within `[polyv] timeout_s`: the push address, stream key masked (not needed with `--url` or `[target] url`) | 3 rejected, 4 unreachable, 2 no password |
+//! | `login` | Polyv `teacher_login`, one attempt within `[polyv] timeout_s` (and one at the login fallback when the default host is down): the push address, stream key masked, and which login URL answered (not needed with `--url` or `[target] url`) | 3 rejected, 4 unreachable, 2 no password |
 //! | `ingest` | TCP connect, RTMP handshake and `connect` to the application, until `NetConnection.Connect.Success`, within 5 s; then hangs up without `createStream` or `publish` ([`crate::rtmp::probe`]) | 4 unreachable, 3 refused, 2 bad address |
-//! | `clock` | this box's clock against the `Date` header of Polyv's login endpoint; fails outside Polyv's 3-minute signing window (not needed without Polyv) | 3, or 4 unreachable |
+//! | `clock` | this box's clock against the `Date` header of the Polyv login host that answered; fails outside Polyv's 3-minute signing window (not needed without Polyv) | 3, or 4 unreachable |
 //! | `record` | with `[record] enabled`: creates the directory if missing, writes, fsyncs and deletes a probe file, and wants `min_free_mb` plus one segment's worth free | 2 |
+//!
+//! With a `[polyv]`, the report also lists where every Polyv call goes (`[polyv.endpoints]`
+//! made effective: each full URL, the login fallback, the `resolve` overrides) and which
+//! login URL answered: under the checks, and as `polyv` in `--json`.
 //!
 //! A check that needs a failed one (everything needs `config`, `ingest` needs `login`) is
 //! reported skipped (`–`, `ok: false`, "skipped: needs …") and has no exit code of its own; a
@@ -124,11 +128,87 @@ impl Check {
     }
 }
 
+/// Where the Polyv calls go: `[polyv.endpoints]` made effective, and which login URL
+/// answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolyvEndpoints {
+    /// (call, full URL), in the order a broadcast makes them ([`crate::platform::Endpoints::effective`]).
+    pub urls: Vec<(&'static str, String)>,
+    /// `resolve`: (host, address), as configured.
+    pub resolve: Vec<(String, String)>,
+    /// The teacher_login URL that answered with a push address, if the login check got one.
+    pub login_answered_by: Option<String>,
+}
+
+impl PolyvEndpoints {
+    fn of(cfg: &Config, login_answered_by: Option<String>) -> Self {
+        let p = &cfg.polyv;
+        let signed_viewers = p.app_id.is_some() && p.app_secret.is_some();
+        Self {
+            urls: p.endpoints.effective(&p.channel_id, signed_viewers),
+            resolve: p
+                .endpoints
+                .resolve
+                .iter()
+                .map(|(h, a)| (h.clone(), a.clone()))
+                .collect(),
+            login_answered_by,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let urls: serde_json::Map<String, Value> = self
+            .urls
+            .iter()
+            .map(|(name, url)| (name.to_string(), Value::from(url.as_str())))
+            .collect();
+        let resolve: serde_json::Map<String, Value> = self
+            .resolve
+            .iter()
+            .map(|(h, a)| (h.clone(), Value::from(a.as_str())))
+            .collect();
+        json!({
+            "endpoints": urls,
+            "resolve": resolve,
+            "login_answered_by": self.login_answered_by,
+        })
+    }
+
+    fn render(&self, s: &mut String) {
+        let width = self.urls.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        s.push_str(
+            "  Polyv endpoints:
+",
+        );
+        for (name, url) in &self.urls {
+            s.push_str(&format!(
+                "    {name:<width$}  {url}
+"
+            ));
+        }
+        for (host, addr) in &self.resolve {
+            s.push_str(&format!(
+                "    {:<width$}  {host} → {addr}
+",
+                "resolve"
+            ));
+        }
+        if let Some(url) = &self.login_answered_by {
+            s.push_str(&format!(
+                "    login answered by {url}
+"
+            ));
+        }
+    }
+}
+
 /// Every check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub config_path: PathBuf,
     pub checks: Vec<Check>,
+    /// Where the Polyv calls go, when the config has a `[polyv]`.
+    pub polyv: Option<PolyvEndpoints>,
 }
 
 impl Report {
@@ -150,7 +230,8 @@ impl Report {
         self.checks.iter().find(|c| c.name == name)
     }
 
-    /// `{"ok", "exit_code", "config", "checks": [{name, ok, skipped, detail, fix}]}`.
+    /// `{"ok", "exit_code", "config", "checks": [{name, ok, skipped, detail, fix}], "polyv":
+    /// {"endpoints": {call: url}, "resolve": {host: address}, "login_answered_by"} | null}`.
     pub fn to_json(&self) -> Value {
         let checks: Vec<Value> = self
             .checks
@@ -170,6 +251,7 @@ impl Report {
             "exit_code": self.exit_code().code(),
             "config": self.config_path,
             "checks": checks,
+            "polyv": self.polyv.as_ref().map(PolyvEndpoints::to_json),
         })
     }
 
@@ -190,6 +272,9 @@ impl Report {
             if let Some(fix) = &c.fix {
                 s.push_str(&format!("    {:<width$}  → fix: {fix}\n", ""));
             }
+        }
+        if let Some(polyv) = &self.polyv {
+            polyv.render(&mut s);
         }
         let failed: Vec<&str> = self
             .checks
@@ -240,6 +325,7 @@ pub async fn run(opts: &Options) -> Report {
             return Report {
                 config_path: opts.config.clone(),
                 checks,
+                polyv: None,
             };
         }
     };
@@ -273,6 +359,7 @@ pub async fn run(opts: &Options) -> Report {
     checks.push(audio);
     checks.push(check_encoder(&cfg).await);
 
+    let mut answered_by = None;
     match fixed {
         Some(fixed) => {
             checks.push(Check::not_needed(
@@ -298,16 +385,21 @@ pub async fn run(opts: &Options) -> Report {
                 None => Check::needs("ingest", "login (the push address)"),
             });
             checks.push(if login.reachable {
-                check_clock(&cfg).await
+                check_clock(&cfg, login.answered_by.as_deref()).await
             } else {
                 Check::needs("clock", "Polyv reachable")
             });
+            answered_by = login.answered_by;
         }
     }
     checks.push(check_record(&cfg).await);
     Report {
         config_path: opts.config.clone(),
         checks,
+        polyv: cfg
+            .polyv
+            .is_configured()
+            .then(|| PolyvEndpoints::of(&cfg, answered_by)),
     }
 }
 

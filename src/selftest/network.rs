@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Check, SIGNING_WINDOW_S};
 use crate::config::Config;
 use crate::exit::ExitCode;
-use crate::platform::RetryPolicy;
+use crate::platform::{Endpoints, RetryPolicy};
 use crate::platform::{PlatformError, PolyvClient};
 use crate::rtmp::{ConnectOptions, Phase, RtmpError, RtmpUrl};
 
@@ -22,6 +22,8 @@ pub(super) struct Login {
     pub(super) url: Option<RtmpUrl>,
     /// Polyv answered (whatever it said): the clock check can ask it the time.
     pub(super) reachable: bool,
+    /// The teacher_login URL that answered with a push address.
+    pub(super) answered_by: Option<String>,
 }
 
 /// What Polyv's refusal means, without the advice (that goes to `fix`).
@@ -50,12 +52,14 @@ fn platform_fix(e: &PlatformError) -> String {
         PlatformError::AppRejected { .. } => "check polyv.app_id against the API settings of your Polyv account".into(),
         PlatformError::SignatureRejected { .. } => "check that polyv.app_secret_file holds the appSecret of polyv.app_id".into(),
         PlatformError::StaleTimestamp { .. } => "enable NTP: timedatectl set-ntp true (this box's clock is off; see the clock check)".into(),
-        PlatformError::LoginRefused { .. } => "the channel is still logged in or live (often this box before a restart, or another encoder): stop the other encoder, or wait a few minutes; the service retries on its own".into(),
+        PlatformError::LoginRefused { reason, .. } => {
+            crate::platform::login_refusal_advice(reason).into()
+        }
         PlatformError::Validation { .. } => "correct what Polyv names in [polyv]".into(),
         PlatformError::RateLimited { .. } => "wait at least 5 minutes: Polyv blocks this address for about 5 minutes".into(),
         PlatformError::Server { .. } => "try again later; if it persists, check Polyv's status".into(),
-        PlatformError::Transport { .. } => "check the network, DNS and polyv.endpoints.login (try `curl -sI` on it from this box)".into(),
-        PlatformError::Undecodable { .. } => "a proxy or captive portal may be in the way: check the network and polyv.endpoints.login".into(),
+        PlatformError::Transport { .. } => "check the network, DNS (polyv.endpoints.resolve can pin Polyv's hosts to addresses), polyv.endpoints.login and login_fallback, and the CA store if TLS failed (SSL_CERT_FILE); try `curl -sI` on the login URL from this box".into(),
+        PlatformError::Undecodable { .. } => "a proxy or captive portal may be in the way, or polyv.endpoints.login points at no Polyv login: check the network and polyv.endpoints".into(),
     }
 }
 
@@ -64,6 +68,7 @@ pub(super) async fn check_login(cfg: &Config) -> Login {
         check,
         url: None,
         reachable: false,
+        answered_by: None,
     };
     if let Err(e) = cfg.polyv.password() {
         return unreachable(Check::fail(
@@ -87,7 +92,9 @@ pub(super) async fn check_login(cfg: &Config) -> Login {
             ))
         }
     };
-    let limit = Duration::from_secs(cfg.polyv.timeout_s) + Duration::from_secs(1);
+    // One attempt at the default host, and one at the fallback when the default is down.
+    let hosts = 1 + u32::from(cfg.polyv.endpoints.login_fallback().is_some());
+    let limit = Duration::from_secs(cfg.polyv.timeout_s) * hosts + Duration::from_secs(1);
     let reply = match tokio::time::timeout(limit, client.teacher_login()).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => {
@@ -96,6 +103,7 @@ pub(super) async fn check_login(cfg: &Config) -> Login {
                 check: Check::fail("login", e.exit_code(), platform_detail(&e), platform_fix(&e)),
                 url: None,
                 reachable,
+                answered_by: None,
             };
         }
         Err(_) => {
@@ -122,6 +130,7 @@ pub(super) async fn check_login(cfg: &Config) -> Login {
                 ),
                 url: None,
                 reachable: true,
+                answered_by: Some(reply.answered_by),
             }
         }
     };
@@ -136,16 +145,35 @@ pub(super) async fn check_login(cfg: &Config) -> Login {
             detail.push_str(&format!(" (channel maximum {max} kbit/s)"));
         }
     }
+    let fallback = cfg
+        .polyv
+        .endpoints
+        .login_fallback()
+        .is_some_and(|f| Endpoints::login_url(f) == reply.answered_by);
+    detail.push_str(&format!("; answered by {}", reply.answered_by));
+    if fallback {
+        detail.push_str(" (the login fallback: the default login host did not answer)");
+    }
     Login {
         check: Check::pass("login", detail),
         url: Some(url),
         reachable: true,
+        answered_by: Some(reply.answered_by),
     }
 }
 
-/// This box's clock against the `Date` header of Polyv's login endpoint.
-pub(super) async fn check_clock(cfg: &Config) -> Check {
-    let base = cfg.polyv.endpoints.login.clone();
+/// The base URL of the login host that answered (the default when none did).
+fn answering_base<'a>(endpoints: &'a Endpoints, answered_by: Option<&str>) -> &'a str {
+    match endpoints.login_fallback() {
+        Some(f) if answered_by == Some(Endpoints::login_url(f).as_str()) => f,
+        _ => &endpoints.login,
+    }
+}
+
+/// This box's clock against the `Date` header of Polyv's login host (the one that answered
+/// the login), asked through the same TLS trust store and DNS overrides as every Polyv call.
+pub(super) async fn check_clock(cfg: &Config, answered_by: Option<&str>) -> Check {
+    let base = answering_base(&cfg.polyv.endpoints, answered_by).to_string();
     let fail_net = |detail: String| {
         Check::fail(
             "clock",
@@ -154,12 +182,17 @@ pub(super) async fn check_clock(cfg: &Config) -> Check {
             "check the network, DNS and polyv.endpoints.login",
         )
     };
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(cfg.polyv.timeout_s))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("polypush/", env!("CARGO_PKG_VERSION"), " selftest"))
-        .build()
-    {
+    let http = match crate::platform::http_client_builder(&cfg.polyv).and_then(|b| {
+        b.redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("polypush/", env!("CARGO_PKG_VERSION"), " selftest"))
+            .build()
+            .map_err(|e| PlatformError::Transport {
+                api: "clock",
+                host: String::new(),
+                detail: e.to_string(),
+                attempts: 0,
+            })
+    }) {
         Ok(h) => h,
         Err(e) => return fail_net(format!("cannot make an HTTP client: {e}")),
     };

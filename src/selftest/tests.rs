@@ -11,6 +11,7 @@ fn report(checks: Vec<Check>) -> Report {
     Report {
         config_path: PathBuf::from("/etc/polypush/polypush.toml"),
         checks,
+        polyv: None,
     }
 }
 

@@ -1,8 +1,11 @@
-//! The viewer poller: Polyv's chat-room `listUsers` count into [`StatusHub::set_viewers`],
-//! only while a broadcast runs (state `live`, devices open), never more often than every
-//! [`MIN_INTERVAL`] (Polyv asks for that). A failed poll keeps the last known count and is
-//! logged at DEBUG, at most once per [`ERROR_LOG_EVERY`]; outside a broadcast the count is
-//! unknown (`None`).
+//! The viewer poller: Polyv's viewer count ([`PolyvClient::viewers`]: the signed
+//! `count-online-user` with an appId, the chat room's `listUsers` otherwise or when that
+//! fails) into [`StatusHub::set_viewers`], only while a broadcast runs (state `live`, devices
+//! open), never more often than every [`MIN_INTERVAL`] (Polyv asks for that).
+//!
+//! The count is decoration: a failed poll never touches the broadcast. It is logged at DEBUG,
+//! at most once per [`ERROR_LOG_EVERY`]; the last known count stays shown until it is
+//! [`STALE_AFTER`] old, then the count is unknown (`None`), as it is outside a broadcast.
 
 use super::hub::StatusHub;
 use crate::platform::PolyvClient;
@@ -17,6 +20,8 @@ use tokio::time::Instant;
 pub(super) const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// At most one DEBUG line about failing polls per this long.
 pub(super) const ERROR_LOG_EVERY: Duration = Duration::from_secs(300);
+/// A count this old (polls failing since) is no longer shown as the current one.
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(60);
 /// How often the poller looks at the daemon's state (cheap: one mutex).
 const STATE_CHECK: Duration = Duration::from_secs(1);
 
@@ -62,6 +67,7 @@ pub(crate) async fn poll_loop<F, Fut, E>(
     E: Display,
 {
     let mut last_poll: Option<Instant> = None;
+    let mut last_count: Option<Instant> = None;
     let mut was_live = false;
     let mut errors = ErrorLog::default();
     loop {
@@ -74,12 +80,19 @@ pub(crate) async fn poll_loop<F, Fut, E>(
                 match fetch().await {
                     Ok(n) => {
                         errors.recovered();
+                        last_count = Some(Instant::now());
                         hub.set_viewers(Some(n));
                     }
-                    Err(e) => errors.failed(&e),
+                    Err(e) => {
+                        errors.failed(&e);
+                        if last_count.is_none_or(|t| t.elapsed() >= STALE_AFTER) {
+                            hub.set_viewers(None);
+                        }
+                    }
                 }
             }
         } else if was_live {
+            last_count = None;
             hub.set_viewers(None);
         }
         was_live = live;
@@ -207,6 +220,12 @@ mod tests {
             known,
             "errors keep the last known count"
         );
+        // A minute after the last count: unknown, not a stale number.
+        pass(40_000).await;
+        assert_eq!(hub.snapshot().viewers, None, "a stale count is unknown");
+        fail.store(false, Ordering::SeqCst);
+        pass(MIN_INTERVAL.as_millis() as u64 + 1_500).await;
+        assert!(hub.snapshot().viewers.is_some(), "counted again");
 
         hub.set_state(DaemonState::Idle);
         pass(1_500).await;
