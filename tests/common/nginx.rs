@@ -54,6 +54,8 @@ pub struct Nginx {
     dir: tempfile::TempDir,
     port: u16,
     opts: NginxOptions,
+    /// See [`Nginx::start_with_on_publish`].
+    on_publish: Option<String>,
 }
 
 impl Nginx {
@@ -65,6 +67,20 @@ impl Nginx {
 
     /// Like [`Nginx::start`], with options.
     pub fn start_with(opts: NginxOptions) -> Nginx {
+        Self::start_inner(opts, None)
+    }
+
+    /// Like [`Nginx::start_with`], with `on_publish URL` in the `live` application, e.g. the
+    /// simulator's `http://127.0.0.1:PORT/_sim/on_publish` (plain HTTP: nginx-rtmp has no TLS
+    /// client). Before accepting a publisher nginx posts a form (`app, flashver, swfurl,
+    /// tcurl, pageurl, addr, clientid, call=publish, name, type`, then the publish URL's query
+    /// string appended as is, so `…/live/KEY?auth_key=K` arrives as `name=KEY` plus
+    /// `auth_key=K`), and drops the publisher unless the answer is 2xx.
+    pub fn start_with_on_publish(opts: NginxOptions, on_publish: &str) -> Nginx {
+        Self::start_inner(opts, Some(on_publish.to_owned()))
+    }
+
+    fn start_inner(opts: NginxOptions, on_publish: Option<String>) -> Nginx {
         assert!(
             Path::new(MODULE).exists(),
             "{MODULE} is missing: install nginx and libnginx-mod-rtmp (scripts/install-deps.sh)"
@@ -80,6 +96,7 @@ impl Nginx {
             dir,
             port: 0,
             opts,
+            on_publish,
         };
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -226,7 +243,14 @@ impl Nginx {
     fn spawn(&mut self) -> Result<(), String> {
         let dir = self.dir.path();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(dir, self.ip(), self.port, &self.opts)).unwrap();
+        let text = config(
+            dir,
+            self.ip(),
+            self.port,
+            &self.opts,
+            self.on_publish.as_deref(),
+        );
+        std::fs::write(&conf, text).unwrap();
         let log = dir.join("logs/error.log");
         // A file, not a pipe: nobody drains a pipe while the tests run.
         let stderr_path = dir.join("logs/stderr.log");
@@ -290,12 +314,21 @@ impl Drop for Nginx {
     }
 }
 
-fn config(dir: &Path, ip: Ipv4Addr, port: u16, opts: &NginxOptions) -> String {
+fn config(
+    dir: &Path,
+    ip: Ipv4Addr,
+    port: u16,
+    opts: &NginxOptions,
+    on_publish: Option<&str>,
+) -> String {
     let dir = dir.display();
     let unique = if opts.record_unique { "on" } else { "off" };
     let idle = opts
         .drop_idle_publisher
         .map(|d| format!("drop_idle_publisher {}ms;", d.as_millis()))
+        .unwrap_or_default();
+    let on_publish = on_publish
+        .map(|url| format!("on_publish {url};"))
         .unwrap_or_default();
     format!(
         r#"load_module {MODULE};
@@ -316,6 +349,7 @@ rtmp {{
             record_path {dir}/rec;
             record_unique {unique};
             {idle}
+            {on_publish}
         }}
         application deny {{
             live on;
