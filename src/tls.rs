@@ -111,14 +111,15 @@ fn roots_from(
         ))),
         Origin::System => {
             // Once per process: the store is read for every connection.
-            static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
             if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::warn!(
-                reason = %why,
-                "the system's CA store is empty or unreadable; checking TLS certificates against \
-                 the Mozilla roots built into polypush instead: install Debian's ca-certificates \
-                 (or point SSL_CERT_FILE at a PEM file) to use this box's own store"
-            );
+                tracing::warn!(
+                    reason = %why,
+                    "the system's CA store is empty or unreadable; checking TLS certificates against \
+                     the Mozilla roots built into polypush instead: install Debian's ca-certificates \
+                     (or point SSL_CERT_FILE at a PEM file) to use this box's own store"
+                );
             }
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             Ok(roots)

@@ -132,8 +132,14 @@ fn viewers_reads_the_chat_room() {
         "{}",
         r.stdout
     );
-    // With app_id and app_secret the signed count goes first; this simulator does not serve
-    // it (HTTP 404), so the chat room's listUsers answers, after one try.
+    // With app_id and app_secret the signed count of Polyv's current CLI answers.
+    assert_eq!(paths(&sim), ["/live/v3/channel/chat/count-online-user"]);
+    assert_eq!(polypush(&cfg, &["--json", "viewers"]).json()["viewers"], 7);
+    // When it fails (here: api.polyv.net answers 404), the chat room's listUsers answers,
+    // after one try.
+    sim.faults(r#"{"not_found_hosts": ["api.polyv.net"]}"#);
+    sim.reset_requests();
+    assert_eq!(polypush(&cfg, &["--json", "viewers"]).json()["viewers"], 7);
     assert_eq!(
         paths(&sim),
         [
@@ -141,7 +147,6 @@ fn viewers_reads_the_chat_room() {
             "/front/listUsers"
         ]
     );
-    assert_eq!(polypush(&cfg, &["--json", "viewers"]).json()["viewers"], 7);
 }
 
 #[test]
@@ -814,6 +819,11 @@ impl TlsFront {
     }
 }
 
+/// Where the simulator's TLS listener is.
+struct SimTls {
+    addr: SocketAddr,
+}
+
 /// Runs polypush with `SSL_CERT_FILE` set to `ca` (and no `SSL_CERT_DIR`, so the test CA is
 /// all it trusts), or with the environment's own store when `ca` is `None`.
 fn polypush_trusting(cfg: &Path, args: &[&str], ca: Option<&Path>) -> Run {
@@ -846,11 +856,28 @@ fn polyvs_real_host_names_over_tls_trusting_ssl_cert_file() {
     let ca = TestCa::new();
     let nginx = Nginx::start();
     let rtmps = TlsFront::start(&ca, nginx.addr());
+    // The simulator itself on TLS, routing by Host: a default host or path that is not
+    // Polyv's real one gets a 404.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let d = ca.dir.path();
     let sim = Sim::start_with(&[
         "--rtmp-base",
         &format!("rtmps://localhost:{}/live/", rtmps.addr.port()),
+        "--tls-cert",
+        d.join("leaf.pem").to_str().unwrap(),
+        "--tls-key",
+        d.join("leaf.key").to_str().unwrap(),
+        "--strict-hosts",
+        "--plain-listen",
+        &plain,
     ]);
-    let https = TlsFront::start(&ca, sim.addr.parse().unwrap());
+    let https = SimTls {
+        addr: sim.base.trim_start_matches("https://").parse().unwrap(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = |api_host_at: &str| {
         let cfg = dir.path().join("tls.toml");
@@ -953,7 +980,6 @@ fn polyvs_real_host_names_over_tls_trusting_ssl_cert_file() {
         [
             "/live/v1/channels/153884/update",
             "/live/v3/channel/chat/count-online-user",
-            "/front/listUsers",
             "/live/v4/channel/live-status/list"
         ]
     );

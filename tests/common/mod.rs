@@ -70,31 +70,49 @@ impl Sim {
             .stderr(Stdio::null())
             .spawn()
             .expect("start polyv-sim");
+        // With TLS and `--plain-listen` the simulator prints two lines: the HTTPS listener
+        // (`base`), then the plain one, which the control calls use (`addr`).
+        let lines = if extra.contains(&"--plain-listen") {
+            2
+        } else {
+            1
+        };
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
             let mut r = BufReader::new(stdout);
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
+            for _ in 0..lines {
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let _ = tx.send(line);
+            }
             // Keep draining so the simulator never blocks on a full pipe.
             let mut sink = Vec::new();
             let _ = r.read_to_end(&mut sink);
         });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("polyv-sim did not report its address within 20 s");
+        let mut urls = Vec::new();
+        for _ in 0..lines {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(l) => urls.push(
+                    l.trim()
+                        .rsplit(' ')
+                        .next()
+                        .expect("listening line")
+                        .to_string(),
+                ),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("polyv-sim did not report its address within 20 s");
+                }
             }
-        };
-        let base = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .expect("listening line")
+        }
+        let base = urls[0].clone();
+        let addr = urls
+            .last()
+            .unwrap()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .to_string();
-        let addr = base.trim_start_matches("http://").to_string();
         Sim { child, base, addr }
     }
 

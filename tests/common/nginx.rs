@@ -63,6 +63,8 @@ pub struct Nginx {
     /// The TLS terminator's port ([`Nginx::start_tls`]); `None` without one.
     tls_port: Option<u16>,
     opts: NginxOptions,
+    /// See [`Nginx::start_with_on_publish`].
+    on_publish: Option<String>,
 }
 
 impl Nginx {
@@ -74,17 +76,27 @@ impl Nginx {
 
     /// Like [`Nginx::start`], with options.
     pub fn start_with(opts: NginxOptions) -> Nginx {
-        Self::start_inner(opts, false)
+        Self::start_inner(opts, false, None)
     }
 
     /// Like [`Nginx::start`], and also accepting RTMPS: a TLS terminator (nginx `stream` with
     /// `ssl`) on [`Nginx::tls_port`] in front of the RTMP port, with a certificate from a CA
     /// made for this instance ([`Nginx::tls_ca`]).
     pub fn start_tls() -> Nginx {
-        Self::start_inner(NginxOptions::default(), true)
+        Self::start_inner(NginxOptions::default(), true, None)
     }
 
-    fn start_inner(opts: NginxOptions, tls: bool) -> Nginx {
+    /// Like [`Nginx::start_with`], with `on_publish URL` in the `live` application, e.g. the
+    /// simulator's `http://127.0.0.1:PORT/_sim/on_publish` (plain HTTP: nginx-rtmp has no TLS
+    /// client). Before accepting a publisher nginx posts a form (`app, flashver, swfurl,
+    /// tcurl, pageurl, addr, clientid, call=publish, name, type`, then the publish URL's query
+    /// string appended as is, so `…/live/KEY?auth_key=K` arrives as `name=KEY` plus
+    /// `auth_key=K`), and drops the publisher unless the answer is 2xx.
+    pub fn start_with_on_publish(opts: NginxOptions, on_publish: &str) -> Nginx {
+        Self::start_inner(opts, false, Some(on_publish.to_owned()))
+    }
+
+    fn start_inner(opts: NginxOptions, tls: bool, on_publish: Option<String>) -> Nginx {
         assert!(
             Path::new(MODULE).exists(),
             "{MODULE} is missing: install nginx and libnginx-mod-rtmp (scripts/install-deps.sh)"
@@ -108,6 +120,7 @@ impl Nginx {
             port: 0,
             tls_port: None,
             opts,
+            on_publish,
         };
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -284,12 +297,15 @@ impl Nginx {
     fn spawn(&mut self) -> Result<(), String> {
         let dir = self.dir.path();
         let conf = dir.join("nginx.conf");
-        let tls_port = self.tls_port;
-        std::fs::write(
-            &conf,
-            config(dir, self.ip(), self.port, tls_port, &self.opts),
-        )
-        .unwrap();
+        let text = config(
+            dir,
+            self.ip(),
+            self.port,
+            self.tls_port,
+            &self.opts,
+            self.on_publish.as_deref(),
+        );
+        std::fs::write(&conf, text).unwrap();
         let log = dir.join("logs/error.log");
         // A file, not a pipe: nobody drains a pipe while the tests run.
         let stderr_path = dir.join("logs/stderr.log");
@@ -316,7 +332,7 @@ impl Nginx {
             .map_err(|e| format!("cannot run nginx: {e}"))?;
         let mut exited = None;
         let mut addrs = vec![self.addr()];
-        if let Some(port) = tls_port {
+        if let Some(port) = self.tls_port {
             addrs.push(SocketAddr::from((self.ip(), port)));
         }
         let ready = poll_until(READY_TIMEOUT, || {
@@ -364,6 +380,7 @@ fn config(
     port: u16,
     tls_port: Option<u16>,
     opts: &NginxOptions,
+    on_publish: Option<&str>,
 ) -> String {
     let dir = dir.display();
     let unique = if opts.record_unique { "on" } else { "off" };
@@ -390,6 +407,9 @@ fn config(
         ),
         None => (String::new(), String::new()),
     };
+    let on_publish = on_publish
+        .map(|url| format!("on_publish {url};"))
+        .unwrap_or_default();
     format!(
         r#"load_module {MODULE};
 {stream_module}
@@ -410,6 +430,7 @@ rtmp {{
             record_path {dir}/rec;
             record_unique {unique};
             {idle}
+            {on_publish}
         }}
         application deny {{
             live on;

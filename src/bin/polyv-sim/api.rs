@@ -1,5 +1,5 @@
 //! The signed platform APIs (scheme 3): v3 create-cpic-channel, basic/update, get-push-url,
-//! and v4 mr/create, live-status/list.
+//! chat/count-online-user, and v4 mr/create, live-status/list.
 //!
 //! [`authenticate`] runs the common checks in Polyv's order (appId present, app known,
 //! timestamp, signature); each endpoint then validates its own parameters. JSON bodies are
@@ -9,7 +9,8 @@
 use polypush::platform::sign::{api_sign, SignMethod};
 use serde_json::{json, Map, Value};
 
-use crate::push::{auth_suffix, MAX_NAME_CHARS};
+use crate::authkey;
+use crate::push::MAX_NAME_CHARS;
 use crate::reply::{
     v3_err, v3_ok, v4_err, v4_ok, Flavor, Reply, APP_ID_REQUIRED, APP_NOT_FOUND, E_APPID_REQUIRED,
     E_APP_NOT_FOUND, E_SIGNATURE, E_TIMESTAMP, E_VALIDATION, INVALID_SIGNATURE, INVALID_TIMESTAMP,
@@ -365,10 +366,20 @@ pub fn get_push_url(st: &SimState, p: &Params, now_ms: i64) -> Reply {
         return v3_err(400, PARAM_VALIDATE);
     };
     let mut url = format!("{}{}", st.rtmp_base, ch.stream_key);
-    if st.faults.protected {
-        url.push_str(&auth_suffix(&ch.stream_key, now_ms));
+    if let Some(suffix) = authkey::suffix(st, &ch.stream_key, now_ms) {
+        url.push_str(&suffix);
     }
     v3_ok(json!(url))
+}
+
+/// `GET` or `POST /live/v3/channel/chat/count-online-user?appId&timestamp&channelId&sign`:
+/// `data` is the channel's viewer count, a number (how polyv-live-cli reads it). (inferred)
+/// an unknown or missing channel is `param validate error`.
+pub fn count_online_user(st: &SimState, p: &Params) -> Reply {
+    match p.get("channelId").and_then(|id| st.channel(id)) {
+        Some(ch) => v3_ok(json!(ch.viewers)),
+        None => v3_err(400, PARAM_VALIDATE),
+    }
 }
 
 /// `GET /live/v4/channel/live-status/list?appId&timestamp&channelIds&sign`.
@@ -582,12 +593,15 @@ mod tests {
     #[test]
     fn push_url_and_status() {
         let mut s = sim();
+        s.faults.auth_key_ttl_s = 0;
         let v = get_push_url(&s, &parse_urlencoded(b"channelId=153884"), NOW).value();
         let url = v["data"].as_str().unwrap().to_owned();
         assert!(url.starts_with("rtmp://h/live/") && url.len() == "rtmp://h/live/".len() + 27);
-        s.faults.protected = true;
+        s.faults.auth_key_ttl_s = 60;
         let v = get_push_url(&s, &parse_urlencoded(b"channelId=153884"), NOW).value();
-        assert!(v["data"].as_str().unwrap().contains("?auth_key="));
+        let key = format!("?auth_key={}-0-0-", NOW / 1000 + 60);
+        let data = v["data"].as_str().unwrap();
+        assert!(data.starts_with(&format!("{url}{key}")), "{v}");
         let v = get_push_url(&s, &parse_urlencoded(b"channelId=1"), NOW).value();
         assert_eq!(v["message"], PARAM_VALIDATE);
 
@@ -598,5 +612,20 @@ mod tests {
         );
         let v = live_status_list(&s, &Params::default()).value();
         assert_eq!(v["error"]["code"], E_VALIDATION);
+    }
+
+    #[test]
+    fn online_count_is_a_number() {
+        let mut s = sim();
+        s.channels.get_mut(&153884).unwrap().viewers = 42;
+        let v = count_online_user(&s, &parse_urlencoded(b"channelId=153884")).value();
+        assert_eq!(
+            v,
+            json!({"code":200,"status":"success","message":"","data":42})
+        );
+        for q in ["channelId=1", ""] {
+            let v = count_online_user(&s, &parse_urlencoded(q.as_bytes())).value();
+            assert_eq!(v["message"], PARAM_VALIDATE, "{q}");
+        }
     }
 }

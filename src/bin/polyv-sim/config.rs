@@ -10,7 +10,11 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::state::{parse_channel_id, Channel, SimState};
+use crate::faults::{
+    DEFAULT_AUTH_KEY_TTL_S, DEFAULT_RATE_LIMIT_BLOCK_S, DEFAULT_RATE_LIMIT_PER_10S,
+    MAX_AUTH_KEY_TTL_S, MAX_RATE_LIMIT_BLOCK_S,
+};
+use crate::state::{parse_channel_id, Channel, SimState, DEFAULT_AUTH_KEY_PRIVATE_KEY};
 
 pub const DEFAULT_APP_ID: &str = "simappid01";
 pub const DEFAULT_APP_SECRET: &str = "simsecret0123456789abcdefghijklm";
@@ -25,6 +29,10 @@ pub const DEFAULT_MAX_CHANNELS: u32 = 50;
 /// ```toml
 /// rtmp_base = "rtmp://127.0.0.1:1935/live/"
 /// max_channels = 50
+/// auth_key_ttl_s = 1800          # 0: push addresses carry no auth_key
+/// auth_key_private_key = "..."   # signs auth_keys
+/// rate_limit_per_10s = 1500      # 0: no counting
+/// rate_limit_block_s = 300
 /// [[app]]
 /// id = "simappid01"
 /// secret = "..."
@@ -38,10 +46,25 @@ pub const DEFAULT_MAX_CHANNELS: u32 = 50;
 pub struct FileConfig {
     pub rtmp_base: Option<String>,
     pub max_channels: Option<u32>,
+    pub auth_key_ttl_s: Option<u64>,
+    pub auth_key_private_key: Option<Redacted>,
+    pub rate_limit_per_10s: Option<u32>,
+    pub rate_limit_block_s: Option<u64>,
     #[serde(default)]
     pub app: Vec<AppEntry>,
     #[serde(default)]
     pub channel: Vec<ChannelEntry>,
+}
+
+/// A string that `{:?}` never prints.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -140,6 +163,10 @@ pub struct SimConfig {
     pub channels: Vec<ChannelEntry>,
     pub rtmp_base: String,
     pub max_channels: u32,
+    pub auth_key_ttl_s: u64,
+    pub auth_key_private_key: Redacted,
+    pub rate_limit_per_10s: u32,
+    pub rate_limit_block_s: u64,
 }
 
 /// Command-line values that add to (or override) the file.
@@ -149,6 +176,9 @@ pub struct CliOverrides {
     pub channels: Vec<String>,
     pub rtmp_base: Option<String>,
     pub max_channels: Option<u32>,
+    pub auth_key_ttl_s: Option<u64>,
+    pub rate_limit_per_10s: Option<u32>,
+    pub rate_limit_block_s: Option<u64>,
 }
 
 impl SimConfig {
@@ -212,6 +242,26 @@ impl SimConfig {
         if rtmp_base.is_empty() {
             bail!("rtmp_base must not be empty");
         }
+        let auth_key_ttl_s = cli
+            .auth_key_ttl_s
+            .or(file.auth_key_ttl_s)
+            .unwrap_or(DEFAULT_AUTH_KEY_TTL_S);
+        if auth_key_ttl_s > MAX_AUTH_KEY_TTL_S {
+            bail!("auth_key_ttl_s must be at most {MAX_AUTH_KEY_TTL_S} (ten years)");
+        }
+        let rate_limit_block_s = cli
+            .rate_limit_block_s
+            .or(file.rate_limit_block_s)
+            .unwrap_or(DEFAULT_RATE_LIMIT_BLOCK_S);
+        if rate_limit_block_s > MAX_RATE_LIMIT_BLOCK_S {
+            bail!("rate_limit_block_s must be at most {MAX_RATE_LIMIT_BLOCK_S} (one day)");
+        }
+        let auth_key_private_key = file
+            .auth_key_private_key
+            .unwrap_or_else(|| Redacted(DEFAULT_AUTH_KEY_PRIVATE_KEY.to_owned()));
+        if auth_key_private_key.0.is_empty() {
+            bail!("auth_key_private_key must not be empty");
+        }
         Ok(SimConfig {
             apps,
             channels,
@@ -220,12 +270,23 @@ impl SimConfig {
                 .max_channels
                 .or(file.max_channels)
                 .unwrap_or(DEFAULT_MAX_CHANNELS),
+            auth_key_ttl_s,
+            auth_key_private_key,
+            rate_limit_per_10s: cli
+                .rate_limit_per_10s
+                .or(file.rate_limit_per_10s)
+                .unwrap_or(DEFAULT_RATE_LIMIT_PER_10S),
+            rate_limit_block_s,
         })
     }
 
     /// The initial state.
     pub fn into_state(self) -> SimState {
         let mut st = SimState::new(self.rtmp_base, self.max_channels);
+        st.faults.auth_key_ttl_s = self.auth_key_ttl_s;
+        st.faults.rate_limit.per_10s = self.rate_limit_per_10s;
+        st.faults.rate_limit.block_s = self.rate_limit_block_s;
+        st.auth_key_private_key = self.auth_key_private_key.0;
         for a in self.apps {
             st.add_app(a.id, a.secret);
         }
@@ -254,6 +315,10 @@ mod tests {
         assert_eq!(c.channels[0].id, "153884");
         assert_eq!(c.rtmp_base, DEFAULT_RTMP_BASE);
         assert_eq!(c.max_channels, 50);
+        assert_eq!(
+            (c.auth_key_ttl_s, c.rate_limit_per_10s, c.rate_limit_block_s),
+            (1800, 1500, 300)
+        );
         let st = c.into_state();
         assert_eq!(st.channels[&153884].name, DEFAULT_CHANNEL_NAME);
     }
@@ -264,6 +329,10 @@ mod tests {
             r#"
 rtmp_base = "rtmp://a/b/"
 max_channels = 7
+auth_key_ttl_s = 60
+auth_key_private_key = "pk"
+rate_limit_per_10s = 9
+rate_limit_block_s = 4
 [[app]]
 id = "x"
 secret = "s"
@@ -281,7 +350,8 @@ app_id = "x"
                 apps: vec!["y:t:u".into()],
                 channels: vec!["6:q".into()],
                 rtmp_base: Some("rtmp://c/".into()),
-                max_channels: None,
+                rate_limit_per_10s: Some(5),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -290,6 +360,17 @@ app_id = "x"
         assert_eq!(c.channels.len(), 2);
         assert_eq!(c.rtmp_base, "rtmp://c/");
         assert_eq!(c.max_channels, 7);
+        assert_eq!(
+            (c.auth_key_ttl_s, c.rate_limit_per_10s, c.rate_limit_block_s),
+            (60, 5, 4)
+        );
+        assert!(!format!("{c:?}").contains("\"pk\""));
+        let st = c.into_state();
+        assert_eq!(st.auth_key_private_key, "pk");
+        assert_eq!(
+            (st.faults.auth_key_ttl_s, st.faults.rate_limit.per_10s),
+            (60, 5)
+        );
     }
 
     #[test]
@@ -306,6 +387,14 @@ app_id = "x"
             ..Default::default()
         };
         assert!(SimConfig::build(FileConfig::default(), bad).is_err());
+        let bad = CliOverrides {
+            auth_key_ttl_s: Some(MAX_AUTH_KEY_TTL_S + 1),
+            ..Default::default()
+        };
+        let e = SimConfig::build(FileConfig::default(), bad).unwrap_err();
+        assert!(e.to_string().contains("auth_key_ttl_s"), "{e}");
+        let e = parse_file("auth_key_private_key = 5\n").unwrap_err();
+        assert!(e.starts_with("1:") && !e.contains('5'), "{e}");
     }
 
     #[test]

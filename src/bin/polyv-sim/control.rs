@@ -1,5 +1,15 @@
 //! The unauthenticated control API under `/_sim/`, for tests: fault switches, the request
-//! log and channel state. Never recorded in the request log and never subject to faults.
+//! log, channel state, and nginx-rtmp's `on_publish` hook with its log of checks. Served on
+//! every host, never recorded in the request log and never subject to faults.
+//!
+//! | method, path | what |
+//! |---|---|
+//! | `GET /_sim/faults` | the fault switches and settings, with `rate_limit.blocked` |
+//! | `POST /_sim/faults` | a partial update (see [`crate::faults::FaultsPatch`]) |
+//! | `GET /_sim/requests`, `POST /_sim/reset-requests` | the request log |
+//! | `GET /_sim/channels`, `POST /_sim/channels/{id}` | channel state (no passwords) |
+//! | `POST /_sim/on_publish` | nginx-rtmp's `on_publish` (form); 200 or 403 |
+//! | `GET /_sim/publish-checks`, `POST /_sim/reset-publish-checks` | the on_publish checks |
 //!
 //! Errors are `{"error": "..."}` with HTTP 400/404/405. Lines marked (inferred) are choices
 //! of this simulator, not Polyv behaviour.
@@ -7,8 +17,11 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::authkey;
+use crate::faults::FaultsPatch;
 use crate::reply::Reply;
-use crate::state::{FaultsPatch, SimState, LIVE_STATUSES};
+use crate::state::{SimState, LIVE_STATUSES};
+use crate::util::shifted;
 
 /// A partial update of one channel, as posted to `/_sim/channels/{id}`.
 #[derive(Debug, Deserialize)]
@@ -23,22 +36,43 @@ fn error(status: u16, msg: &str) -> Reply {
     Reply::json(status, &json!({ "error": msg }))
 }
 
-/// Handles any `/_sim/...` path.
-pub fn handle(st: &mut SimState, method: &str, path: &str, body: &[u8]) -> Reply {
+/// Handles any `/_sim/...` path. `system_now_ms` is the real clock (the offset is added here).
+pub fn handle(
+    st: &mut SimState,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    system_now_ms: i64,
+) -> Reply {
+    let now = shifted(system_now_ms, st.faults.clock_offset_ms);
     let rest = path.strip_prefix("/_sim").unwrap_or(path);
     match (method, rest) {
-        ("GET", "/faults") => faults_reply(st),
+        ("GET", "/faults") => faults_reply(st, now),
         ("POST", "/faults") => match serde_json::from_slice::<FaultsPatch>(body) {
-            Ok(patch) => {
-                st.faults.apply(patch);
-                faults_reply(st)
-            }
+            Ok(patch) => match st.faults.apply(patch) {
+                Ok(effects) => {
+                    if effects.clear_rate_limit {
+                        st.limiter.clear();
+                    }
+                    // The clock offset may just have changed.
+                    let now = shifted(system_now_ms, st.faults.clock_offset_ms);
+                    faults_reply(st, now)
+                }
+                Err(e) => error(400, &format!("bad fault update: {e}")),
+            },
             Err(e) => error(400, &format!("bad fault update: {e}")),
         },
         ("GET", "/requests") => Reply::json(200, &json!(st.requests)),
         ("POST", "/reset-requests") => {
             let cleared = st.requests.len();
             st.requests.clear();
+            Reply::json(200, &json!({ "cleared": cleared }))
+        }
+        ("POST", "/on_publish") => authkey::on_publish(st, body, now),
+        ("GET", "/publish-checks") => Reply::json(200, &json!(st.publish_checks)),
+        ("POST", "/reset-publish-checks") => {
+            let cleared = st.publish_checks.len();
+            st.publish_checks.clear();
             Reply::json(200, &json!({ "cleared": cleared }))
         }
         ("GET", "/channels") => {
@@ -48,16 +82,26 @@ pub fn handle(st: &mut SimState, method: &str, path: &str, body: &[u8]) -> Reply
         ("POST", r) if r.starts_with("/channels/") => {
             patch_channel(st, &r["/channels/".len()..], body)
         }
-        (_, "/faults" | "/requests" | "/reset-requests" | "/channels") => {
-            error(405, "method not allowed")
-        }
+        (
+            _,
+            "/faults"
+            | "/requests"
+            | "/reset-requests"
+            | "/channels"
+            | "/on_publish"
+            | "/publish-checks"
+            | "/reset-publish-checks",
+        ) => error(405, "method not allowed"),
         (_, r) if r.starts_with("/channels/") => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
 }
 
-fn faults_reply(st: &SimState) -> Reply {
-    Reply::json(200, &json!(st.faults))
+/// The faults, with the IPs the rate limit blocks right now under `rate_limit.blocked`.
+fn faults_reply(st: &SimState, now: i64) -> Reply {
+    let mut v = json!(st.faults);
+    v["rate_limit"]["blocked"] = json!(st.limiter.blocked(now, st.faults.rate_limit.block_s));
+    Reply::json(200, &v)
 }
 
 fn patch_channel(st: &mut SimState, raw_id: &str, body: &[u8]) -> Reply {
@@ -110,6 +154,7 @@ mod tests {
             "POST",
             "/_sim/faults",
             br#"{"error500":2,"protected":true}"#,
+            0,
         );
         assert_eq!(r.status, 200);
         let v = r.value();
@@ -117,22 +162,32 @@ mod tests {
             (v["error500"].clone(), v["protected"].clone()),
             (json!(2), json!(true))
         );
-        let v = handle(&mut s, "POST", "/_sim/faults", br#"{"clock_offset_ms":-5}"#).value();
+        let v = handle(
+            &mut s,
+            "POST",
+            "/_sim/faults",
+            br#"{"clock_offset_ms":-5}"#,
+            0,
+        )
+        .value();
         assert_eq!(
             (v["error500"].clone(), v["clock_offset_ms"].clone()),
             (json!(2), json!(-5))
         );
         assert_eq!(
-            handle(&mut s, "POST", "/_sim/faults", br#"{"nope":1}"#).status,
+            handle(&mut s, "POST", "/_sim/faults", br#"{"nope":1}"#, 0).status,
             400
         );
         assert_eq!(
-            handle(&mut s, "POST", "/_sim/faults", br#"{"error500":-1}"#).status,
+            handle(&mut s, "POST", "/_sim/faults", br#"{"error500":-1}"#, 0).status,
             400
         );
-        assert_eq!(handle(&mut s, "POST", "/_sim/faults", b"junk").status, 400);
-        assert_eq!(handle(&mut s, "DELETE", "/_sim/faults", b"").status, 405);
-        assert_eq!(handle(&mut s, "GET", "/_sim/what", b"").status, 404);
+        assert_eq!(
+            handle(&mut s, "POST", "/_sim/faults", b"junk", 0).status,
+            400
+        );
+        assert_eq!(handle(&mut s, "DELETE", "/_sim/faults", b"", 0).status, 405);
+        assert_eq!(handle(&mut s, "GET", "/_sim/what", b"", 0).status, 404);
     }
 
     #[test]
@@ -143,6 +198,7 @@ mod tests {
             "POST",
             "/_sim/channels/153884",
             br#"{"viewers":7,"liveStatus":"live","password":"new"}"#,
+            0,
         );
         assert_eq!(r.status, 200);
         let c = &s.channels[&153884];
@@ -155,17 +211,89 @@ mod tests {
                 &mut s,
                 "POST",
                 "/_sim/channels/153884",
-                br#"{"liveStatus":"x"}"#
+                br#"{"liveStatus":"x"}"#,
+                0
             )
             .status,
             400
         );
         assert_eq!(
-            handle(&mut s, "POST", "/_sim/channels/1", b"{}").status,
+            handle(&mut s, "POST", "/_sim/channels/1", b"{}", 0).status,
             404
         );
-        let list = handle(&mut s, "GET", "/_sim/channels", b"");
+        let list = handle(&mut s, "GET", "/_sim/channels", b"", 0);
         assert!(!list.body.contains("461666") && !list.body.contains("\"new\""));
         assert_eq!(list.value()[0]["viewers"], 7);
+    }
+
+    #[test]
+    fn new_faults_and_publish_checks() {
+        let mut s = sim();
+        let v = handle(
+            &mut s,
+            "POST",
+            "/_sim/faults",
+            br#"{"login_refusal":{"message":"channel already login","count":2},"string_codes":true,"auth_key_ttl_s":2,"not_found_hosts":["api.polyv.net"],"rate_limit":{"per_10s":5,"block_s":4}}"#,
+            0,
+        )
+        .value();
+        assert_eq!(
+            v["login_refusal"],
+            json!({"message":"channel already login","count":2})
+        );
+        assert_eq!(
+            v["rate_limit"],
+            json!({"always":false,"per_10s":5,"block_s":4,"blocked":[]})
+        );
+        assert_eq!(
+            (v["auth_key_ttl_s"].clone(), v["string_codes"].clone()),
+            (json!(2), json!(true))
+        );
+        assert_eq!(v["not_found_hosts"], json!(["api.polyv.net"]));
+        // A bad field leaves everything as it was and names the field.
+        let r = handle(
+            &mut s,
+            "POST",
+            "/_sim/faults",
+            br#"{"garbage":true,"login_refusal":{"count":1}}"#,
+            0,
+        );
+        assert_eq!(r.status, 400);
+        assert!(r.value()["error"]
+            .as_str()
+            .unwrap()
+            .contains("login_refusal.message"));
+        assert!(!s.faults.garbage);
+
+        let ip = "127.0.0.1".parse().unwrap();
+        for _ in 0..6 {
+            s.limiter.admit(ip, 1_000, 5, 4);
+        }
+        let v = handle(&mut s, "GET", "/_sim/faults", b"", 1_000).value();
+        assert_eq!(
+            v["rate_limit"]["blocked"],
+            json!([{"ip":"127.0.0.1","since_ms":1000,"until_ms":5000}])
+        );
+        let v = handle(
+            &mut s,
+            "POST",
+            "/_sim/faults",
+            br#"{"rate_limit":{"clear":true}}"#,
+            1_000,
+        )
+        .value();
+        assert_eq!(v["rate_limit"]["blocked"], json!([]));
+
+        let r = handle(&mut s, "POST", "/_sim/on_publish", b"app=live&name=x", 0);
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            handle(&mut s, "GET", "/_sim/on_publish", b"", 0).status,
+            405
+        );
+        let v = handle(&mut s, "GET", "/_sim/publish-checks", b"", 0).value();
+        assert_eq!(v[0]["accepted"], false);
+        assert_eq!(v[0]["stream"], "x");
+        let v = handle(&mut s, "POST", "/_sim/reset-publish-checks", b"", 0).value();
+        assert_eq!(v["cleared"], 1);
     }
 }

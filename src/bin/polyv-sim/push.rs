@@ -5,12 +5,13 @@
 //! then the channel) and returns a [`Reply`]. Lines marked (inferred) are guesses from
 //! /work/shared/polyv-api/README.md, not documented Polyv behaviour.
 
-use md5::{Digest, Md5};
 use polypush::platform::sign::{login_passwd, login_sign, notify_sign, rename_sign};
 use serde_json::{json, Value};
 
+use crate::authkey;
 use crate::reply::{
-    push_err, rename_err, Reply, INVALID_SIGNATURE, INVALID_TIMESTAMP, PARAM_VALIDATE,
+    login_refused, push_err, rename_err, Reply, INVALID_SIGNATURE, INVALID_TIMESTAMP,
+    PARAM_VALIDATE,
 };
 use crate::state::SimState;
 use crate::util::{fresh_timestamp, Params};
@@ -22,17 +23,11 @@ pub const MAX_LISTED_USERS: u64 = 1000;
 /// The `maxRate` (kbps) every login reply carries: Polyv's documented default.
 const MAX_RATE_KBPS: u32 = 1000;
 
-/// The `?auth_key=...` suffix of a protected push URL: an opaque hex token plus the
-/// simulator's now. (inferred: shaped like the CDN's auth_key, the value is not checked)
-pub fn auth_suffix(stream_key: &str, now_ms: i64) -> String {
-    let token = hex::encode(Md5::digest(
-        format!("polyv-sim-auth-{stream_key}-{now_ms}").as_bytes(),
-    ));
-    format!("?auth_key={token}-{now_ms}")
-}
-
-/// `POST /api/v2/teacher_login.json` (and `/live/api/v2/...`).
-pub fn teacher_login(st: &SimState, p: &Params, now_ms: i64) -> Reply {
+/// `POST /api/v2/teacher_login.json` (and `/live/api/v2/...`). A refusal (wrong password or
+/// the `login_refusal` fault) is `{code:"500",status:"fail",message,msg}`; with an auth_key
+/// (`auth_key_ttl_s > 0`) the address is the protected form, `bakUrl + stream + suffix`, the
+/// suffix carrying `?auth_key=`, as Polyv's SDK builds it.
+pub fn teacher_login(st: &mut SimState, p: &Params, now_ms: i64) -> Reply {
     let (Some(number), Some(account), Some(passwd), Some(_), Some(sign)) = (
         p.get("number"),
         p.get("account"),
@@ -50,18 +45,21 @@ pub fn teacher_login(st: &SimState, p: &Params, now_ms: i64) -> Reply {
     }
     // (inferred) `account` must name the same channel as `number`.
     let channel = match st.channel(number) {
-        Some(c) if account == number && passwd == login_passwd(&c.password) => c,
-        _ => return push_err(200, 400, "channel id or password error"),
+        Some(c) if account == number && passwd == login_passwd(&c.password) => c.clone(),
+        _ => return login_refused("channel id or password error"),
     };
-    let protected = st.faults.protected;
-    let (bak_url, suffix) = if protected {
-        (
-            st.rtmp_base.clone(),
-            auth_suffix(&channel.stream_key, now_ms),
-        )
+    if let Some(refusal) = st.faults.login_refusal.as_mut().filter(|r| r.count > 0) {
+        refusal.count -= 1;
+        return login_refused(&refusal.message);
+    }
+    let auth_key = authkey::suffix(st, &channel.stream_key, now_ms);
+    let protected = st.faults.protected || auth_key.is_some();
+    let bak_url = if protected {
+        st.rtmp_base.clone()
     } else {
-        (String::new(), String::new())
+        String::new()
     };
+    let suffix = auth_key.unwrap_or_default();
     Reply::json(
         200,
         &json!({
@@ -159,6 +157,7 @@ pub fn list_users(st: &SimState, p: &Params) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::LoginRefusal;
     use crate::state::Channel;
     use crate::util::parse_urlencoded;
 
@@ -182,9 +181,11 @@ mod tests {
 
     #[test]
     fn login_vector_and_success_shape() {
-        // The document's own vector.
+        // The document's own vector, without an auth_key: the plain address.
         let p = form("number=153884&account=153884&passwd=aeb0e56d32d841cbc52b0ed18721167e&timestamp=1516327146366&sign=32046e6a4bab8d95de9e5bc6fc4630e7");
-        let r = teacher_login(&sim(), &p, NOW);
+        let mut s = sim();
+        s.faults.auth_key_ttl_s = 0;
+        let r = teacher_login(&mut s, &p, NOW);
         assert_eq!(r.status, 200);
         let v = r.value();
         assert_eq!(v["status"], "ok");
@@ -192,48 +193,90 @@ mod tests {
         assert_eq!(v["url"], "rtmp://127.0.0.1:1935/live/");
         assert_eq!(v["stream"].as_str().unwrap().len(), 27);
         assert_eq!(v["isUrlProtected"], false);
+        assert_eq!(
+            (v["bakUrl"].clone(), v["suffix"].clone()),
+            (json!(""), json!(""))
+        );
         assert_eq!(v["maxRate"], 1000);
         assert!(v.get("appSecret").is_none());
     }
 
     #[test]
     fn login_check_order() {
-        let s = sim();
+        let mut s = sim();
         // Missing field beats a stale timestamp.
-        let r = teacher_login(&s, &form("number=153884&timestamp=1"), NOW);
+        let r = teacher_login(&mut s, &form("number=153884&timestamp=1"), NOW);
         assert_eq!(
             (r.status, r.value()["msg"].clone()),
             (400, json!(PARAM_VALIDATE))
         );
+        assert_eq!(r.value()["message"], PARAM_VALIDATE);
         // Stale timestamp beats a bad signature.
         let stale = login_form("153884", "461666", NOW - 180_001).replace("sign=", "sign=x");
-        let r = teacher_login(&s, &form(&stale), NOW);
+        let r = teacher_login(&mut s, &form(&stale), NOW);
         assert_eq!((r.status, r.value()["code"].clone()), (400, json!(400)));
         assert_eq!(r.value()["msg"], INVALID_TIMESTAMP);
         // Bad signature beats an unknown channel.
         let bad = login_form("999", "461666", NOW).replace("sign=", "sign=0");
-        let r = teacher_login(&s, &form(&bad), NOW);
+        let r = teacher_login(&mut s, &form(&bad), NOW);
         assert_eq!((r.status, r.value()["code"].clone()), (403, json!(403)));
-        // Unknown channel / wrong password: HTTP 200, code 400.
+        // Unknown channel / wrong password: a business refusal, HTTP 200.
         for f in [
             login_form("999", "461666", NOW),
             login_form("153884", "wrong", NOW),
         ] {
-            let r = teacher_login(&s, &form(&f), NOW);
+            let r = teacher_login(&mut s, &form(&f), NOW);
             assert_eq!(r.status, 200);
-            assert_eq!(r.value()["msg"], "channel id or password error");
+            assert_eq!(
+                r.value(),
+                json!({"code":"500","status":"fail","message":"channel id or password error","msg":"channel id or password error"})
+            );
         }
     }
 
     #[test]
-    fn login_protected() {
+    fn login_refusals_for_the_next_n_valid_logins() {
         let mut s = sim();
-        s.faults.protected = true;
-        let r = teacher_login(&s, &form(&login_form("153884", "461666", NOW)), NOW);
+        s.faults.login_refusal = Some(LoginRefusal {
+            message: "channel in live".into(),
+            count: 2,
+        });
+        let good = form(&login_form("153884", "461666", NOW));
+        // A wrong password is answered as such and uses up no refusal.
+        let r = teacher_login(&mut s, &form(&login_form("153884", "wrong", NOW)), NOW);
+        assert_eq!(r.value()["msg"], "channel id or password error");
+        for left in [1, 0] {
+            let v = teacher_login(&mut s, &good, NOW).value();
+            assert_eq!(
+                v,
+                json!({"code":"500","status":"fail","message":"channel in live","msg":"channel in live"})
+            );
+            assert_eq!(s.faults.login_refusal.as_ref().unwrap().count, left);
+        }
+        assert_eq!(teacher_login(&mut s, &good, NOW).value()["status"], "ok");
+    }
+
+    #[test]
+    fn login_address_carries_an_expiring_auth_key() {
+        let mut s = sim();
+        let r = teacher_login(&mut s, &form(&login_form("153884", "461666", NOW)), NOW);
         let v = r.value();
         assert_eq!(v["isUrlProtected"], true);
         assert_eq!(v["bakUrl"], "rtmp://127.0.0.1:1935/live/");
-        assert!(v["suffix"].as_str().unwrap().starts_with("?auth_key="));
+        let suffix = v["suffix"].as_str().unwrap();
+        let expiry = NOW / 1000 + 1800;
+        assert!(
+            suffix.starts_with(&format!("?auth_key={expiry}-0-0-")),
+            "{suffix}"
+        );
+        // The old switch alone gives the protected form without a key.
+        s.faults.auth_key_ttl_s = 0;
+        s.faults.protected = true;
+        let v = teacher_login(&mut s, &form(&login_form("153884", "461666", NOW)), NOW).value();
+        assert_eq!(
+            (v["isUrlProtected"].clone(), v["suffix"].clone()),
+            (json!(true), json!(""))
+        );
     }
 
     #[test]

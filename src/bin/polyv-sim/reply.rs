@@ -13,6 +13,8 @@ pub const HTML: &str = "text/html;charset=UTF-8";
 
 /// The body the `garbage` fault answers with, as a misconfigured proxy would.
 pub const GARBAGE_BODY: &str = "<html><body>502 Bad Gateway upstream error</body></html>";
+/// The body of [`host_not_found`].
+pub const NOT_FOUND_PAGE: &str = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
 
 /// v4 `error.code` values. (inferred: Polyv documents 20001 for application not found only)
 pub const E_APP_NOT_FOUND: u32 = 20001;
@@ -141,9 +143,52 @@ pub fn v4_err(http: u16, code: u32, desc: &str) -> Reply {
     )
 }
 
-/// Push-client error (teacher_login, notify_stream2): `{status:"error",code,msg}`.
+/// Push-client error for a field check (teacher_login, notify_stream2):
+/// `{status:"error",code,msg,message}`. `msg` is what Polyv's iOS SDK reads; `message` is
+/// the name Polyv's error page uses. (inferred: both carry the same text)
 pub fn push_err(http: u16, code: u16, msg: &str) -> Reply {
-    Reply::json(http, &json!({"status": "error", "code": code, "msg": msg}))
+    Reply::json(
+        http,
+        &json!({"status": "error", "code": code, "msg": msg, "message": msg}),
+    )
+}
+
+/// A login refused for a business reason (wrong password, `channel in live`, …), HTTP 200:
+/// `{code:"500",status:"fail",message,msg}`. Polyv's error page gives business-logic errors
+/// code 500 and status `fail`; the login reply's `code` may be a string. (inferred: which
+/// refusal carries which code, and the HTTP status)
+pub fn login_refused(msg: &str) -> Reply {
+    Reply::json(
+        200,
+        &json!({"code": "500", "status": "fail", "message": msg, "msg": msg}),
+    )
+}
+
+/// A host that serves nothing: the HTML page nginx answers 404 with. (inferred)
+pub fn host_not_found() -> Reply {
+    Reply {
+        status: 404,
+        content_type: HTML,
+        body: NOT_FOUND_PAGE.to_owned(),
+    }
+}
+
+/// The `string_codes` fault: a JSON object's numeric top-level `code` becomes a string
+/// (`200` -> `"200"`). Any other body is returned unchanged.
+pub fn with_string_code(mut reply: Reply) -> Reply {
+    if reply.content_type != JSON {
+        return reply;
+    }
+    let Ok(mut v) = serde_json::from_str::<Value>(&reply.body) else {
+        return reply;
+    };
+    if let Some(code) = v.get_mut("code") {
+        if code.is_number() {
+            *code = Value::String(code.to_string());
+            reply.body = v.to_string();
+        }
+    }
+    reply
 }
 
 /// Rename error: `{status:"error",result}`.
@@ -182,6 +227,37 @@ mod tests {
         assert_eq!(v3_err(403, INVALID_SIGNATURE).value()["data"], json!(""));
         assert_eq!(v3_err(403, INVALID_SIGNATURE).status, 403);
         assert_eq!(v3_ok(json!("")).value()["message"], json!(""));
+    }
+
+    #[test]
+    fn login_refusal_and_string_codes() {
+        let r = login_refused("channel in live");
+        assert_eq!(
+            (r.status, r.value()),
+            (
+                200,
+                json!({"code":"500","status":"fail","message":"channel in live","msg":"channel in live"})
+            )
+        );
+        let v = with_string_code(v3_err(403, INVALID_SIGNATURE)).value();
+        assert_eq!(v["code"], json!("403"));
+        assert_eq!(v["message"], json!(INVALID_SIGNATURE));
+        assert_eq!(
+            with_string_code(v3_ok(json!(3))).value()["code"],
+            json!("200")
+        );
+        let v = with_string_code(v4_err(400, E_APP_NOT_FOUND, APP_NOT_FOUND)).value();
+        assert_eq!(
+            (v["code"].clone(), v["error"]["code"].clone()),
+            (json!("400"), json!(20001))
+        );
+        assert_eq!(
+            with_string_code(push_err(400, 400, "x")).value()["code"],
+            json!("400")
+        );
+        assert_eq!(with_string_code(Reply::garbage()), Reply::garbage());
+        assert_eq!(with_string_code(Reply::text(200, "1")).body, "1");
+        assert_eq!(host_not_found().status, 404);
     }
 
     #[test]

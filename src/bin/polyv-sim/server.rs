@@ -1,23 +1,27 @@
-//! The HTTP side: one axum fallback handler that reads the whole request, applies the
-//! latency fault, calls [`handlers::handle`] under the state lock and writes the reply with
-//! the simulator's own `Date` header (shifted by the clock-offset fault).
+//! The HTTP side: one axum fallback handler that reads the whole request (with its `Host` and
+//! the client's address, [`Peer`]), applies the latency fault, calls [`handlers::handle`]
+//! under the state lock and writes the reply with the simulator's own `Date` header (shifted
+//! by the clock-offset fault). Plain or TLS listeners both end up here.
 //!
-//! Logs carry method, path and status only: queries and bodies hold secrets and signatures.
+//! Logs carry method, host, path and status only: queries and bodies hold secrets and
+//! signatures.
 //! Lines marked (inferred) are choices of this simulator, not Polyv behaviour.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_TYPE, DATE};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{CONTENT_TYPE, DATE, HOST};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::handlers::{self, is_control};
+use crate::hosts::host_name;
 use crate::reply::{Flavor, Reply, E_VALIDATION};
-use crate::state::SimState;
+use crate::state::{Seen, SimState};
+use crate::tls::Peer;
 use crate::util::{http_date, shifted, system_now_ms};
 
 /// The shared simulator state.
@@ -33,7 +37,8 @@ pub fn lock(sim: &Shared) -> MutexGuard<'_, SimState> {
     sim.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The router: every path goes to one handler, which does its own routing.
+/// The router: every path goes to one handler, which does its own routing. Serve it with
+/// `into_make_service_with_connect_info::<Peer>()` so the client's IP is known.
 pub fn router(sim: Shared) -> Router {
     Router::new().fallback(any).with_state(sim)
 }
@@ -42,6 +47,23 @@ async fn any(State(sim): State<Shared>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
+    // An absolute-form request line names the host itself; otherwise the Host header does.
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get(HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .and_then(|h| host_name(&h));
+    let client_ip = parts
+        .extensions
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(Peer(addr))| addr.ip());
     let query = parts.uri.query().unwrap_or("").to_owned();
     let content_type = parts
         .headers
@@ -70,6 +92,8 @@ async fn any(State(sim): State<Shared>, req: Request) -> Response {
                     query: &query,
                     content_type: content_type.as_deref(),
                     body: bytes,
+                    host: host.as_deref(),
+                    client_ip,
                 },
                 now,
             ),
@@ -78,17 +102,24 @@ async fn any(State(sim): State<Shared>, req: Request) -> Response {
                     Flavor::for_path(&path).error(413, E_VALIDATION, "request entity too large");
                 if !control {
                     let at = shifted(now, st.faults.clock_offset_ms);
-                    st.record(&method, &path, r.status, at);
+                    let seen = Seen {
+                        method: &method,
+                        host: host.as_deref(),
+                        path: &path,
+                        ip: client_ip,
+                    };
+                    st.record(seen, r.status, at);
                 }
                 r
             }
         };
         (reply, http_date(shifted(now, st.faults.clock_offset_ms)))
     };
+    let host = host.as_deref().unwrap_or("-");
     if control {
-        tracing::debug!(%method, %path, status = reply.status, "control request");
+        tracing::debug!(%method, host, %path, status = reply.status, "control request");
     } else {
-        tracing::info!(%method, %path, status = reply.status, "request");
+        tracing::info!(%method, host, %path, status = reply.status, "request");
     }
     into_response(reply, &date)
 }
@@ -117,7 +148,7 @@ mod tests {
         let sim: Shared = Arc::new(Mutex::new(st));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(sim.clone());
+        let app = router(sim.clone()).into_make_service_with_connect_info::<Peer>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -188,5 +219,8 @@ mod tests {
         let log: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(log.as_array().unwrap().len(), 3, "{body}");
         assert_eq!(log[0]["path"], "/front/listUsers");
+        assert_eq!(log[0]["host"], "x");
+        assert_eq!(log[0]["ip"], "127.0.0.1");
+        assert!(log[0]["at_ms"].as_i64().unwrap() > 1_600_000_000_000);
     }
 }

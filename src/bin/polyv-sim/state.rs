@@ -1,4 +1,5 @@
-//! In-memory simulator state: applications, channels, fault switches and the request log.
+//! In-memory simulator state: applications, channels, fault switches, rate-limit counts, the
+//! request log and the on_publish checks.
 //!
 //! Everything the simulator remembers lives in [`SimState`], behind one mutex owned by the
 //! server. Nothing here touches the network or the clock: callers pass the time in, so the
@@ -6,16 +7,24 @@
 //! /work/shared/polyv-api/README.md, not documented Polyv behaviour.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use md5::{Digest, Md5};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
+
+use crate::authkey::PublishCheck;
+use crate::faults::Faults;
+use crate::limit::Limiter;
 
 /// First id handed out by the create endpoints (the id in Polyv's own example reply).
 pub const FIRST_NEW_CHANNEL_ID: u64 = 1_830_948;
 /// Oldest request-log entries are dropped past this many, so a long demo cannot grow forever.
 pub const REQUEST_LOG_CAP: usize = 100_000;
+
+/// The default auth_key signing key (`auth_key_private_key` in the config file changes it).
+pub const DEFAULT_AUTH_KEY_PRIVATE_KEY: &str = "polyv-sim-private-key";
 
 /// The live states Polyv reports in `live-status/list`.
 pub const LIVE_STATUSES: [&str; 6] = ["unStart", "live", "end", "waiting", "playback", "banpush"];
@@ -138,65 +147,28 @@ pub fn parse_channel_id(raw: &str) -> Option<u64> {
     raw.parse().ok()
 }
 
-/// Fault switches. All off by default.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Faults {
-    pub latency_ms: u64,
-    pub error500: u32,
-    pub error500_always: bool,
-    pub garbage: bool,
-    pub rate_limit: bool,
-    pub protected: bool,
-    pub clock_offset_ms: i64,
-}
-
-/// A partial update of [`Faults`], as posted to `/_sim/faults`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultsPatch {
-    pub latency_ms: Option<u64>,
-    pub error500: Option<u32>,
-    pub error500_always: Option<bool>,
-    pub garbage: Option<bool>,
-    pub rate_limit: Option<bool>,
-    pub protected: Option<bool>,
-    pub clock_offset_ms: Option<i64>,
-}
-
-impl Faults {
-    pub fn apply(&mut self, p: FaultsPatch) {
-        if let Some(v) = p.latency_ms {
-            self.latency_ms = v;
-        }
-        if let Some(v) = p.error500 {
-            self.error500 = v;
-        }
-        if let Some(v) = p.error500_always {
-            self.error500_always = v;
-        }
-        if let Some(v) = p.garbage {
-            self.garbage = v;
-        }
-        if let Some(v) = p.rate_limit {
-            self.rate_limit = v;
-        }
-        if let Some(v) = p.protected {
-            self.protected = v;
-        }
-        if let Some(v) = p.clock_offset_ms {
-            self.clock_offset_ms = v;
-        }
-    }
-}
-
 /// One handled request (non-`/_sim`), without parameters: they carry secrets.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
     pub seq: u64,
     pub method: String,
+    /// The `Host` header's name: lower case, no port; `null` when absent.
+    pub host: Option<String>,
     pub path: String,
     pub status: u16,
+    /// When it was handled, on the simulator's clock (clock offset included), Unix ms.
     pub at_ms: i64,
+    /// The client's IP; `null` when unknown (in-process tests).
+    pub ip: Option<String>,
+}
+
+/// What the request log keeps of one request, besides its number.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub method: &'a str,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub ip: Option<IpAddr>,
 }
 
 /// Why a channel could not be created.
@@ -213,6 +185,13 @@ pub struct SimState {
     pub next_seq: u64,
     pub rtmp_base: String,
     pub max_channels: u32,
+    /// `--strict-hosts`: each path is served only on its real host.
+    pub strict_hosts: bool,
+    /// Signs auth_keys (see [`crate::authkey`]); never logged.
+    pub auth_key_private_key: String,
+    pub limiter: Limiter,
+    pub publish_checks: Vec<PublishCheck>,
+    pub next_publish_seq: u64,
     next_channel_id: u64,
 }
 
@@ -226,6 +205,11 @@ impl SimState {
             next_seq: 1,
             rtmp_base,
             max_channels,
+            strict_hosts: false,
+            auth_key_private_key: DEFAULT_AUTH_KEY_PRIVATE_KEY.to_owned(),
+            limiter: Limiter::default(),
+            publish_checks: Vec::new(),
+            next_publish_seq: 1,
             next_channel_id: FIRST_NEW_CHANNEL_ID,
         }
     }
@@ -269,7 +253,7 @@ impl SimState {
     }
 
     /// Appends to the request log, dropping the oldest entries past [`REQUEST_LOG_CAP`].
-    pub fn record(&mut self, method: &str, path: &str, status: u16, at_ms: i64) {
+    pub fn record(&mut self, seen: Seen<'_>, status: u16, at_ms: i64) {
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.requests.len() >= REQUEST_LOG_CAP {
@@ -278,10 +262,12 @@ impl SimState {
         }
         self.requests.push(RequestRecord {
             seq,
-            method: method.to_owned(),
-            path: path.to_owned(),
+            method: seen.method.to_owned(),
+            host: seen.host.map(str::to_owned),
+            path: seen.path.to_owned(),
             status,
             at_ms,
+            ip: seen.ip.map(|ip| ip.to_string()),
         });
     }
 }
@@ -337,7 +323,13 @@ mod tests {
     fn request_log_is_capped() {
         let mut s = SimState::new(String::new(), 1);
         for i in 0..(REQUEST_LOG_CAP + 3) {
-            s.record("GET", "/x", 200, i as i64);
+            let seen = Seen {
+                method: "GET",
+                host: None,
+                path: "/x",
+                ip: None,
+            };
+            s.record(seen, 200, i as i64);
         }
         assert_eq!(s.requests.len(), REQUEST_LOG_CAP);
         assert_eq!(s.requests[0].seq, 4);
