@@ -73,13 +73,21 @@ struct Login {
     stream: String,
     /// The channel's bitrate limit (`maxRate`), kbit/s.
     max_kbps: Option<u32>,
-    /// When the address's `auth_key` expires (Unix seconds), if it has one.
-    expires: Option<u64>,
+    /// Until when (Unix seconds) the address is reused: a little before its `auth_key`
+    /// expires, if it has one.
+    reuse_until: Option<u64>,
 }
 
-/// How long before its `auth_key` expires an address is no longer reused: a publish takes a
-/// moment, and this box's clock may be a little behind Polyv's.
+/// How long before its `auth_key` expires an address is no longer reused, at most: a publish
+/// takes a moment, and this box's clock may be a little behind Polyv's. A short-lived key
+/// keeps three quarters of its life, so an outage does not turn every retry into a login.
 const AUTH_KEY_MARGIN_S: u64 = 60;
+
+/// The last moment to reuse an address whose key expires at `expires`, got at `now`.
+fn reuse_until(expires: u64, now: u64) -> u64 {
+    let margin = AUTH_KEY_MARGIN_S.min(expires.saturating_sub(now) / 4);
+    expires - margin
+}
 
 /// The expiry of a push address's `auth_key` (`auth_key=<unix seconds>-<rand>-<uid>-<md5>`, a
 /// CDN "type A" signature), if it has one.
@@ -138,7 +146,7 @@ impl PolyvAddress {
             url: url.clone(),
             stream: reply.stream.clone(),
             max_kbps: reply.max_rate,
-            expires,
+            reuse_until: expires.map(|t| reuse_until(t, unix_now())),
         });
         Ok(url)
     }
@@ -147,8 +155,8 @@ impl PolyvAddress {
     fn reusable(&self) -> Option<RtmpUrl> {
         let guard = self.lock();
         let login = guard.as_ref()?;
-        match login.expires {
-            Some(t) if unix_now() + AUTH_KEY_MARGIN_S >= t => {
+        match login.reuse_until {
+            Some(t) if unix_now() >= t => {
                 tracing::info!("the push address's auth_key has expired; logging in again");
                 None
             }
@@ -188,6 +196,16 @@ mod tests {
         );
         assert_eq!(auth_key_expiry("rtmp://h/live/k"), None);
         assert_eq!(auth_key_expiry("rtmp://h/live/k?auth_key=garbage"), None);
+    }
+
+    #[test]
+    fn an_address_is_reused_until_shortly_before_its_key_expires() {
+        // Polyv's keys live 30 minutes: reused until a minute before.
+        assert_eq!(reuse_until(1_000 + 1_800, 1_000), 2_740);
+        // A 20 s key: until 5 s before.
+        assert_eq!(reuse_until(1_020, 1_000), 1_015);
+        // Expired already (this box's clock ahead): not reused.
+        assert_eq!(reuse_until(900, 1_000), 900);
     }
 
     #[test]

@@ -48,7 +48,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::media::{MediaPacket, PacketKind};
-use crate::throttle::Throttle;
 
 /// The ring's bounds. Only video is dropped to meet them; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,26 +267,49 @@ impl Totals {
 /// the totals in the stats are always current).
 #[derive(Debug)]
 struct DropLog {
-    throttle: Throttle<Instant>,
+    /// When the last report went out.
+    last: Option<Instant>,
+    /// The wait before the next report: 1 s after a quiet spell, doubling per report while
+    /// drops go on, at most [`DropLog::MAX_INTERVAL`] (an hour of outage is a few dozen lines,
+    /// not thousands; the counters in `/metrics` have every drop).
+    interval: Duration,
     pending: DropCounts,
 }
 
 impl Default for DropLog {
     fn default() -> Self {
         Self {
-            throttle: Throttle::new(Duration::from_secs(1)),
+            last: None,
+            interval: Self::MIN_INTERVAL,
             pending: DropCounts::default(),
         }
     }
 }
 
 impl DropLog {
+    const MIN_INTERVAL: Duration = Duration::from_secs(1);
+    const MAX_INTERVAL: Duration = Duration::from_secs(60);
+
     /// The counts to log now, if any. `now` is only called when drops are pending, so the
     /// clock is not read per packet in the steady state.
     fn take_report(&mut self, now: impl FnOnce() -> Instant) -> Option<DropCounts> {
-        if self.pending.is_empty() || !self.throttle.ready(now()) {
+        if self.pending.is_empty() {
             return None;
         }
+        let now = now();
+        if let Some(last) = self.last {
+            let since = now.saturating_duration_since(last);
+            if since < self.interval {
+                return None;
+            }
+            // Drops that come back after a quiet spell are news again.
+            self.interval = if since >= self.interval * 4 {
+                Self::MIN_INTERVAL
+            } else {
+                (self.interval * 2).min(Self::MAX_INTERVAL)
+            };
+        }
+        self.last = Some(now);
         Some(std::mem::take(&mut self.pending))
     }
 }

@@ -422,6 +422,31 @@ fn push_after_close_is_ignored_and_queued_packets_drain() {
 }
 
 #[test]
+fn drop_log_reports_at_once_then_less_and_less_often_while_drops_go_on() {
+    let mut log = DropLog::default();
+    let t0 = Instant::now();
+    let mut at = Vec::new();
+    for ms in (0..600_000u64).step_by(100) {
+        log.pending.add(DropReason::QueueDelay, 10);
+        let t = t0 + Duration::from_millis(ms);
+        if log.take_report(|| t).is_some() {
+            at.push(ms / 1000);
+        }
+    }
+    // 0, then 1, 2, 4, … 32 s apart, then every 60 s: 15 lines in 10 minutes, not 600.
+    assert_eq!(
+        at,
+        [0, 1, 3, 7, 15, 31, 63, 123, 183, 243, 303, 363, 423, 483, 543]
+    );
+    // A quiet spell, and the next drop is reported at once.
+    let later = t0 + Duration::from_secs(1200);
+    log.pending.add(DropReason::QueueDelay, 10);
+    assert!(log.take_report(|| later).is_some());
+    log.pending.add(DropReason::QueueDelay, 10);
+    assert!(log.take_report(|| later + Duration::from_secs(1)).is_some());
+}
+
+#[test]
 fn drop_log_reports_at_most_once_a_second() {
     let mut log = DropLog::default();
     let t0 = Instant::now();

@@ -61,8 +61,14 @@ impl Sim {
     }
 
     pub fn start_with(extra: &[&str]) -> Sim {
+        // A free port unless the caller names one.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_polyv-sim"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(["--app", &format!("{APP_ID}:{APP_SECRET}")])
             .args(["--channel", &format!("{CHANNEL}:{PASSWORD}")])
             .args(extra)
