@@ -123,14 +123,16 @@ fn squeeze_once() -> Result<bool, String> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
-    eprintln!("t      target  delivered  queue_ms");
+    eprintln!("t      target  delivered  queue_ms  ring_ms  socket_kB");
     for l in &lines {
         eprintln!(
-            "{:5.1} {:7.0} {:10.0} {:9.0}",
+            "{:5.1} {:7.0} {:10.0} {:9.0} {:8.0} {:10.1}",
             f(l, "t"),
             f(l, "target_kbps"),
             f(l, "delivered_kbps"),
-            f(l, "queue_delay_ms")
+            f(l, "queue_delay_ms"),
+            f(l, "ring_delay_ms"),
+            (f(l, "socket_unsent_bytes") + f(l, "backlog_bytes")) / 1000.0
         );
     }
     // Target at or below the link within 10 s of the squeeze.

@@ -31,7 +31,9 @@ pub struct AdaptConfig {
     /// Queue delay at which the ring starts dropping video GOP-aware, ms (1000..=30000, and at
     /// least 3 × `cut_delay_ms`). Not used by the controller; the broadcast passes it to the
     /// ring (in place of `target.max_queue_delay_ms` while adaptation is enabled) so that
-    /// dropping stays the last resort, well behind the cuts.
+    /// dropping stays the last resort, well behind the cuts. It bounds the whole wait: what
+    /// the kernel holds beyond the path's floor comes off the ring's share (down to a quarter,
+    /// see `Ring::set_outside_delay`).
     pub hard_delay_ms: u64,
     /// Sliding window of the delivery-rate and peak-rate measurements, ms (500..=10000).
     /// Shorter follows a changing link faster; longer smooths TCP's bursty acknowledgements.

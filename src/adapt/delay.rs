@@ -757,6 +757,13 @@ impl Controller for DelayController {
             send_rate_kbps: kbps(self.last.delivery_bps),
             link_rate_kbps: kbps(self.last.link_bps),
             queue_delay_ms: self.last.queue_delay_ms,
+            outside_delay_ms: if self.last.stalled {
+                0
+            } else {
+                self.last
+                    .socket_delay_ms
+                    .saturating_sub(self.last.base_delay_ms)
+            },
             ceiling_kbps: self.ceiling.map(|c| c.kbps),
             cuts: self.cuts,
             raises: self.raises,

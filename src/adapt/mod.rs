@@ -200,6 +200,11 @@ pub struct AdaptStats {
     pub link_rate_kbps: Option<u32>,
     /// The last queue-delay estimate, ms.
     pub queue_delay_ms: u64,
+    /// The part of `queue_delay_ms` outside the ring: bytes the kernel holds beyond the
+    /// path's floor, as time at the delivery rate, ms. 0 while the link is stalled (that
+    /// estimate is a cap, not a measurement). The broadcast takes it off the ring's delay
+    /// budget so that the hard bound holds for the whole queue, not only the ring's share.
+    pub outside_delay_ms: u64,
     /// The remembered rate at which congestion last appeared, kbit/s.
     pub ceiling_kbps: Option<u32>,
     /// Cuts and raises since start (monotonic).

@@ -576,7 +576,11 @@ impl Broadcast {
             pipeline.video_target().video_kbps,
             self.audio_kbps,
         );
-        if let Some(t) = ctl.on_tick(self.started.elapsed(), &link) {
+        let next = ctl.on_tick(self.started.elapsed(), &link);
+        // The hard delay bound is for the whole wait: what the kernel holds comes off the
+        // ring's share.
+        self.ring.set_outside_delay(ctl.stats().outside_delay_ms);
+        if let Some(t) = next {
             if t != self.target {
                 tracing::debug!(
                     from_kbps = self.target.video_kbps,

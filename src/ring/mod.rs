@@ -15,6 +15,11 @@
 //!   When the cut reaches the newest GOP, incoming frames of that GOP are dropped on arrival
 //!   (`GopTail`) until the next keyframe. An incoming frame that still does not fit once no
 //!   older video is left is dropped itself, and so is the rest of its GOP, keyframe or not.
+//! - The delay bound is for the whole wait, not only the ring's share: the sender reports how
+//!   much of it the kernel holds beyond the path's floor ([`Ring::set_outside_delay`]), and
+//!   the ring keeps the rest (never less than a quarter of the bound, so a noisy estimate
+//!   cannot empty it). When the link falls, the bytes already in the kernel drain at the new
+//!   rate; without this the viewer's delay would be the bound plus that.
 //! - The delay bound spans audio too. If audio alone spans more than `max_delay_ms` (the
 //!   uplink cannot even carry the audio), all video is shed until the backlog is back under
 //!   the bound: video that late is no use to a live viewer, and sending it would only delay
@@ -179,6 +184,22 @@ impl Ring {
         self.lock().closed
     }
 
+    /// How much of the delay bound is spent outside the ring (in the kernel's send buffer,
+    /// beyond the path's floor), ms. The ring's own budget becomes the bound minus this, at
+    /// least a quarter of the bound; queued video over the new budget is dropped now,
+    /// GOP-aware, and counts as `QueueDelay`.
+    pub fn set_outside_delay(&self, ms: u64) {
+        let report = {
+            let mut state = self.lock();
+            state.outside_delay_ms = ms;
+            state.enforce_delay_budget();
+            state.drop_log.take_report(Instant::now)
+        };
+        if let Some(counts) = report {
+            log_drops(&counts);
+        }
+    }
+
     /// Makes the next popped video frame a keyframe, for a new RTMP session: discards queued
     /// video before the first queued keyframe (audio stays) and, if no keyframe is queued,
     /// drops incoming non-key video until one arrives. The encoder is not asked for a keyframe
@@ -319,6 +340,8 @@ impl DropLog {
 #[derive(Debug)]
 struct State {
     cfg: RingConfig,
+    /// The share of the delay bound spent outside the ring, ms; see [`Ring::set_outside_delay`].
+    outside_delay_ms: u64,
     headers: VecDeque<Entry>,
     video: VecDeque<Entry>,
     audio: VecDeque<Entry>,
@@ -341,6 +364,7 @@ impl State {
         let secs = cfg.max_delay_ms.div_ceil(1000).clamp(1, 60) as usize;
         Self {
             cfg,
+            outside_delay_ms: 0,
             headers: VecDeque::with_capacity(16),
             video: VecDeque::with_capacity(64 * secs),
             audio: VecDeque::with_capacity(4 * 50 * secs),
@@ -454,12 +478,31 @@ impl State {
         newest.saturating_sub(oldest)
     }
 
+    /// The span of media the ring may hold: the bound minus what waits outside the ring, but
+    /// at least a quarter of the bound.
+    fn delay_budget_ms(&self) -> u64 {
+        let floor = self.cfg.max_delay_ms / 4;
+        self.cfg
+            .max_delay_ms
+            .saturating_sub(self.outside_delay_ms)
+            .max(floor)
+    }
+
+    /// Drops the oldest video, GOP-aware, while the queue spans more than the budget.
+    fn enforce_delay_budget(&mut self) {
+        while self.delay_ms(None) > self.delay_budget_ms() {
+            if !self.drop_oldest_video(DropReason::QueueDelay) {
+                break;
+            }
+        }
+    }
+
     /// Which bound the queue would break with a packet of `len` bytes (and `dts`, for media)
     /// added, if any.
     fn over_bounds(&self, len: usize, dts: Option<u64>) -> Option<DropReason> {
         if self.queued_bytes.saturating_add(len) > self.cfg.max_bytes {
             Some(DropReason::QueueFull)
-        } else if self.delay_ms(dts) > self.cfg.max_delay_ms {
+        } else if self.delay_ms(dts) > self.delay_budget_ms() {
             Some(DropReason::QueueDelay)
         } else {
             None

@@ -114,6 +114,40 @@ fn bounded_by_bytes_drops_the_oldest_gop() {
 }
 
 #[test]
+fn delay_outside_the_ring_shrinks_its_budget() {
+    let r = ring(1 << 20, 1000);
+    for dts in (0..=800).step_by(100) {
+        r.push(if dts == 0 || dts == 400 {
+            key(dts, 10)
+        } else {
+            inter(dts, 10)
+        });
+    }
+    assert_eq!(r.stats().queued_delay_ms, 800);
+    // The kernel holds 500 ms beyond the floor: the ring keeps 500 ms, the oldest GOP goes.
+    r.set_outside_delay(500);
+    assert_eq!(dropped(&r, DropReason::QueueDelay).packets, 4);
+    assert_eq!(r.stats().queued_delay_ms, 400);
+    // More than the bound outside: the ring still keeps a quarter of it (250 ms), so the
+    // GOP at 400 (spanning 400 ms) goes too and video waits for the next keyframe.
+    r.set_outside_delay(1500);
+    assert_eq!(dropped(&r, DropReason::QueueDelay).packets, 9);
+    r.push(inter(900, 10));
+    assert_eq!(r.stats().queued_packets, 0);
+    // The kernel drains: the full bound is back.
+    r.set_outside_delay(0);
+    for dts in (1200..=2000).step_by(100) {
+        r.push(if dts == 1200 {
+            key(dts, 10)
+        } else {
+            inter(dts, 10)
+        });
+    }
+    assert_eq!(r.stats().queued_delay_ms, 800);
+    assert_accounting(&r.stats());
+}
+
+#[test]
 fn bounded_by_delay_drops_the_oldest_gop() {
     let r = ring(1 << 20, 100);
     r.push(key(0, 10));
