@@ -34,6 +34,7 @@
 mod audio;
 mod pipeline;
 mod settings;
+pub mod snapshot;
 mod target;
 mod video;
 

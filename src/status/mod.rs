@@ -20,12 +20,13 @@ pub mod metrics;
 mod rate;
 mod server;
 mod settings;
+mod snapshot;
 mod stats_file;
 mod viewers;
 
 pub use health::{health, Health};
 pub use hub::{
-    BroadcastSnapshot, DaemonState, MediaWait, Progress, ScheduleStatus, Snapshot, StatusHub,
+    BroadcastSnapshot, DaemonState, MediaWait, PictureSource, Progress, ScheduleStatus, Snapshot, StatusHub,
     Totals,
 };
 pub use line::StatusLine;
