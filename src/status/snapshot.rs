@@ -69,14 +69,17 @@ pub(super) enum Unavailable {
 pub(super) struct Snapshots {
     width: u32,
     state: tokio::sync::Mutex<Cached>,
+    /// Fetches finished (read before waiting for the lock: a fetch that ends meanwhile is the
+    /// one the request waited for).
+    fetches: AtomicU64,
     encoded: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Cached {
     jpeg: Option<Arc<Jpeg>>,
-    /// The last fetch's failure and when it ended: shared with the requests that waited for it.
-    failure: Option<(Instant, Unavailable)>,
+    /// The last fetch's failure and its number: shared with the requests that waited for it.
+    failure: Option<(u64, Unavailable)>,
 }
 
 impl Snapshots {
@@ -84,6 +87,7 @@ impl Snapshots {
         Self {
             width,
             state: tokio::sync::Mutex::new(Cached::default()),
+            fetches: AtomicU64::new(0),
             encoded: AtomicU64::new(0),
         }
     }
@@ -100,25 +104,26 @@ impl Snapshots {
         &self,
         ask: impl FnOnce(u32) -> Result<oneshot::Receiver<PictureReply>, Unavailable>,
     ) -> Result<Arc<Jpeg>, Unavailable> {
-        let arrived = Instant::now();
+        let seen = self.fetches.load(Ordering::Acquire);
         let mut state = self.state.lock().await;
         let now = Instant::now();
         if let Some(jpeg) = state.jpeg.as_ref().filter(|j| j.fresh(now)) {
             return Ok(jpeg.clone());
         }
-        if let Some((at, why)) = &state.failure {
-            if *at >= arrived {
+        if let Some((n, why)) = &state.failure {
+            if *n > seen {
                 // The fetch this request waited for failed: so does this one.
                 return Err(why.clone());
             }
         }
         let result = self.fetch(ask).await;
+        let n = self.fetches.fetch_add(1, Ordering::AcqRel) + 1;
         match &result {
             Ok(jpeg) => {
                 state.jpeg = Some(jpeg.clone());
                 state.failure = None;
             }
-            Err(why) => state.failure = Some((Instant::now(), why.clone())),
+            Err(why) => state.failure = Some((n, why.clone())),
         }
         result
     }
