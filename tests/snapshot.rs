@@ -349,3 +349,68 @@ async fn the_token_guards_the_snapshot() {
     let r = get_async(addr, "/snapshot.jpg", Some("s3cret")).await;
     assert_eq!(r.status, 503, "through the guard: {}", r.text());
 }
+
+/// While the camera is away the picture is the darkened still the stream shows, marked so.
+#[test]
+fn while_the_camera_is_away_the_picture_is_the_still() {
+    let pattern = SourceSpec::TestPatternVideo {
+        width: 320,
+        height: 240,
+        fps: 25,
+    };
+    let config = PipelineConfig {
+        video_source: Some(SourceSpec::Faulty {
+            inner: Box::new(pattern),
+            fail_after: Duration::from_millis(800),
+            down_for: Duration::from_secs(3600),
+        }),
+        audio_source: None,
+        video_encoder: VideoSettings {
+            width: 320,
+            height: 240,
+            fps: 25,
+            bitrate_kbps: 300,
+            preset: "ultrafast".into(),
+            ..VideoSettings::default()
+        },
+        audio_encoder: AudioSettings::default(),
+    };
+    let handle = spawn_pipeline(config, Arc::new(AtomicBool::new(false)), |_| {}, |_, _| {})
+        .expect("pipeline starts");
+    let control = handle.control();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let take = || {
+        let rx = control.request_picture(320);
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
+            .expect("a picture within 5 s")
+            .expect("answered")
+            .expect("a picture")
+    };
+    let mean_luma = |p: &polypush::encode::snapshot::Picture| {
+        let (w, h, stride) = (
+            p.frame.width() as usize,
+            p.frame.height() as usize,
+            p.frame.stride(0),
+        );
+        let y = p.frame.data(0);
+        (0..h)
+            .flat_map(|r| y[r * stride..r * stride + w].iter())
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+            / (w * h) as f64
+    };
+    let live = take();
+    assert_eq!(live.kind, PictureKind::Live);
+    assert!(common::poll_until(Duration::from_secs(10), || control
+        .track_state(polypush::capture::Track::Video)
+        .is_reconnecting()));
+    let still = take();
+    assert_eq!(still.kind, PictureKind::Still);
+    assert_eq!((still.frame.width(), still.frame.height()), (320, 240));
+    let (l, s) = (mean_luma(&live), mean_luma(&still));
+    assert!(s < l * 0.6, "the still is darkened: live {l:.1}, still {s:.1}");
+    drop(handle);
+}
