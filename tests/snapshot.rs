@@ -287,7 +287,10 @@ fn a_running_pipeline_gives_pictures_on_request_and_what_they_cost() {
         bytes.iter().sum::<usize>() / bytes.len()
     );
     // The test pattern is busy: tens of kB, not hundreds.
-    assert!(bytes.iter().all(|&b| (5_000..200_000).contains(&b)), "{bytes:?}");
+    assert!(
+        bytes.iter().all(|&b| (5_000..200_000).contains(&b)),
+        "{bytes:?}"
+    );
     handle.stop_and_join().expect("pipeline ends cleanly");
     // The encode thread has ended: a request is answered at once.
     let rx = control.request_picture(640);
@@ -304,9 +307,14 @@ async fn server(hub: &StatusHub, token: Option<&str>) -> String {
         listen: "127.0.0.1:0".into(),
         ..StatusSettings::default()
     };
-    let (addr, _task) = serve(&cfg, hub.clone(), token.map(Secret::new), std::future::pending::<()>())
-        .await
-        .expect("status server starts");
+    let (addr, _task) = serve(
+        &cfg,
+        hub.clone(),
+        token.map(Secret::new),
+        std::future::pending::<()>(),
+    )
+    .await
+    .expect("status server starts");
     addr.to_string()
 }
 
@@ -411,6 +419,9 @@ fn while_the_camera_is_away_the_picture_is_the_still() {
     assert_eq!(still.kind, PictureKind::Still);
     assert_eq!((still.frame.width(), still.frame.height()), (320, 240));
     let (l, s) = (mean_luma(&live), mean_luma(&still));
-    assert!(s < l * 0.6, "the still is darkened: live {l:.1}, still {s:.1}");
+    assert!(
+        s < l * 0.6,
+        "the still is darkened: live {l:.1}, still {s:.1}"
+    );
     drop(handle);
 }

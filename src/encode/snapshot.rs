@@ -230,7 +230,8 @@ impl PictureTap {
 /// `mjpeg` at [`JPEG_QSCALE`], on one thread. Call it off the async runtime.
 pub fn encode_jpeg(picture: &mut ffmpeg::frame::Video) -> Result<Vec<u8>, ffmpeg::Error> {
     crate::capture::init_ffmpeg();
-    let codec = ffmpeg::encoder::find(ffmpeg::codec::Id::MJPEG).ok_or(ffmpeg::Error::EncoderNotFound)?;
+    let codec =
+        ffmpeg::encoder::find(ffmpeg::codec::Id::MJPEG).ok_or(ffmpeg::Error::EncoderNotFound)?;
     let mut enc = ffmpeg::codec::context::Context::new_with_codec(codec)
         .encoder()
         .video()?;
@@ -241,7 +242,7 @@ pub fn encode_jpeg(picture: &mut ffmpeg::frame::Video) -> Result<Vec<u8>, ffmpeg
     enc.set_color_range(ffmpeg::color::Range::JPEG);
     enc.set_time_base((1, 1));
     enc.set_flags(ffmpeg::codec::Flags::QSCALE);
-    let lambda = JPEG_QSCALE * ffmpeg::ffi::FF_QP2LAMBDA as i32;
+    let lambda = JPEG_QSCALE * ffmpeg::ffi::FF_QP2LAMBDA;
     enc.set_global_quality(lambda);
     enc.set_qmin(JPEG_QSCALE);
     enc.set_qmax(JPEG_QSCALE);
@@ -319,7 +320,11 @@ mod tests {
         assert_eq!(a.frame.color_range(), ffmpeg::color::Range::JPEG);
         assert_eq!(a.kind, PictureKind::Live);
         // Limited-range black (16) is full-range black (0).
-        assert!(a.frame.data(0)[..640].iter().all(|&y| y <= 1), "{:?}", &a.frame.data(0)[..8]);
+        assert!(
+            a.frame.data(0)[..640].iter().all(|&y| y <= 1),
+            "{:?}",
+            &a.frame.data(0)[..8]
+        );
         let b = b.try_recv().unwrap().unwrap();
         assert_eq!((b.frame.width(), b.frame.height()), (320, 180));
 
@@ -345,7 +350,11 @@ mod tests {
         let requests = PictureRequests::default();
         let mut tap = PictureTap::default();
         let mut rx = requests.request(640);
-        tap.offer(&requests, &flat(1280, 720, [120, 90, 160]), PictureKind::Live);
+        tap.offer(
+            &requests,
+            &flat(1280, 720, [120, 90, 160]),
+            PictureKind::Live,
+        );
         let mut picture = rx.try_recv().unwrap().unwrap();
         let jpeg = encode_jpeg(&mut picture.frame).unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "SOI");
@@ -358,6 +367,10 @@ mod tests {
         let h = u16::from_be_bytes([jpeg[sof + 5], jpeg[sof + 6]]);
         let w = u16::from_be_bytes([jpeg[sof + 7], jpeg[sof + 8]]);
         assert_eq!((w, h), (640, 360));
-        assert!(jpeg.len() < 20_000, "a flat picture is small: {}", jpeg.len());
+        assert!(
+            jpeg.len() < 20_000,
+            "a flat picture is small: {}",
+            jpeg.len()
+        );
     }
 }

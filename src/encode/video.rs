@@ -63,8 +63,8 @@ mod picture;
 mod tests;
 
 use open::{open_context, vbv_bits, Opened};
-use picture::{conversion_frame, darken, fill_black};
 pub(super) use picture::Scaler;
+use picture::{conversion_frame, darken, fill_black};
 
 /// H.264 encoders polypush knows about, in order of preference. Only some are usable (see
 /// [`VideoEncoder::open`]); the list is what error messages check for.

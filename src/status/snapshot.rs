@@ -180,8 +180,7 @@ mod tests {
     fn picture(width: u32) -> PictureReply {
         crate::capture::init_ffmpeg();
         let height = width * 9 / 16 / 2 * 2;
-        let mut frame =
-            ffmpeg::frame::Video::new(ffmpeg::format::Pixel::YUV420P, width, height);
+        let mut frame = ffmpeg::frame::Video::new(ffmpeg::format::Pixel::YUV420P, width, height);
         frame.set_color_range(ffmpeg::color::Range::JPEG);
         for plane in 0..3 {
             frame.data_mut(plane).fill(100);
@@ -283,8 +282,15 @@ mod tests {
             tokio::spawn(async move { snaps.get(answering(&asked)).await })
         };
         assert_eq!(stuck.await.unwrap().unwrap_err(), Unavailable::NoPictureYet);
-        assert_eq!(waiting.await.unwrap().unwrap_err(), Unavailable::NoPictureYet);
-        assert_eq!(asked.load(Ordering::SeqCst), 1, "the waiter did not ask again");
+        assert_eq!(
+            waiting.await.unwrap().unwrap_err(),
+            Unavailable::NoPictureYet
+        );
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "the waiter did not ask again"
+        );
         // A request after the failure asks again.
         assert!(snaps.get(answering(&asked)).await.is_ok());
         assert_eq!(asked.load(Ordering::SeqCst), 2);
@@ -293,7 +299,10 @@ mod tests {
     #[tokio::test]
     async fn the_reasons_read_well() {
         let snaps = Snapshots::new(640);
-        let e = snaps.get(|_| Err(Unavailable::NoBroadcast)).await.unwrap_err();
+        let e = snaps
+            .get(|_| Err(Unavailable::NoBroadcast))
+            .await
+            .unwrap_err();
         assert_eq!(e.to_string(), "no picture: no broadcast running");
         let e = Unavailable::CaptureDown("cannot open /dev/video0".into());
         assert_eq!(
@@ -308,7 +317,10 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.to_string(), "no picture: this broadcast has no video track");
+        assert_eq!(
+            e.to_string(),
+            "no picture: this broadcast has no video track"
+        );
         assert_eq!(
             Unavailable::NoPictureYet.to_string(),
             "no picture yet: the camera gave no frame within 2 s"

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::{Shared, IDLE_POLL};
 use crate::capture::{Received, Track};
-use crate::encode::target::{Decimator, Step, TargetGate};
 use crate::encode::snapshot::{PictureKind, PictureTap};
+use crate::encode::target::{Decimator, Step, TargetGate};
 use crate::encode::{EncodeError, Reopened, VideoEncoder};
 use crate::media::EncodedPacket;
 
