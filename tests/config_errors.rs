@@ -43,6 +43,22 @@ fn wrong_type() {
 }
 
 #[test]
+fn snapshot_width_out_of_range_or_odd() {
+    for w in ["100", "641", "4096"] {
+        let (r, _d) = check(&format!(
+            "[polyv]\nchannel_id = \"1\"\npassword = \"p\"\n[status]\nsnapshot_width = {w}\n"
+        ));
+        let l = one_error_line(&r);
+        assert!(
+            l.contains(&format!(
+                "polypush.toml:5:1: status.snapshot_width: {w} is not allowed: use an even number of pixels from 160 to 1920"
+            )),
+            "{l}"
+        );
+    }
+}
+
+#[test]
 fn missing_channel_id() {
     let (r, _d) = check("[polyv]\npassword = \"p\"\n");
     let l = one_error_line(&r);

@@ -258,6 +258,8 @@ pub async fn run_broadcast(
     let control = SenderControl::new();
     if let Some(hub) = &hub {
         hub.broadcast_started(control.clone());
+        // `/snapshot.jpg` asks this pipeline; `media_running` swaps it on a restart.
+        hub.set_picture_source(Some(media.pipeline.control()));
     }
     #[cfg(unix)]
     let usr1 = reconnect_on_sigusr1(control.clone()).ok();
@@ -704,6 +706,9 @@ impl Broadcast {
     fn media_failed(&mut self, e: RunError) {
         let retry = self.media_retry.get_or_insert_with(MediaRetry::new);
         retry.failed(&e, self.hub.as_ref());
+        if let Some(hub) = &self.hub {
+            hub.set_picture_source(None);
+        }
     }
 
     /// The retry's time has come: try the current settings again.
@@ -733,6 +738,9 @@ impl Broadcast {
             .keyframes
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = media.pipeline.control();
+        if let Some(hub) = &self.hub {
+            hub.set_picture_source(Some(media.pipeline.control()));
+        }
         self.media = media;
         self.target = Target::kbps(self.configured_kbps);
     }

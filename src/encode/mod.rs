@@ -23,6 +23,11 @@
 //! frames on the frame grid (timestamps stay the capture times, the GOP stays as long in
 //! seconds); a divided size is scaled to by the same conversion as any input.
 //!
+//! [`snapshot`] takes a picture for `/snapshot.jpg` on request
+//! ([`PipelineControl::request_picture`]): the video encode thread scales its next captured
+//! frame (or the still) into an owned full-range frame; [`snapshot::encode_jpeg`] makes the
+//! JPEG with libavcodec's `mjpeg`.
+//!
 //! When a live camera or microphone is lost, the encode threads keep its track going (a
 //! darkened still picture, or silence) on the pipeline clock until it is back; see
 //! `pipeline`.
@@ -34,6 +39,7 @@
 mod audio;
 mod pipeline;
 mod settings;
+pub mod snapshot;
 mod target;
 mod video;
 

@@ -41,6 +41,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::snapshot::{PictureError, PictureReply, PictureRequests};
 use super::target::{Target, TargetCell};
 use super::{AudioEncoder, AudioSettings, EncodeError, VideoEncoder, VideoSettings};
 use crate::capture::{
@@ -159,6 +160,10 @@ struct Shared {
     target_requested: TargetCell,
     /// The video target the encoder runs at (set by the encode thread).
     target_applied: TargetCell,
+    /// The pipeline has a video track (pictures can be asked for).
+    has_video: bool,
+    /// Pictures asked for `/snapshot.jpg`, answered by the video encode thread.
+    pictures: PictureRequests,
 }
 
 impl Shared {
@@ -273,6 +278,18 @@ impl PipelineControl {
 
     pub fn stats(&self) -> PipelineStats {
         self.shared.snapshot()
+    }
+
+    /// Asks the video encode thread for its next picture, scaled `width` wide (see
+    /// [`super::snapshot`]): the next captured frame, or the still while the camera is away.
+    /// Answered at once when there is no video track or its thread has ended.
+    pub fn request_picture(&self, width: u32) -> tokio::sync::oneshot::Receiver<PictureReply> {
+        if !self.shared.has_video {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(Err(PictureError::NoVideo));
+            return rx;
+        }
+        self.shared.pictures.request(width)
     }
 
     /// Whether `track`'s device is delivering or being reconnected (and since when), for a
@@ -402,7 +419,10 @@ where
         return Err(PipelineError::NoTracks);
     }
     let signal = StopSignal::new(stop);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        has_video: config.video_source.is_some(),
+        ..Shared::default()
+    });
     let mut captures: Vec<CaptureThread> = Vec::new();
     let mut encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)> = Vec::new();
 

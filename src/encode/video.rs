@@ -63,7 +63,8 @@ mod picture;
 mod tests;
 
 use open::{open_context, vbv_bits, Opened};
-use picture::{conversion_frame, darken, fill_black, Scaler};
+pub(super) use picture::Scaler;
+use picture::{conversion_frame, darken, fill_black};
 
 /// H.264 encoders polypush knows about, in order of preference. Only some are usable (see
 /// [`VideoEncoder::open`]); the list is what error messages check for.
@@ -573,6 +574,13 @@ impl VideoEncoder {
         }
         darken(still, pix_fmt);
         Ok(())
+    }
+
+    /// The still picture (darkened, limited range, the encoder's format and size), once
+    /// [`prepare_still`](Self::prepare_still) has made it: for a snapshot while the camera is
+    /// away.
+    pub fn still_picture(&self) -> Option<&ffmpeg::frame::Video> {
+        self.still.as_ref()
     }
 
     /// Encodes the still picture at `pts_us` (pipeline clock) while the camera is away; the

@@ -4,7 +4,7 @@
 //! packet path.
 
 use crate::adapt::AdaptStats;
-use crate::encode::PipelineStats;
+use crate::encode::{PipelineControl, PipelineStats};
 use crate::ring::{DropReason, RingStats};
 use crate::rtmp::{Refusal, SenderControl, SenderPhase, SenderStats};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -268,6 +268,8 @@ impl Totals {
 struct Inner {
     snap: Snapshot,
     reconnect: Option<SenderControl>,
+    /// The running pipeline, for `/snapshot.jpg` (swapped when the broadcast restarts it).
+    pictures: Option<PipelineControl>,
     /// The running broadcast's counters as last folded into `snap.totals`.
     counted: Option<Totals>,
 }
@@ -388,6 +390,7 @@ impl StatusHub {
             i.snap.media_wait = None;
             i.snap.not_publishing_since = None;
             i.reconnect = None;
+            i.pictures = None;
             // `counted` stays: a late update of the ended broadcast adds only what moved.
             if capture_error {
                 i.snap.capture_errors += 1;
@@ -436,6 +439,21 @@ impl StatusHub {
         });
     }
 
+    /// The pipeline `/snapshot.jpg` takes its pictures from: set by the broadcast when its
+    /// capture and encoding run (again), cleared when they stop or the broadcast ends.
+    pub fn set_picture_source(&self, pipeline: Option<PipelineControl>) {
+        self.read(|i| i.pictures = pipeline);
+    }
+
+    /// Where a snapshot comes from now: the running pipeline, or why there is none.
+    pub fn picture_source(&self) -> PictureSource {
+        self.read(|i| match (&i.snap.media_wait, &i.pictures) {
+            (Some(w), _) => PictureSource::CaptureDown(w.reason.clone()),
+            (None, Some(p)) => PictureSource::Pipeline(p.clone()),
+            (None, None) => PictureSource::NoBroadcast,
+        })
+    }
+
     /// `POST /reconnect`: asks the running broadcast's sender to reconnect now. `false` when
     /// no broadcast runs.
     pub fn reconnect_now(&self) -> bool {
@@ -474,6 +492,17 @@ impl StatusHub {
             _ => None,
         })
     }
+}
+
+/// Where `/snapshot.jpg` gets its picture ([`StatusHub::picture_source`]).
+#[derive(Debug, Clone)]
+pub enum PictureSource {
+    /// No broadcast runs (idle, starting, or between broadcasts).
+    NoBroadcast,
+    /// Capture and encoding are down and being retried, for this reason.
+    CaptureDown(String),
+    /// The running pipeline.
+    Pipeline(PipelineControl),
 }
 
 /// What the watchdog compares between pings.

@@ -1,5 +1,5 @@
 //! Watching the daemon: the shared [`StatusHub`], and the HTTP status server over it
-//! (`/metrics`, `/healthz`, `/status`, `POST /reconnect`).
+//! (`/metrics`, `/healthz`, `/status`, `/snapshot.jpg`, `POST /reconnect`).
 //!
 //! - `hub`: the state the broadcast and the service loop write and everything else reads,
 //!   with daemon-wide monotonic counters ([`Totals`]).
@@ -7,6 +7,8 @@
 //! - [`metrics`]: the `/metrics` registry (`prometheus-client`), built at scrape time.
 //! - `json`: the `/status` document.
 //! - `server`: the axum server, bearer-token check included.
+//! - `snapshot`: `/snapshot.jpg`'s cache and fetch: the running pipeline's picture (reached
+//!   through the hub, [`PictureSource`]), JPEG-encoded off the runtime, at most once a second.
 //! - `viewers`: the listUsers poller that fills in the viewer count.
 //! - `settings`: `[status]` ([`StatusSettings`]).
 //! - [`line`]: the live status line on a terminal; `stats_file`: `--stats-file`, one JSON
@@ -20,13 +22,14 @@ pub mod metrics;
 mod rate;
 mod server;
 mod settings;
+mod snapshot;
 mod stats_file;
 mod viewers;
 
 pub use health::{health, Health};
 pub use hub::{
-    BroadcastSnapshot, DaemonState, MediaWait, Progress, ScheduleStatus, Snapshot, StatusHub,
-    Totals,
+    BroadcastSnapshot, DaemonState, MediaWait, PictureSource, Progress, ScheduleStatus, Snapshot,
+    StatusHub, Totals,
 };
 pub use line::StatusLine;
 pub use rate::RateMeter;

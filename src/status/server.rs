@@ -1,15 +1,17 @@
 //! The status HTTP server (axum): `GET /metrics`, `GET /healthz`, `GET /status`,
-//! `POST /reconnect`, all read from (or, for the reconnect, sent through) the [`StatusHub`].
+//! `POST /reconnect`, all read from (or, for the reconnect, sent through) the [`StatusHub`];
+//! and `GET /snapshot.jpg`, the running pipeline's picture (see `super::snapshot`).
 //!
 //! With a token, every request needs `Authorization: Bearer <token>` (compared in constant
 //! time, over SHA-256 digests so not even the length leaks); anything else gets 401 with
 //! `WWW-Authenticate: Bearer`. The token is never logged or returned.
 
 use super::health::health;
-use super::hub::StatusHub;
+use super::hub::{PictureSource, StatusHub};
 use super::json::status_json;
 use super::metrics;
 use super::settings::{is_loopback, StatusSettings};
+use super::snapshot::{Snapshots, Unavailable};
 use crate::secret::Secret;
 use crate::setting::InvalidSetting;
 use axum::extract::{Request, State};
@@ -45,6 +47,8 @@ struct AppState {
     hub: StatusHub,
     /// SHA-256 of the token, if one is required.
     token: Option<Arc<[u8; 32]>>,
+    /// `/snapshot.jpg`'s cache.
+    snapshots: Arc<Snapshots>,
 }
 
 fn digest(s: &[u8]) -> [u8; 32] {
@@ -56,11 +60,13 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The router over `hub`, requiring `token` if given. ([`serve`] binds and runs it.)
-pub(super) fn router(hub: StatusHub, token: Option<Secret>) -> Router {
+/// The router over `hub`, requiring `token` if given, with snapshots `snapshot_width` wide.
+/// ([`serve`] binds and runs it.)
+pub(super) fn router(hub: StatusHub, token: Option<Secret>, snapshot_width: u32) -> Router {
     let state = AppState {
         hub,
         token: token.map(|t| Arc::new(digest(t.expose().as_bytes()))),
+        snapshots: Arc::new(Snapshots::new(snapshot_width)),
     };
     Router::new()
         .route("/", get(index))
@@ -68,6 +74,7 @@ pub(super) fn router(hub: StatusHub, token: Option<Secret>) -> Router {
         .route("/healthz", get(healthz))
         .route("/status", get(status))
         .route("/reconnect", post(reconnect))
+        .route("/snapshot.jpg", get(snapshot_jpg))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -93,7 +100,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| StatusError::Bind { addr, source })?;
-    let app = router(hub, token);
+    let app = router(hub, token, cfg.snapshot_width);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -151,7 +158,7 @@ async fn index() -> Response {
         concat!(
             "polypush ",
             env!("CARGO_PKG_VERSION"),
-            "\nGET /metrics    Prometheus metrics\nGET /healthz    200 when the daemon is where it should be, 503 with the reason\nGET /status     JSON snapshot\nPOST /reconnect reconnect the running broadcast now, with a fresh push address"
+            "\nGET /metrics    Prometheus metrics\nGET /healthz    200 when the daemon is where it should be, 503 with the reason\nGET /status     JSON snapshot\nGET /snapshot.jpg the picture now, as JPEG (503 with the reason when there is none)\nPOST /reconnect reconnect the running broadcast now, with a fresh push address"
         ),
     )
 }
@@ -159,7 +166,7 @@ async fn index() -> Response {
 async fn not_found() -> Response {
     text(
         StatusCode::NOT_FOUND,
-        "not found: try /metrics, /healthz, /status or POST /reconnect",
+        "not found: try /metrics, /healthz, /status, /snapshot.jpg or POST /reconnect",
     )
 }
 
@@ -197,6 +204,48 @@ async fn status(State(state): State<AppState>) -> Response {
         Json(v),
     )
         .into_response()
+}
+
+/// `X-Polypush-Picture`: `live`, or `still` while the camera is reconnecting (the darkened
+/// picture the stream shows meanwhile).
+pub(super) const PICTURE_HEADER: &str = "x-polypush-picture";
+/// `X-Polypush-Captured-At`: when the picture was taken, milliseconds since the Unix epoch.
+pub(super) const CAPTURED_AT_HEADER: &str = "x-polypush-captured-at";
+
+async fn snapshot_jpg(State(state): State<AppState>) -> Response {
+    let source = state.hub.picture_source();
+    let result = state
+        .snapshots
+        .get(move |width| match source {
+            PictureSource::NoBroadcast => Err(Unavailable::NoBroadcast),
+            PictureSource::CaptureDown(reason) => Err(Unavailable::CaptureDown(reason)),
+            PictureSource::Pipeline(p) => Ok(p.request_picture(width)),
+        })
+        .await;
+    match result {
+        Ok(jpeg) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (
+                    header::HeaderName::from_static(PICTURE_HEADER),
+                    HeaderValue::from_static(jpeg.kind.as_str()),
+                ),
+                (
+                    header::HeaderName::from_static(CAPTURED_AT_HEADER),
+                    HeaderValue::from(jpeg.taken_at_ms() as u64),
+                ),
+            ],
+            jpeg.bytes.clone(),
+        )
+            .into_response(),
+        Err(why) => {
+            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, why.to_string());
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+    }
 }
 
 async fn reconnect(State(state): State<AppState>) -> Response {

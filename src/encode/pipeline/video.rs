@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{Shared, IDLE_POLL};
 use crate::capture::{Received, Track};
+use crate::encode::snapshot::{PictureKind, PictureTap};
 use crate::encode::target::{Decimator, Step, TargetGate};
 use crate::encode::{EncodeError, Reopened, VideoEncoder};
 use crate::media::EncodedPacket;
@@ -36,6 +37,8 @@ where
     // The last frame encoded as is, kept for the still (`keep_last`).
     let mut kept: Option<ffmpeg_next::frame::Video> = None;
     let result = video_loop(&mut encoder, &rx, keep_last, &mut kept, shared, sink);
+    // No more pictures: whoever waits for one hears so at once.
+    shared.pictures.close();
     // Whatever happened, a kept frame goes back (it may be a device buffer).
     if let Some(frame) = kept.take() {
         rx.recycle(frame);
@@ -64,6 +67,8 @@ where
     let mut stills: Option<StillSchedule> = None;
     // The time of the last still while no real frame has followed it yet.
     let mut last_still_us: Option<i64> = None;
+    // Pictures for /snapshot.jpg, only when asked.
+    let mut snapshots = PictureTap::default();
     // Copies the kept frame into the encoder and gives it back.
     let give_back = |kept: &mut Option<ffmpeg_next::frame::Video>,
                      encoder: &mut VideoEncoder|
@@ -100,6 +105,8 @@ where
                 if stills.take().is_some() {
                     tracing::debug!("video: captured frames again, stills end");
                 }
+                // Before the decimator: a snapshot is answered at any frame rate.
+                snapshots.offer(&shared.pictures, &frame.frame, PictureKind::Live);
                 if !control
                     .decimator
                     .keep(frame.pts_us, encoder.target().fps_divisor)
@@ -149,6 +156,9 @@ where
             while let Some(pts_us) = schedule.due(clock.now_us()) {
                 let force = control.before_frame(encoder, shared, &mut on_packet)?;
                 encoder.encode_still(pts_us, force, &mut on_packet)?;
+                if let Some(still) = encoder.still_picture() {
+                    snapshots.offer(&shared.pictures, still, PictureKind::Still);
+                }
                 last_pts_us = Some(pts_us);
                 last_still_us = Some(pts_us);
                 shared.count_frame(Track::Video, true);

@@ -12,12 +12,12 @@ use ffmpeg_next as ffmpeg;
 /// deprecated full-range "J" formats MJPEG decodes to (`yuvj422p`, `yuvj420p`) can be handed to
 /// swscale as their plain equivalents plus an explicit full-range flag: the conversion to the
 /// encoder's limited range is the same, without swscale's "deprecated pixel format" warning.
-pub(super) struct Scaler {
+pub(in crate::encode) struct Scaler {
     ctx: *mut ffmpeg::ffi::SwsContext,
     /// Input format, width, height and whether it is full range.
-    pub(super) from: (Pixel, u32, u32, bool),
+    pub(in crate::encode) from: (Pixel, u32, u32, bool),
     /// Output format, width and height.
-    pub(super) to: (Pixel, u32, u32),
+    pub(in crate::encode) to: (Pixel, u32, u32),
 }
 
 // SAFETY: an SwsContext is plain heap state without thread-local ties; moving it between
@@ -25,9 +25,19 @@ pub(super) struct Scaler {
 unsafe impl Send for Scaler {}
 
 impl Scaler {
-    pub(super) fn new(
+    /// To the encoder's limited range.
+    pub(in crate::encode) fn new(
         from: (Pixel, u32, u32, bool),
         to: (Pixel, u32, u32),
+    ) -> Result<Self, ffmpeg::Error> {
+        Self::with_output_range(from, to, false)
+    }
+
+    /// To full range when `full_out` (a JPEG's YUV, for the snapshot), else limited.
+    pub(in crate::encode) fn with_output_range(
+        from: (Pixel, u32, u32, bool),
+        to: (Pixel, u32, u32),
+        full_out: bool,
     ) -> Result<Self, ffmpeg::Error> {
         let (src_fmt, full_range) = match from.0 {
             Pixel::YUVJ420P => (Pixel::YUV420P, true),
@@ -54,14 +64,14 @@ impl Scaler {
             if ctx.is_null() {
                 return Err(ffmpeg::Error::InvalidData);
             }
-            if full_range {
+            if full_range || full_out {
                 let coefficients = ffmpeg::ffi::sws_getCoefficients(ffmpeg::ffi::SWS_CS_DEFAULT);
                 ffmpeg::ffi::sws_setColorspaceDetails(
                     ctx,
                     coefficients,
-                    1,
+                    i32::from(full_range),
                     coefficients,
-                    0,
+                    i32::from(full_out),
                     0,
                     1 << 16,
                     1 << 16,
@@ -71,7 +81,7 @@ impl Scaler {
         }
     }
 
-    pub(super) fn run(
+    pub(in crate::encode) fn run(
         &mut self,
         src: &ffmpeg::frame::Video,
         dst: &mut ffmpeg::frame::Video,
