@@ -17,6 +17,7 @@ mod hub;
 mod json;
 mod line;
 pub mod metrics;
+mod page;
 mod rate;
 mod server;
 mod settings;
