@@ -220,7 +220,12 @@ pub(super) fn index(lang: Lang, auth: bool, req: &HeaderMap) -> Response {
 }
 
 /// The login form; `failed` after a refused token. `lang_param`: the `?lang=` to keep.
-pub(super) fn login(lang: Lang, failed: bool, lang_param: Option<Lang>, req: &HeaderMap) -> Response {
+pub(super) fn login(
+    lang: Lang,
+    failed: bool,
+    lang_param: Option<Lang>,
+    req: &HeaderMap,
+) -> Response {
     let body = render(
         LOGIN,
         lang,
@@ -293,7 +298,10 @@ fn cached(
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
     if vary_language {
         h.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
     }
@@ -367,7 +375,10 @@ mod tests {
         assert_eq!(Lang::negotiate(None, &h), Lang::ZhCn);
         assert_eq!(Lang::negotiate(Some("en"), &h), Lang::En);
         assert_eq!(Lang::negotiate(Some("bogus"), &h), Lang::ZhCn);
-        assert_eq!(Lang::negotiate(Some("ZH-cn"), &HeaderMap::new()), Lang::ZhCn);
+        assert_eq!(
+            Lang::negotiate(Some("ZH-cn"), &HeaderMap::new()),
+            Lang::ZhCn
+        );
         assert_eq!(lang_query(Some("t=1&lang=zh-CN")), Some("zh-CN"));
         assert_eq!(lang_query(Some("t=1")), None);
     }
@@ -376,11 +387,18 @@ mod tests {
     fn both_tables_have_every_key_the_pages_and_script_use() {
         let [zh, en] = &*STRINGS;
         let keys = |m: &Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
-        assert_eq!(keys(zh), keys(en), "web/i18n.json: the same keys in both tables");
+        assert_eq!(
+            keys(zh),
+            keys(en),
+            "web/i18n.json: the same keys in both tables"
+        );
         for (name, src) in [("index.html", INDEX), ("login.html", LOGIN)] {
             for part in src.split("{{t:").skip(1) {
                 let key = &part[..part.find("}}").unwrap()];
-                assert!(en.contains_key(key), "{name} uses {key:?}, not in web/i18n.json");
+                assert!(
+                    en.contains_key(key),
+                    "{name} uses {key:?}, not in web/i18n.json"
+                );
             }
         }
         // Every t("literal") in the script.
@@ -394,13 +412,19 @@ mod tests {
             if key.ends_with('_') {
                 continue; // a prefix: checked below
             }
-            assert!(en.contains_key(key), "app.js uses {key:?}, not in web/i18n.json");
+            assert!(
+                en.contains_key(key),
+                "app.js uses {key:?}, not in web/i18n.json"
+            );
         }
         for state in ["starting", "idle", "live", "stopping", "failed"] {
             assert!(en.contains_key(&format!("state_{state}")), "{state}");
         }
         for phase in crate::rtmp::SenderPhase::ALL {
-            assert!(en.contains_key(&format!("sender_{}", phase.as_str())), "{phase:?}");
+            assert!(
+                en.contains_key(&format!("sender_{}", phase.as_str())),
+                "{phase:?}"
+            );
         }
         for alarm in ["silence", "clipping", "black", "frozen", "low_fps"] {
             assert!(en.contains_key(&format!("alarm_{alarm}")));
@@ -421,7 +445,10 @@ mod tests {
         };
         let (parts, zh) = body(index(Lang::ZhCn, true, &h));
         assert_eq!(parts.status, StatusCode::OK);
-        assert!(zh.starts_with("<!doctype html>\n<html lang=\"zh-CN\">"), "{zh}");
+        assert!(
+            zh.starts_with("<!doctype html>\n<html lang=\"zh-CN\">"),
+            "{zh}"
+        );
         assert!(zh.contains("音视频告警") && zh.contains("立即重连"));
         assert!(zh.contains("data-auth=\"1\""));
         assert!(!zh.contains("{{"), "unfilled placeholder");
@@ -461,12 +488,17 @@ mod tests {
 
     #[test]
     fn html_escaping() {
-        assert_eq!(escape_html("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 
     /// The whole body of a response built in memory.
     fn futures_body(body: axum::body::Body) -> Vec<u8> {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             axum::body::to_bytes(body, usize::MAX)
                 .await

@@ -22,10 +22,10 @@ use super::health::health;
 use super::hub::StatusHub;
 use super::json::status_json;
 use super::metrics;
+use super::page::{self, lang_query, Lang};
 use super::settings::{is_loopback, StatusSettings};
 use crate::secret::Secret;
 use crate::setting::InvalidSetting;
-use super::page::{self, lang_query, Lang};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -204,7 +204,11 @@ fn credentials(guard: &Guard, headers: &HeaderMap) -> Credentials {
 /// A browser's request from our own pages: `Sec-Fetch-Site: same-origin`, or (browsers that
 /// do not send it) an `Origin` whose host and port are the `Host` asked for.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let get = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let get = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if let Some(site) = get(header::HeaderName::from_static("sec-fetch-site")) {
         return site.eq_ignore_ascii_case("same-origin");
     }
