@@ -444,7 +444,7 @@ fn visit(driver: &Driver, base: &str, e: &Expect, daemon: &Daemon, wrong_token_f
         "{}",
         s.text("health")
     );
-    assert_eq!(s.text("window-now").is_empty(), false);
+    assert!(!s.text("window-now").is_empty());
     assert!(
         !s.text("target-bitrate").contains('–'),
         "{}",

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::setting::InvalidSetting;
 
-/// `[status]`: the HTTP status server (`/metrics`, `/healthz`, `/status`, `POST /reconnect`).
+/// `[status]`: the HTTP status server (the page at `/`, `/metrics`, `/healthz`, `/status`,
+/// `POST /reconnect`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusSettings {
@@ -17,7 +18,8 @@ pub struct StatusSettings {
     pub enabled: bool,
     /// Address and port to listen on.
     pub listen: String,
-    /// A file holding a bearer token the server requires (all endpoints); required when
+    /// A file holding the token the server requires on every route but `/login` (as a bearer
+    /// token, or once typed into the login form, as the session cookie); required when
     /// `listen` is not a loopback address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
