@@ -120,7 +120,7 @@ impl Default for SimParams {
             seed: 1,
             rtt_ms: 40,
             kernel_buffer_bytes: 256 * 1024,
-            notsent_lowat_bytes: 64 * 1024,
+            notsent_lowat_bytes: 16 * 1024,
             fps: 30,
             gop_s: 2.0,
             keyframe_factor: 4.0,

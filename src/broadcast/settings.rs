@@ -177,6 +177,7 @@ pub fn sender_options(cfg: &Config) -> SenderOptions {
         connect: ConnectOptions {
             connect_timeout: Duration::from_secs(t.connect_timeout_s),
             setup_timeout: Duration::from_secs(t.handshake_timeout_s),
+            congestion: (!t.congestion.is_empty()).then(|| t.congestion.clone()),
             ..ConnectOptions::default()
         },
         backoff: BackoffConfig {

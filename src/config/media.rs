@@ -28,6 +28,10 @@ pub struct TargetConfig {
     pub stall_timeout_s: u64,
     /// When Polyv rejects the channel credentials, log in again this often, seconds (30..=3600).
     pub credentials_retry_s: u64,
+    /// TCP congestion control for the push connection, e.g. `"bbr"`; `""` (the default) keeps
+    /// the system's. Best effort: if the kernel refuses it, the system's is used (logged
+    /// once).
+    pub congestion: String,
     /// Added to every timestamp sent, milliseconds (0..=4294967295). 0 for a normal broadcast;
     /// for testing the extended-timestamp range (start near 16777215) and the 2^32 wrap.
     pub timestamp_offset_ms: u64,
@@ -43,6 +47,7 @@ impl Default for TargetConfig {
             reconnect_max_delay_s: 30,
             stall_timeout_s: 10,
             credentials_retry_s: 300,
+            congestion: String::new(),
             timestamp_offset_ms: 0,
         }
     }
@@ -86,6 +91,22 @@ impl super::Config {
             30,
             3600,
         )?;
+        if !t
+            .congestion
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || t.congestion.len() > 15
+        {
+            return Err(src.invalid(
+                "target.congestion",
+                format!(
+                    "{:?} is not a congestion control name: use one the kernel lists in \
+                     /proc/sys/net/ipv4/tcp_available_congestion_control (such as \"bbr\" or \
+                     \"cubic\"), or \"\" for the system's default",
+                    t.congestion
+                ),
+            ));
+        }
         range(
             src,
             "target.timestamp_offset_ms",

@@ -446,6 +446,7 @@ mod tests {
         let base = "[polyv]\nchannel_id = \"1\"\n";
         for (extra, key) in [
             ("[target]\nstall_timeout_s = 30\n", "target.stall_timeout_s"),
+            ("[target]\ncongestion = \"bbr; rm\"\n", "target.congestion"),
             (
                 "[target]\ncredentials_retry_s = 5\n",
                 "target.credentials_retry_s",

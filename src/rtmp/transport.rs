@@ -47,9 +47,14 @@ pub struct ConnectOptions {
     /// where it is measured in media time and can be dropped GOP-aware; in the kernel it could
     /// not be. Without it, a link that falls from 2500 to 1000 kbit/s gets the whole send
     /// buffer (256 KiB: 2 s at 1 Mbit/s) of full-rate media committed before the first cut
-    /// takes effect. 64 KiB is 200 ms at 2.5 Mbit/s: enough to keep a fast link busy between
+    /// takes effect. 16 KiB is 50 ms at 2.5 Mbit/s: enough to keep a fast link busy between
     /// wake-ups. `None` leaves it unset.
     pub notsent_lowat: Option<u32>,
+    /// TCP congestion control for the push connection (`TCP_CONGESTION`), e.g. `bbr`; `None`
+    /// (the default) keeps the system's. Best effort: an unprivileged process may use only
+    /// the algorithms in `net.ipv4.tcp_allowed_congestion_control`; if the kernel refuses,
+    /// the system's default is used and that is logged once.
+    pub congestion: Option<String>,
     /// Idle time before TCP keepalive probes start (then every third of it, 3 probes); finds
     /// a dead ingest while no media flows. `None` disables keepalive.
     pub keepalive: Option<Duration>,
@@ -64,7 +69,8 @@ impl Default for ConnectOptions {
             send_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
             send_buffer: Some(256 * 1024),
-            notsent_lowat: Some(64 * 1024),
+            notsent_lowat: Some(16 * 1024),
+            congestion: None,
             keepalive: Some(Duration::from_secs(15)),
             session: SessionConfig::default(),
         }
@@ -316,6 +322,33 @@ pub(super) async fn open_tcp(
     }))
 }
 
+/// Asks for congestion control `name`; on refusal keeps the system's and says so once per
+/// process (every reconnect would repeat it).
+fn set_congestion(socket: &TcpSocket, name: &str) {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let sock = SockRef::from(socket);
+    if let Err(e) = sock.set_tcp_congestion(name.as_bytes()) {
+        if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let system = sock
+                .tcp_congestion()
+                .map(|v| {
+                    String::from_utf8_lossy(&v)
+                        .trim_end_matches('\0')
+                        .to_owned()
+                })
+                .unwrap_or_else(|_| "unknown".to_owned());
+            tracing::info!(
+                wanted = name,
+                using = %system,
+                error = %e,
+                "TCP congestion control {name} not available, using the system's {system}; \
+                 to allow it: modprobe tcp_{name} and add {name} to \
+                 net.ipv4.tcp_allowed_congestion_control, or set [target] congestion = \"\""
+            );
+        }
+    }
+}
+
 fn set_notsent_lowat(socket: &TcpSocket, bytes: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
@@ -367,6 +400,9 @@ async fn connect_one(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStrea
             tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not supported; the send buffer bounds the queue alone");
         }
     }
+    if let Some(name) = opts.congestion.as_deref() {
+        set_congestion(&socket, name);
+    }
     if let Some(idle) = opts.keepalive {
         let keepalive = TcpKeepalive::new()
             .with_time(idle)
@@ -382,6 +418,34 @@ async fn connect_one(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStrea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn congestion_of(wanted: Option<&str>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let opts = ConnectOptions {
+            congestion: wanted.map(str::to_owned),
+            ..ConnectOptions::default()
+        };
+        let stream = connect_one(listener.local_addr().unwrap(), &opts)
+            .await
+            .unwrap();
+        let name = SockRef::from(&stream).tcp_congestion().unwrap();
+        String::from_utf8_lossy(&name)
+            .trim_end_matches('\0')
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_push_socket_gets_the_congestion_control_asked_for() {
+        // reno is built into every Linux kernel and always allowed.
+        assert_eq!(congestion_of(Some("reno")).await, "reno");
+        // A name the kernel does not have is not an error: the system's default stays.
+        let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert_eq!(congestion_of(Some("nosuchcc")).await, system);
+        assert_eq!(congestion_of(None).await, system);
+    }
 
     fn failure(err: rustls::Error) -> String {
         let url = RtmpUrl::parse("rtmps://ingest.example.com:8443/live/key").unwrap();
