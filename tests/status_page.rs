@@ -51,8 +51,8 @@ fn make_clip(path: &Path) {
         .arg("testsrc2=size=640x360:rate=25")
         .args(["-f", "lavfi", "-i"])
         .arg(
-            "aevalsrc=0.7*sin(2*PI*440*t)*(0.55+0.45*sin(2*PI*0.5*t))|\
-             0.5*sin(2*PI*660*t)*(0.55+0.45*cos(2*PI*0.5*t)):s=48000",
+            "aevalsrc=0.25*sin(2*PI*440*t)*(0.55+0.45*sin(2*PI*0.5*t))|\
+             0.18*sin(2*PI*660*t)*(0.55+0.45*cos(2*PI*0.5*t)):s=48000",
         )
         .args([
             "-t",
