@@ -147,13 +147,17 @@ impl Driver {
             .process_group(0)
             .spawn()
             .expect("chromedriver (Debian's chromium-driver; scripts/install-deps.sh installs it)");
-        let addr = format!("127.0.0.1:{port}");
+        // Owned first, so a failed start is killed too.
+        let driver = Driver {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
         let ready = poll_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(&addr).is_ok()
-                && wd_http(&addr, "GET", "/status", "").0 == 200
+            std::net::TcpStream::connect(&driver.addr).is_ok()
+                && wd_http(&driver.addr, "GET", "/status", "").0 == 200
         });
-        assert!(ready, "chromedriver did not start on {addr}");
-        Driver { child, addr }
+        assert!(ready, "chromedriver did not start on {}", driver.addr);
+        driver
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
