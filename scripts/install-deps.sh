@@ -13,6 +13,9 @@ PKGS=(
   libnginx-mod-stream openssl
   iproute2 procps curl ca-certificates
   systemd
+  # The status page's browser tests (tests/status_page.rs): headless Chromium, its WebDriver,
+  # and a CJK font so the Chinese page renders (and its screenshot shows) real characters.
+  chromium chromium-driver fonts-wqy-microhei
 )
 
 missing=()

@@ -217,13 +217,15 @@ async fn the_token_guards_every_endpoint() {
     hub.set_state(DaemonState::Idle);
     hub.set_schedule(scheduled(false));
     let srv = Server::start(&hub, Some(TOKEN)).await;
-    let http = reqwest::Client::new();
+    let http = no_redirects();
     for (method, path) in [
         ("GET", "/metrics"),
         ("GET", "/healthz"),
         ("GET", "/status"),
         ("POST", "/reconnect"),
+        ("POST", "/logout"),
         ("GET", "/"),
+        ("GET", "/app.js"),
     ] {
         let m: reqwest::Method = method.parse().unwrap();
         for auth in [
@@ -236,12 +238,18 @@ async fn the_token_guards_every_endpoint() {
                 req = req.header("Authorization", a);
             }
             let r = req.send().await.unwrap();
-            assert_eq!(r.status().as_u16(), 401, "{method} {path} with {auth:?}");
-            let challenge = r.headers()["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .to_string();
-            assert!(challenge.starts_with("Bearer"), "{challenge}");
+            if path == "/" || path == "/app.js" {
+                // A page: the browser is sent to the login form.
+                assert_eq!(r.status().as_u16(), 303, "{method} {path} with {auth:?}");
+                assert_eq!(r.headers()["location"], "/login");
+            } else {
+                assert_eq!(r.status().as_u16(), 401, "{method} {path} with {auth:?}");
+                let challenge = r.headers()["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                assert!(challenge.starts_with("Bearer"), "{challenge}");
+            }
             assert!(!r.text().await.unwrap().contains(TOKEN));
         }
         let r = http
@@ -252,10 +260,291 @@ async fn the_token_guards_every_endpoint() {
             .unwrap();
         let code = r.status().as_u16();
         let body = r.text().await.unwrap();
-        let want = if path == "/reconnect" { 409 } else { 200 };
+        let want = match path {
+            "/reconnect" => 409,
+            "/logout" => 303,
+            _ => 200,
+        };
         assert_eq!(code, want, "{method} {path}: {body}");
         assert!(!body.contains(TOKEN), "{path} shows the token");
     }
+    // A browser opening the API in a tab is sent to the form too; a program is not.
+    let r = http
+        .get(srv.url("/status"))
+        .header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    // The login form and its stylesheet are open.
+    assert_eq!(
+        http.get(srv.url("/login")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        http.get(srv.url("/app.css")).send().await.unwrap().status(),
+        200
+    );
+    srv.stop().await;
+}
+
+/// A client that shows redirects instead of following them, and keeps no cookies.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Every header value and the body, for "the token is nowhere in it".
+async fn whole(r: reqwest::Response) -> (u16, reqwest::header::HeaderMap, String) {
+    let code = r.status().as_u16();
+    let headers = r.headers().clone();
+    (code, headers, r.text().await.unwrap())
+}
+
+fn assert_no_token(token: &str, what: &str, headers: &reqwest::header::HeaderMap, body: &str) {
+    assert!(!body.contains(token), "{what}: the token in the body");
+    for (k, v) in headers {
+        assert!(
+            !String::from_utf8_lossy(v.as_bytes()).contains(token),
+            "{what}: the token in {k}"
+        );
+    }
+}
+
+/// The browser's way in: the form (in the negotiated language), a refused token (slowed, back
+/// to the form with the error), the right one (a session cookie that is not the token and
+/// opens the page, the API and the actions), cross-site POSTs with the cookie refused, logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_form_sets_a_session_cookie_that_opens_the_page() {
+    const TOKEN: &str = "c0ffee-login-token-42";
+    let hub = StatusHub::new();
+    hub.set_state(DaemonState::Idle);
+    hub.set_schedule(scheduled(false));
+    let srv = Server::start(&hub, Some(TOKEN)).await;
+    let http = no_redirects();
+
+    // The form, in Chinese for a Chinese browser, in English with ?lang=en.
+    let (code, h, body) = whole(
+        http.get(srv.url("/login"))
+            .header("Accept-Language", "zh-CN,zh;q=0.9,en;q=0.8")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("<html lang=\"zh-CN\">") && body.contains("令牌"),
+        "{body}"
+    );
+    assert_eq!(h["vary"], "Accept-Language");
+    let (_, _, body) = whole(
+        http.get(srv.url("/login?lang=en"))
+            .header("Accept-Language", "zh-CN")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        body.contains("<html lang=\"en\">") && body.contains("Log in"),
+        "{body}"
+    );
+
+    // A wrong token: slowed, back to the form, no cookie.
+    let t0 = std::time::Instant::now();
+    let (code, h, body) = whole(
+        http.post(srv.url("/login"))
+            .form(&[("token", "guess"), ("lang", "zh-CN")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(code, 303, "{body}");
+    assert_eq!(h["location"], "/login?failed=1&lang=zh-CN");
+    assert!(h.get("set-cookie").is_none());
+    let (code, _, body) = whole(
+        http.get(srv.url("/login?failed=1&lang=zh-CN"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 401);
+    assert!(body.contains("令牌不正确"), "{body}");
+
+    // The right token: a cookie (not the token) and the page.
+    let (code, h, body) = whole(
+        http.post(srv.url("/login"))
+            .form(&[("token", TOKEN), ("lang", "")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 303, "{body}");
+    assert_eq!(h["location"], "/");
+    assert_no_token(TOKEN, "POST /login", &h, &body);
+    let set_cookie = h["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let (name, value) = cookie.split_once('=').unwrap();
+    assert_eq!(name, "polypush_session");
+    assert_eq!(value.len(), 64, "a SHA-256 in hex: {value}");
+
+    // The same token gives the same cookie (it survives a restart); another token does not
+    // accept it.
+    let other = Server::start(&hub, Some(TOKEN)).await;
+    let r = http
+        .get(other.url("/status"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    other.stop().await;
+    let changed = Server::start(&hub, Some("another-token")).await;
+    let r = http
+        .get(changed.url("/status"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    changed.stop().await;
+
+    // With the cookie: the page (English for an English browser), the API, the assets.
+    let page = |path: &str| {
+        http.get(srv.url(path))
+            .header("Cookie", format!("theme=dark; {cookie}"))
+            .header("Accept-Language", "en-US,en;q=0.9")
+    };
+    let (code, h, body) = whole(page("/").send().await.unwrap()).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("<html lang=\"en\">") && body.contains("Reconnect now"));
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_no_token(TOKEN, "GET /", &h, &body);
+    let etag = h["etag"].clone();
+    let r = page("/")
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 304);
+    for path in ["/status", "/metrics", "/healthz", "/app.js"] {
+        let (code, h, body) = whole(page(path).send().await.unwrap()).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert_no_token(TOKEN, path, &h, &body);
+    }
+
+    // Actions with the cookie: from the page itself, yes; from anywhere else, no.
+    let post = |path: &str| http.post(srv.url(path)).header("Cookie", &cookie);
+    let host = srv.addr.to_string();
+    for (what, req) in [
+        ("no origin at all", post("/reconnect")),
+        (
+            "another site",
+            post("/reconnect").header("Origin", "http://evil.example"),
+        ),
+        (
+            "a cross-site fetch",
+            post("/reconnect")
+                .header("Sec-Fetch-Site", "cross-site")
+                .header("Origin", format!("http://{host}")),
+        ),
+        ("a null origin", post("/reconnect").header("Origin", "null")),
+        (
+            "logout from elsewhere",
+            post("/logout").header("Sec-Fetch-Site", "same-site"),
+        ),
+    ] {
+        let (code, _, body) = whole(req.send().await.unwrap()).await;
+        assert_eq!(code, 403, "{what}: {body}");
+        assert!(body.contains("same origin"), "{body}");
+    }
+    let (code, _, body) = whole(
+        post("/reconnect")
+            .header("Origin", format!("http://{host}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 409, "same origin by Origin: {body}");
+    let (code, _, body) = whole(
+        post("/reconnect")
+            .header("Sec-Fetch-Site", "same-origin")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 409, "same origin by Sec-Fetch-Site: {body}");
+    // A program with the bearer token needs no origin.
+    let r = http
+        .post(srv.url("/reconnect"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+
+    // Logout clears the cookie and goes to the form.
+    let (code, h, _) = whole(
+        post("/logout")
+            .header("Sec-Fetch-Site", "same-origin")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert_eq!(h["location"], "/login");
+    assert!(h["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    srv.stop().await;
+}
+
+/// On loopback without a token, the page is open and /login goes straight to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_page_is_open() {
+    let hub = StatusHub::new();
+    hub.set_state(DaemonState::Idle);
+    let srv = Server::start(&hub, None).await;
+    let http = no_redirects();
+    let (code, h, body) = whole(
+        http.get(srv.url("/"))
+            .header("Accept-Language", "fr-FR,zh;q=0.5,en;q=0.4")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("<html lang=\"zh-CN\">") && body.contains("data-auth=\"0\""));
+    assert_eq!(h["cache-control"], "private, no-cache");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let r = http.get(srv.url("/login")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    let r = http.get(srv.url("/app.css")).send().await.unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    assert!(r.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("max-age"));
     srv.stop().await;
 }
 

@@ -1,12 +1,14 @@
 //! Watching the daemon: the shared [`StatusHub`], and the HTTP status server over it
-//! (`/metrics`, `/healthz`, `/status`, `/snapshot.jpg`, `POST /reconnect`).
+//! (the page at `/`, `/metrics`, `/healthz`, `/status`, `/snapshot.jpg`, `POST /reconnect`).
 //!
 //! - `hub`: the state the broadcast and the service loop write and everything else reads,
 //!   with daemon-wide monotonic counters ([`Totals`]).
 //! - [`health`]: the `/healthz` rule, a pure function of a snapshot and "now".
 //! - [`metrics`]: the `/metrics` registry (`prometheus-client`), built at scrape time.
 //! - `json`: the `/status` document.
-//! - `server`: the axum server, bearer-token check included.
+//! - `server`: the axum server, with the bearer token or the login cookie when a token is set.
+//! - `page`: the status page at `/` and the login form: `web/` embedded, Simplified Chinese or
+//!   English negotiated from `Accept-Language`, ETags.
 //! - `snapshot`: `/snapshot.jpg`'s cache and fetch: the running pipeline's picture (reached
 //!   through the hub, [`PictureSource`]), JPEG-encoded off the runtime, at most once a second.
 //! - `viewers`: the listUsers poller that fills in the viewer count.
@@ -19,6 +21,7 @@ mod hub;
 mod json;
 mod line;
 pub mod metrics;
+mod page;
 mod rate;
 mod server;
 mod settings;

@@ -1,29 +1,43 @@
-//! The status HTTP server (axum): `GET /metrics`, `GET /healthz`, `GET /status`,
-//! `POST /reconnect`, all read from (or, for the reconnect, sent through) the [`StatusHub`];
-//! and `GET /snapshot.jpg`, the running pipeline's picture (see `super::snapshot`).
+//! The status HTTP server (axum): the status page `GET /` (with `/app.js`, `/app.css`; see
+//! `page`), `GET /metrics`, `GET /healthz`, `GET /status`, `POST /reconnect`, all read from (or,
+//! for the reconnect, sent through) the [`StatusHub`]; `GET /snapshot.jpg`, the running
+//! pipeline's picture (see `super::snapshot`); and the login `GET|POST /login`, `POST /logout`.
 //!
-//! With a token, every request needs `Authorization: Bearer <token>` (compared in constant
-//! time, over SHA-256 digests so not even the length leaks); anything else gets 401 with
-//! `WWW-Authenticate: Bearer`. The token is never logged or returned.
+//! With a token, every route but the login form and its stylesheet needs one of:
+//! - `Authorization: Bearer <token>` (programs: Prometheus, curl), compared in constant time
+//!   over SHA-256 digests so not even the length leaks;
+//! - the `polypush_session` cookie that `POST /login` (form field `token`) sets: `HttpOnly;
+//!   SameSite=Lax; Path=/`, its value SHA-256("polypush-session\0" ‖ token) in hex, so it
+//!   survives a restart and stops working when the token changes. A POST carrying it must come
+//!   from the page itself (`Sec-Fetch-Site: same-origin`, or an `Origin` matching `Host`),
+//!   else 403: no cross-site request forgery.
+//!
+//! Without either, a browser asking for a page (`/`, or `Accept: text/html`) is sent to
+//! `/login` (303); anything else gets 401 with `WWW-Authenticate: Bearer`. A refused login
+//! waits a second (refusals queue, so guesses run one a second) and is logged with the peer's
+//! address. The token is never logged or returned. Without a token (loopback only) everything
+//! is open and `/login` goes straight to the page.
 
 use super::health::health;
 use super::hub::{PictureSource, StatusHub};
 use super::json::status_json;
 use super::metrics;
+use super::page::{self, lang_query, Lang};
 use super::settings::{is_loopback, StatusSettings};
 use super::snapshot::{Snapshots, Unavailable};
 use crate::secret::Secret;
 use crate::setting::InvalidSetting;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -45,11 +59,47 @@ pub enum StatusError {
 #[derive(Clone)]
 struct AppState {
     hub: StatusHub,
-    /// SHA-256 of the token, if one is required.
-    token: Option<Arc<[u8; 32]>>,
+    /// What a request must present, if a token is configured.
+    guard: Option<Arc<Guard>>,
     /// `/snapshot.jpg`'s cache.
     snapshots: Arc<Snapshots>,
 }
+
+/// The token's digests: the bearer token's and the session cookie's.
+struct Guard {
+    /// SHA-256 of the token.
+    token: [u8; 32],
+    /// The `polypush_session` cookie value: derived from the token, so it survives a restart
+    /// and stops working when the token changes.
+    session: String,
+    /// SHA-256 of `session`, compared in constant time.
+    session_digest: [u8; 32],
+    /// Failed logins wait their turn here, one at a time, [`LOGIN_FAILURE_DELAY`] each.
+    failures: tokio::sync::Mutex<()>,
+}
+
+impl Guard {
+    fn new(token: &Secret) -> Guard {
+        let token = token.expose().as_bytes();
+        let mut h = Sha256::new();
+        h.update(b"polypush-session\0");
+        h.update(token);
+        let session = hex::encode(h.finalize());
+        Guard {
+            token: digest(token),
+            session_digest: digest(session.as_bytes()),
+            session,
+            failures: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// The session cookie's name.
+const SESSION_COOKIE: &str = "polypush_session";
+/// How long a login lasts in the browser (30 days; the token's lifetime bounds it anyway).
+const SESSION_MAX_AGE_S: u64 = 30 * 86_400;
+/// How long a refused login waits before the answer (they queue: one guess per interval).
+const LOGIN_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 fn digest(s: &[u8]) -> [u8; 32] {
     Sha256::digest(s).into()
@@ -65,11 +115,15 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 pub(super) fn router(hub: StatusHub, token: Option<Secret>, snapshot_width: u32) -> Router {
     let state = AppState {
         hub,
-        token: token.map(|t| Arc::new(digest(t.expose().as_bytes()))),
+        guard: token.as_ref().map(|t| Arc::new(Guard::new(t))),
         snapshots: Arc::new(Snapshots::new(snapshot_width)),
     };
     Router::new()
         .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/app.css", get(app_css))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
@@ -100,7 +154,8 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| StatusError::Bind { addr, source })?;
-    let app = router(hub, token, cfg.snapshot_width);
+    let app =
+        router(hub, token, cfg.snapshot_width).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -113,20 +168,121 @@ pub async fn serve(
     Ok((bound, task))
 }
 
+/// Routes anyone may fetch: the login form and the stylesheet it uses.
+fn is_public(method: &Method, path: &str) -> bool {
+    path == "/login" || (method == Method::GET && path == "/app.css")
+}
+
+/// What the request presents.
+enum Credentials {
+    Bearer,
+    Cookie,
+    None,
+}
+
+fn credentials(guard: &Guard, headers: &HeaderMap) -> Credentials {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_string())
+        });
+    if bearer.is_some_and(|p| constant_time_eq(&digest(p.as_bytes()), &guard.token)) {
+        return Credentials::Bearer;
+    }
+    let cookie_ok = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .filter(|(k, _)| *k == SESSION_COOKIE)
+        .any(|(_, v)| constant_time_eq(&digest(v.trim().as_bytes()), &guard.session_digest));
+    if cookie_ok {
+        Credentials::Cookie
+    } else {
+        Credentials::None
+    }
+}
+
+/// A browser's request from our own pages: `Sec-Fetch-Site: same-origin`, or (browsers that
+/// do not send it) an `Origin` whose host and port are the `Host` asked for.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = get(header::HeaderName::from_static("sec-fetch-site")) {
+        return site.eq_ignore_ascii_case("same-origin");
+    }
+    match (get(header::ORIGIN), get(header::HOST)) {
+        (Some(origin), Some(host)) => origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(host)),
+        _ => false,
+    }
+}
+
+/// A browser asking for a page (which should get the login form), not a program asking the
+/// API (which should get the 401 challenge).
+fn wants_html(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && (path == "/"
+            || path == "/app.js"
+            || headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/html")))
+}
+
+fn see_other(location: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(expected) = &state.token {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| rest.trim().to_string())
-            });
-        let ok = presented.is_some_and(|p| constant_time_eq(&digest(p.as_bytes()), expected));
-        if !ok {
+    let Some(guard) = &state.guard else {
+        return next.run(req).await;
+    };
+    if is_public(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    match credentials(guard, req.headers()) {
+        Credentials::Bearer => next.run(req).await,
+        Credentials::Cookie => {
+            let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+            if safe || same_origin(req.headers()) {
+                next.run(req).await
+            } else {
+                tracing::warn!(
+                    method = %req.method(),
+                    path = req.uri().path(),
+                    "status server: refused a cross-site request carrying the session cookie"
+                );
+                text(
+                    StatusCode::FORBIDDEN,
+                    "forbidden: a request with the session cookie must come from this page (same origin); programs send Authorization: Bearer instead",
+                )
+            }
+        }
+        Credentials::None if wants_html(req.method(), req.uri().path(), req.headers()) => {
+            let lang = lang_query(req.uri().query()).and_then(Lang::parse);
+            see_other(&match lang {
+                Some(l) => format!("/login?lang={}", l.tag()),
+                None => "/login".to_string(),
+            })
+        }
+        Credentials::None => {
             let mut resp = text(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized: send Authorization: Bearer <the token in status.token_file>",
@@ -135,10 +291,9 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"polypush\""),
             );
-            return resp;
+            resp
         }
     }
-    next.run(req).await
 }
 
 fn text(code: StatusCode, body: impl Into<String>) -> Response {
@@ -152,21 +307,93 @@ fn text(code: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn index() -> Response {
-    text(
-        StatusCode::OK,
-        concat!(
-            "polypush ",
-            env!("CARGO_PKG_VERSION"),
-            "\nGET /metrics    Prometheus metrics\nGET /healthz    200 when the daemon is where it should be, 503 with the reason\nGET /status     JSON snapshot\nGET /snapshot.jpg the picture now, as JPEG (503 with the reason when there is none)\nPOST /reconnect reconnect the running broadcast now, with a fresh push address"
-        ),
-    )
+async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let lang = Lang::negotiate(lang_query(uri.query()), &headers);
+    page::index(lang, state.guard.is_some(), &headers)
+}
+
+async fn app_js(headers: HeaderMap) -> Response {
+    page::app_js(&headers)
+}
+
+async fn app_css(headers: HeaderMap) -> Response {
+    page::app_css(&headers)
+}
+
+async fn login_form(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    if state.guard.is_none() {
+        return see_other("/");
+    }
+    let query = uri.query();
+    let chosen = lang_query(query).and_then(Lang::parse);
+    let lang = Lang::negotiate(lang_query(query), &headers);
+    let failed = query.is_some_and(|q| q.split('&').any(|kv| kv == "failed=1"));
+    page::login(lang, failed, chosen, &headers)
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+    #[serde(default)]
+    lang: String,
+}
+
+/// `POST /login`: the right token sets the session cookie and goes to the page; a wrong one
+/// waits (failures queue one at a time) and goes back to the form. Logged without the token.
+async fn login(
+    State(state): State<AppState>,
+    ext: Extensions,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let Some(guard) = &state.guard else {
+        return see_other("/");
+    };
+    let peer = ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let lang = Lang::parse(&form.lang);
+    let with_lang = |path: &str, sep: char| match lang {
+        Some(l) => format!("{path}{sep}lang={}", l.tag()),
+        None => path.to_string(),
+    };
+    if constant_time_eq(&digest(form.token.trim().as_bytes()), &guard.token) {
+        tracing::info!(peer, "status page: logged in");
+        let mut resp = see_other(&with_lang("/", '?'));
+        let cookie = format!(
+            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_MAX_AGE_S}",
+            guard.session
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return resp;
+    }
+    {
+        let _turn = guard.failures.lock().await;
+        tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
+    }
+    tracing::warn!(peer, "status page: login refused (wrong token)");
+    see_other(&with_lang("/login?failed=1", '&'))
+}
+
+/// `POST /logout`: forgets the cookie in this browser.
+async fn logout(State(state): State<AppState>) -> Response {
+    if state.guard.is_none() {
+        return see_other("/");
+    }
+    let mut resp = see_other("/login");
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("polypush_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    resp
 }
 
 async fn not_found() -> Response {
     text(
         StatusCode::NOT_FOUND,
-        "not found: try /metrics, /healthz, /status, /snapshot.jpg or POST /reconnect",
+        "not found: try / (the status page), /metrics, /healthz, /status, /snapshot.jpg or POST /reconnect",
     )
 }
 

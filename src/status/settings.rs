@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::encode::snapshot::{DEFAULT_SNAPSHOT_WIDTH, MAX_SNAPSHOT_WIDTH, MIN_SNAPSHOT_WIDTH};
 use crate::setting::InvalidSetting;
 
-/// `[status]`: the HTTP status server (`/metrics`, `/healthz`, `/status`, `/snapshot.jpg`,
-/// `POST /reconnect`).
+/// `[status]`: the HTTP status server (the page at `/`, `/metrics`, `/healthz`, `/status`,
+/// `/snapshot.jpg`, `POST /reconnect`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusSettings {
@@ -19,7 +19,8 @@ pub struct StatusSettings {
     pub enabled: bool,
     /// Address and port to listen on.
     pub listen: String,
-    /// A file holding a bearer token the server requires (all endpoints); required when
+    /// A file holding the token the server requires on every route but `/login` (as a bearer
+    /// token, or once typed into the login form, as the session cookie); required when
     /// `listen` is not a loopback address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
