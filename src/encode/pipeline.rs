@@ -47,9 +47,11 @@ use crate::capture::{
     frame_queue, init_ffmpeg, CaptureClock, CaptureCounters, CaptureError, CaptureOutputs,
     CaptureThread, SourceSpec, StopSignal, Track, TrackState,
 };
+use crate::health::{HealthSettings, MediaReport};
 use crate::media::{AudioParams, EncodedPacket, StreamParams};
 
 mod audio;
+mod health;
 mod video;
 
 use audio::run_audio;
@@ -72,6 +74,8 @@ pub struct PipelineConfig {
     pub audio_source: Option<SourceSpec>,
     pub video_encoder: VideoSettings,
     pub audio_encoder: AudioSettings,
+    /// `[health]`: the media-health analysis beside the encoders (see `health`).
+    pub health: HealthSettings,
 }
 
 /// One track's counters, as a snapshot.
@@ -159,6 +163,9 @@ struct Shared {
     target_requested: TargetCell,
     /// The video target the encoder runs at (set by the encode thread).
     target_applied: TargetCell,
+    /// Media health as last published by the health thread (written 10 times a second;
+    /// never touched by the encode threads).
+    media: std::sync::Mutex<Option<MediaReport>>,
 }
 
 impl Shared {
@@ -275,6 +282,17 @@ impl PipelineControl {
         self.shared.snapshot()
     }
 
+    /// Media health: levels, alarms, picture numbers (`None` before the health thread's first
+    /// report, a fraction of a second after start). With `[health] enabled = false`, a report
+    /// that says so.
+    pub fn media(&self) -> Option<MediaReport> {
+        self.shared
+            .media
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether `track`'s device is delivering or being reconnected (and since when), for a
     /// "reconnecting camera" status. A track the pipeline does not have reads `Live`.
     pub fn track_state(&self, track: Track) -> TrackState {
@@ -289,6 +307,8 @@ pub struct PipelineHandle {
     signal: StopSignal,
     captures: Vec<CaptureThread>,
     encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)>,
+    /// The media-health thread; it ends by itself once the encode threads are gone.
+    health: Option<JoinHandle<()>>,
 }
 
 impl PipelineHandle {
@@ -345,10 +365,14 @@ impl PipelineHandle {
 
     fn shutdown(&mut self) -> Result<(), PipelineError> {
         self.signal.halt();
-        join_all(
+        let result = join_all(
             std::mem::take(&mut self.captures),
             std::mem::take(&mut self.encoders),
-        )
+        );
+        if let Some(h) = self.health.take() {
+            let _ = h.join();
+        }
+        result
     }
 }
 
@@ -405,6 +429,30 @@ where
     let shared = Arc::new(Shared::default());
     let mut captures: Vec<CaptureThread> = Vec::new();
     let mut encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)> = Vec::new();
+    let has_video = config.video_source.is_some();
+    let has_audio = config.audio_source.is_some();
+    let fps = config.video_encoder.fps;
+    let (health_tx, health) = if config.health.enabled {
+        let (tx, handle) = health::spawn(
+            config.health.clone(),
+            shared.clone(),
+            has_audio,
+            has_video,
+            fps,
+        )
+        .map_err(|source| PipelineError::Spawn {
+            name: "polypush-media-health".into(),
+            source,
+        })?;
+        (Some(tx), Some(handle))
+    } else {
+        *shared
+            .media
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(MediaReport::disabled(has_audio, has_video, fps));
+        (None, None)
+    };
 
     let result = (|| {
         let mut video_out = None;
@@ -423,6 +471,7 @@ where
                 .as_ref()
                 .is_some_and(SourceSpec::is_live_device);
             let (shared, signal, mut sink) = (shared.clone(), signal.clone(), sink.clone());
+            let tap = health_tx.clone().map(health::LumaTap::new);
             let name = "polypush-encode-video".to_string();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
@@ -437,7 +486,7 @@ where
                     shared.target_applied.store(encoder.target());
                     let _ = ready_tx.send(Ok(encoder.params()));
                     // A camera can be lost: keep its last picture for the still.
-                    let result = run_video(encoder, rx, live, &shared, &mut sink);
+                    let result = run_video(encoder, rx, live, tap, &shared, &mut sink);
                     finish_thread(&shared, &signal, Track::Video, result)
                 })
                 .map_err(|source| PipelineError::Spawn {
@@ -454,6 +503,7 @@ where
             audio_ready = Some(ready_rx);
             let settings = config.audio_encoder.clone();
             let (shared, signal, mut sink) = (shared.clone(), signal.clone(), sink.clone());
+            let levels = health_tx.clone();
             let name = "polypush-encode-audio".to_string();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
@@ -471,7 +521,7 @@ where
                         bitrate_kbps: settings.bitrate_kbps,
                         asc: encoder.extradata().clone(),
                     }));
-                    let result = run_audio(encoder, rx, &shared, &mut sink);
+                    let result = run_audio(encoder, rx, levels, &shared, &mut sink);
                     finish_thread(&shared, &signal, Track::Audio, result)
                 })
                 .map_err(|source| PipelineError::Spawn {
@@ -548,6 +598,8 @@ where
         }
     })();
 
+    // The encode threads hold the only senders now: the health thread ends with them.
+    drop(health_tx);
     match result {
         Ok(params) => {
             on_ready(&params);
@@ -567,6 +619,7 @@ where
                 signal,
                 captures,
                 encoders,
+                health,
             })
         }
         Err(e) => {

@@ -109,7 +109,11 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (what, unit) = self.unit();
         if self.paused {
-            return write!(f, "{} cleared: the device is reconnecting (alarms paused)", self.alarm);
+            return write!(
+                f,
+                "{} cleared: the device is reconnecting (alarms paused)",
+                self.alarm
+            );
         }
         write!(
             f,
@@ -164,7 +168,9 @@ impl Hold {
     fn status(&self, now: f64) -> AlarmStatus {
         AlarmStatus {
             active: self.active_since.is_some(),
-            for_s: self.active_since.map(|t| ((now - t).max(0.0) * 10.0).round() / 10.0),
+            for_s: self
+                .active_since
+                .map(|t| ((now - t).max(0.0) * 10.0).round() / 10.0),
             raised: self.raised,
         }
     }
@@ -201,7 +207,13 @@ pub struct MediaReport {
 impl MediaReport {
     /// A report for a pipeline without analysis.
     pub fn disabled(has_audio: bool, has_video: bool, configured_fps: u32) -> Self {
-        let off = |has| if has { TrackHealth::Live } else { TrackHealth::Off };
+        let off = |has| {
+            if has {
+                TrackHealth::Live
+            } else {
+                TrackHealth::Off
+            }
+        };
         Self {
             enabled: false,
             alarms: [AlarmStatus::default(); 5],
@@ -262,7 +274,13 @@ pub struct HealthCore {
 
 impl HealthCore {
     pub fn new(s: HealthSettings, has_audio: bool, has_video: bool, configured_fps: u32) -> Self {
-        let off = |has| if has { TrackHealth::Live } else { TrackHealth::Off };
+        let off = |has| {
+            if has {
+                TrackHealth::Live
+            } else {
+                TrackHealth::Off
+            }
+        };
         Self {
             s,
             configured_fps,
@@ -470,7 +488,9 @@ impl HealthCore {
         }
         if audio {
             self.ppm.iter_mut().for_each(|p| *p = Ppm::default());
-            self.levels.iter_mut().for_each(|l| *l = ChannelLevel::default());
+            self.levels
+                .iter_mut()
+                .for_each(|l| *l = ChannelLevel::default());
             self.clip_window.clear();
             self.last_clip = None;
         } else {

@@ -44,7 +44,10 @@ mod meter;
 mod settings;
 
 pub use self::core::{Alarm, AlarmStatus, Change, HealthCore, MediaReport, TrackHealth};
-pub use meter::{AudioBlock, BlockMeter, ChannelLevel, Ppm, CLIP_LEVEL, FLOOR_DBFS};
+pub use meter::{
+    dbfs, AudioBlock, BlockMeter, ChannelBlock, ChannelLevel, Ppm, CLIP_LEVEL, FLOOR_DBFS,
+    MAX_CHANNELS,
+};
 pub use settings::HealthSettings;
 
 /// Width of the luma plane the video checks look at.

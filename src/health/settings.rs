@@ -80,7 +80,13 @@ impl HealthSettings {
     /// Every value in its range; the message names the key and the range.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         const OFF: &str = " s (0 turns the alarm off)";
-        range_f("health.silence_dbfs", self.silence_dbfs, -90.0, -10.0, " dBFS")?;
+        range_f(
+            "health.silence_dbfs",
+            self.silence_dbfs,
+            -90.0,
+            -10.0,
+            " dBFS",
+        )?;
         range_u("health.silence_s", self.silence_s, 0, 3600, OFF)?;
         range_f(
             "health.clipping_share_pct",
@@ -89,9 +95,21 @@ impl HealthSettings {
             100.0,
             " %",
         )?;
-        range_u("health.clipping_window_s", self.clipping_window_s, 0, 600, OFF)?;
+        range_u(
+            "health.clipping_window_s",
+            self.clipping_window_s,
+            0,
+            600,
+            OFF,
+        )?;
         range_u("health.clipping_hold_s", self.clipping_hold_s, 1, 600, " s")?;
-        range_u("health.black_luma", self.black_luma, 1, 128, " (luma levels, 0..255)")?;
+        range_u(
+            "health.black_luma",
+            self.black_luma,
+            1,
+            128,
+            " (luma levels, 0..255)",
+        )?;
         range_u("health.black_s", self.black_s, 0, 3600, OFF)?;
         range_f(
             "health.frozen_change",

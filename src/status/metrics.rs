@@ -12,6 +12,7 @@
 //! metadata: OpenMetrics names a counter family without `_total` and ends with `# EOF`.
 
 use super::hub::Snapshot;
+use crate::health::Alarm;
 use crate::ring::DropReason;
 use crate::rtmp::SenderPhase;
 use prometheus_client::encoding::text::encode;
@@ -59,6 +60,14 @@ impl Builder {
         let g: Gauge<f64, AtomicU64> = Gauge::default();
         g.set(value);
         self.reg.register(name, help, g);
+    }
+
+    fn gauges(&mut self, name: &str, help: &str, values: &[(Labels, f64)]) {
+        let f: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+        for (labels, v) in values {
+            f.get_or_create(labels).set(*v);
+        }
+        self.reg.register(name, help, f);
     }
 
     fn int_gauge(&mut self, name: &str, help: &str, value: i64) {
@@ -230,6 +239,72 @@ pub fn registry(snap: &Snapshot) -> Registry {
             (label("result", "failed"), snap.reloads_failed),
         ],
     );
+
+    // Media health: the alarms always (0 outside a broadcast), the levels while measured.
+    let media = b.and_then(|b| b.media.as_ref());
+    m.int_gauges(
+        "polypush_media_alarm",
+        "1 while a media-health alarm is active, by alarm: silence, clipping, black, frozen, low_fps (warnings: the broadcast goes on)",
+        &Alarm::ALL
+            .iter()
+            .map(|a| {
+                (
+                    label("alarm", a.as_str()),
+                    i64::from(media.is_some_and(|m| m.alarm(*a).active)),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    m.counters(
+        "polypush_media_alarms_raised",
+        "Media-health alarms raised since the daemon started, by alarm",
+        &Alarm::ALL
+            .iter()
+            .map(|a| (label("alarm", a.as_str()), t.alarms_raised(*a)))
+            .collect::<Vec<_>>(),
+    );
+    if let Some(m_) = media.filter(|m| m.enabled) {
+        let per_channel = |f: fn(&crate::health::ChannelLevel) -> f64| {
+            m_.channels
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (label("channel", i.to_string()), f(c)))
+                .collect::<Vec<_>>()
+        };
+        if !m_.channels.is_empty() {
+            m.gauges(
+                "polypush_audio_peak_dbfs",
+                "Audio meter peak by channel (instant attack, 1 s hold, 11.8 dB/s fall), dBFS, floor -90",
+                &per_channel(|c| c.peak_dbfs),
+            );
+            m.gauges(
+                "polypush_audio_rms_dbfs",
+                "Audio RMS by channel over the last 100 ms block, dBFS, floor -90",
+                &per_channel(|c| c.rms_dbfs),
+            );
+        }
+        if let Some(v) = m_.luma_mean {
+            m.gauge(
+                "polypush_video_luma_mean",
+                "Mean luma of the last 1 s picture sample, 0..255 full range",
+                v,
+            );
+        }
+        if let Some(v) = m_.frame_change {
+            m.gauge(
+                "polypush_video_frame_change",
+                "Mean absolute luma difference between the last two 1 s picture samples, 8-bit levels",
+                v,
+            );
+        }
+        if let Some(v) = m_.capture_fps {
+            m.gauge(
+                "polypush_video_capture_fps",
+                "Video frames captured per second, measured over the last second",
+                v,
+            );
+        }
+    }
 
     if let Some(b) = b {
         m.gauge(

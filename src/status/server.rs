@@ -1,5 +1,5 @@
 //! The status HTTP server (axum): `GET /metrics`, `GET /healthz`, `GET /status`,
-//! `POST /reconnect`, all read from (or, for the reconnect, sent through) the [`StatusHub`].
+//! `GET /meter`, `POST /reconnect`, all read from (or, for the reconnect, sent through) the [`StatusHub`].
 //!
 //! With a token, every request needs `Authorization: Bearer <token>` (compared in constant
 //! time, over SHA-256 digests so not even the length leaks); anything else gets 401 with
@@ -7,7 +7,7 @@
 
 use super::health::health;
 use super::hub::StatusHub;
-use super::json::status_json;
+use super::json::{meter_json, status_json};
 use super::metrics;
 use super::settings::{is_loopback, StatusSettings};
 use crate::secret::Secret;
@@ -67,6 +67,7 @@ pub(super) fn router(hub: StatusHub, token: Option<Secret>) -> Router {
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
+        .route("/meter", get(meter))
         .route("/reconnect", post(reconnect))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -151,7 +152,7 @@ async fn index() -> Response {
         concat!(
             "polypush ",
             env!("CARGO_PKG_VERSION"),
-            "\nGET /metrics    Prometheus metrics\nGET /healthz    200 when the daemon is where it should be, 503 with the reason\nGET /status     JSON snapshot\nPOST /reconnect reconnect the running broadcast now, with a fresh push address"
+            "\nGET /metrics    Prometheus metrics\nGET /healthz    200 when the daemon is where it should be, 503 with the reason\nGET /status     JSON snapshot\nGET /meter      audio levels and media alarms now (JSON)\nPOST /reconnect reconnect the running broadcast now, with a fresh push address"
         ),
     )
 }
@@ -195,6 +196,17 @@ async fn status(State(state): State<AppState>) -> Response {
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Json(v),
+    )
+        .into_response()
+}
+
+/// `GET /meter`: the audio levels and active alarms now, straight from the pipeline (cheap:
+/// a copy of the last report; the status page polls it every 250 ms).
+async fn meter(State(state): State<AppState>) -> Response {
+    let report = state.hub.media_now();
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(meter_json(report.as_ref())),
     )
         .into_response()
 }

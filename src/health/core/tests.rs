@@ -51,7 +51,11 @@ fn silence_is_raised_after_its_hold_and_cleared_5_db_above_at_once() {
     assert!((t - 8.0).abs() < 1e-6, "raised at {t}");
     assert!(c.raised && c.alarm == Alarm::Silence);
     assert_eq!(c.threshold, -50.0);
-    assert!(c.to_string().starts_with("silence raised: loudest channel RMS -80.00 dBFS"), "{c}");
+    assert!(
+        c.to_string()
+            .starts_with("silence raised: loudest channel RMS -80.00 dBFS"),
+        "{c}"
+    );
     let r = h.report(10.0);
     assert_eq!(r.active(), vec![Alarm::Silence]);
     assert_eq!(r.alarm(Alarm::Silence).for_s, Some(2.0));
@@ -109,7 +113,11 @@ fn black_and_frozen_on_luma_planes() {
         }
     }
     let (t, c) = raised.expect("frozen");
-    assert_eq!((t, c.alarm, c.raised), (7, Alarm::Frozen, true), "4 → 7 is 3 s");
+    assert_eq!(
+        (t, c.alarm, c.raised),
+        (7, Alarm::Frozen, true),
+        "4 → 7 is 3 s"
+    );
     // Sensor noise at the threshold keeps it frozen; twice the threshold clears it.
     let mut noisy = plane(100);
     noisy[..200].fill(101); // 200 / 14400 = 0.014 levels: still frozen
@@ -204,5 +212,9 @@ fn a_zero_hold_turns_an_alarm_off() {
     };
     let mut h = HealthCore::new(s, true, false, 25);
     assert!(blocks(&mut h, 0.0, 100.0, block(0.0, 1.0, true)).is_empty());
-    assert_eq!(h.report(100.0).channels.len(), 2, "levels are still measured");
+    assert_eq!(
+        h.report(100.0).channels.len(),
+        2,
+        "levels are still measured"
+    );
 }
