@@ -108,6 +108,13 @@ impl Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (what, unit) = self.unit();
+        if self.alarm == Alarm::Clipping && !self.raised && !self.paused {
+            return write!(
+                f,
+                "clipping cleared: no clipped block for {:.1} s, hold {:.0} s",
+                self.value, self.threshold
+            );
+        }
         if self.paused {
             return write!(
                 f,
@@ -363,15 +370,20 @@ impl HealthCore {
         // Of the blocks the whole window holds (a window not yet full counts as full).
         let share = 100.0 * count / (window * 10.0);
         let quiet_for = self.last_clip.map_or(f64::INFINITY, |t| now - t);
+        let hold_s = f64::from(self.s.clipping_hold_s);
         let r = self.holds[Alarm::Clipping.index()].update(
             now,
             // Raised on a clipped block, so a cleared alarm stays cleared until a new one.
             clipped && share > self.s.clipping_share_pct,
             now,
-            quiet_for >= f64::from(self.s.clipping_hold_s),
+            quiet_for >= hold_s,
             0.0,
         );
-        self.apply(Alarm::Clipping, r, share, self.s.clipping_share_pct);
+        match r {
+            // Cleared: how long without a clipped block, against the hold.
+            Some(false) => self.apply(Alarm::Clipping, r, quiet_for, hold_s),
+            _ => self.apply(Alarm::Clipping, r, share, self.s.clipping_share_pct),
+        }
     }
 
     /// A `GRAY8` luma plane (full range) sampled at `now`, about once a second.

@@ -552,4 +552,66 @@ mod tests {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
     }
+
+    #[test]
+    fn media_alarms_always_there_levels_while_measured() {
+        let t = text(&Snapshot::default());
+        for a in Alarm::ALL {
+            let line = format!("polypush_media_alarm{{alarm=\"{}\"}} 0", a.as_str());
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        assert!(t.contains("polypush_media_alarms_raised_total{alarm=\"low_fps\"} 0"));
+        assert!(!t.contains("polypush_audio_peak_dbfs"), "{t}");
+
+        let hub = crate::status::StatusHub::new();
+        hub.set_state(DaemonState::Live);
+        hub.broadcast_started(crate::rtmp::SenderControl::new());
+        let mut core = crate::health::HealthCore::new(
+            crate::health::HealthSettings {
+                silence_s: 1,
+                ..Default::default()
+            },
+            true,
+            true,
+            25,
+        );
+        let quiet = crate::health::AudioBlock {
+            count: 2,
+            ..Default::default()
+        };
+        for i in 1..=12 {
+            core.on_audio_block(f64::from(i) * 0.1, &quiet);
+        }
+        core.on_picture(0.0, &[100; 14_400]);
+        core.on_picture(1.0, &[104; 14_400]);
+        hub.update_broadcast(BroadcastSnapshot {
+            media: Some(core.report(1.2)),
+            ..BroadcastSnapshot::default()
+        });
+        let t = text(&hub.snapshot());
+        for line in [
+            "polypush_media_alarm{alarm=\"silence\"} 1",
+            "polypush_media_alarm{alarm=\"frozen\"} 0",
+            "polypush_media_alarms_raised_total{alarm=\"silence\"} 1",
+            "polypush_audio_peak_dbfs{channel=\"1\"} -90.0",
+            "polypush_audio_rms_dbfs{channel=\"0\"} -90.0",
+            "polypush_video_luma_mean 104.0",
+            "polypush_video_frame_change 4.0",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        let v = crate::status::json::status_json(&hub.snapshot(), tokio::time::Instant::now());
+        assert_eq!(v["media"]["active"], serde_json::json!(["silence"]));
+        assert_eq!(v["media"]["alarms"]["silence"]["raised"], 1);
+        assert_eq!(
+            v["media"]["alarms"]["black"]["for_s"],
+            serde_json::Value::Null
+        );
+        assert_eq!(v["media"]["audio"]["channels"][0]["rms_dbfs"], -90.0);
+        assert_eq!(v["media"]["video"]["frame_change"], 4.0);
+        assert_eq!(v["media"]["video"]["configured_fps"], 25);
+        let m = crate::status::json::meter_json(hub.snapshot().broadcast.unwrap().media.as_ref());
+        assert_eq!(m["alarms"], serde_json::json!(["silence"]));
+        assert_eq!(m["channels"].as_array().unwrap().len(), 2);
+    }
 }

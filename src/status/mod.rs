@@ -14,7 +14,7 @@
 
 mod health;
 mod hub;
-mod json;
+pub(crate) mod json;
 mod line;
 pub mod metrics;
 mod rate;

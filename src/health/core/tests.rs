@@ -90,6 +90,10 @@ fn clipping_needs_more_than_the_share_and_clears_after_the_hold() {
     let ch = blocks(&mut h, 5.1, 9.0, clean);
     assert_eq!(ch.len(), 1);
     assert!(!ch[0].1.raised && (ch[0].0 - 7.1).abs() < 1e-6, "{ch:?}");
+    assert_eq!(
+        ch[0].1.to_string(),
+        "clipping cleared: no clipped block for 2.0 s, hold 2 s"
+    );
     // The window forgets: 10 s later one clipped block is 1 % again.
     blocks(&mut h, 9.0, 16.0, clean);
     assert!(blocks(&mut h, 16.0, 16.1, over).is_empty());
