@@ -1,3 +1,5 @@
+//! Exact timing of the alarms with injected time: holds, hysteresis, windows, pauses.
+
 use super::*;
 use crate::health::meter::{ChannelBlock, MAX_CHANNELS};
 
