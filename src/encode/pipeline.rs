@@ -306,9 +306,9 @@ pub struct PipelineHandle {
     control: PipelineControl,
     signal: StopSignal,
     captures: Vec<CaptureThread>,
+    /// The encode threads, then the media-health thread (which ends by itself once the
+    /// encode threads are gone, so it is joined last).
     encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)>,
-    /// The media-health thread; it ends by itself once the encode threads are gone.
-    health: Option<JoinHandle<()>>,
 }
 
 impl PipelineHandle {
@@ -365,14 +365,10 @@ impl PipelineHandle {
 
     fn shutdown(&mut self) -> Result<(), PipelineError> {
         self.signal.halt();
-        let result = join_all(
+        join_all(
             std::mem::take(&mut self.captures),
             std::mem::take(&mut self.encoders),
-        );
-        if let Some(h) = self.health.take() {
-            let _ = h.join();
-        }
-        result
+        )
     }
 }
 
@@ -602,6 +598,9 @@ where
     drop(health_tx);
     match result {
         Ok(params) => {
+            if let Some(h) = health {
+                encoders.push(("polypush-media-health".into(), h));
+            }
             on_ready(&params);
             let clock = CaptureClock::start_now();
             let _ = shared.clock.set(clock);
@@ -619,7 +618,6 @@ where
                 signal,
                 captures,
                 encoders,
-                health,
             })
         }
         Err(e) => {

@@ -493,7 +493,16 @@ impl StatusHub {
     /// The latest media report, straight from the running pipeline (fresher than the
     /// snapshot's, which the broadcast updates twice a second); `None` without a broadcast.
     pub fn media_now(&self) -> Option<MediaReport> {
-        let source = self.read(|i| i.media_source.clone())?;
+        let (source, last) = self.read(|i| {
+            (
+                i.media_source.clone(),
+                i.snap.broadcast.as_ref().and_then(|b| b.media.clone()),
+            )
+        });
+        let Some(source) = source else {
+            // No pipeline handle (not set by this broadcaster): the last snapshot's.
+            return last;
+        };
         let control = source
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

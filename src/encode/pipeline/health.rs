@@ -34,6 +34,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// One luma sample per this much capture time.
 const PICTURE_EVERY_US: i64 = 1_000_000;
 
+/// The health thread's handle (it returns like an encode thread, to be joined with them).
+pub(super) type HealthThread = std::thread::JoinHandle<Result<(), crate::encode::EncodeError>>;
+
 /// Starts the health thread; it ends when every sender is gone (the encode threads ended).
 pub(super) fn spawn(
     settings: HealthSettings,
@@ -41,7 +44,7 @@ pub(super) fn spawn(
     has_audio: bool,
     has_video: bool,
     configured_fps: u32,
-) -> std::io::Result<(SyncSender<HealthMsg>, std::thread::JoinHandle<()>)> {
+) -> std::io::Result<(SyncSender<HealthMsg>, HealthThread)> {
     let (tx, rx) = mpsc::sync_channel::<HealthMsg>(CHANNEL);
     let handle = std::thread::Builder::new()
         .name("polypush-media-health".into())
@@ -102,6 +105,7 @@ pub(super) fn spawn(
                     *shared.media.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
                 }
             }
+            Ok(())
         })?;
     Ok((tx, handle))
 }

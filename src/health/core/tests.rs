@@ -146,7 +146,7 @@ fn black_and_frozen_on_luma_planes() {
     h.on_picture(20.0, &plane(22));
     assert!(h.take_changes().is_empty());
     h.on_picture(21.0, &plane(25));
-    assert_eq!(h.take_changes()[0].raised, false);
+    assert!(!h.take_changes()[0].raised);
 }
 
 #[test]
