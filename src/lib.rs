@@ -11,6 +11,8 @@
 //!   the encoder, the stream parameters, the [`media::MediaPacket`] the muxer makes.
 //! - [`flv`]: the pure FLV muxer (headers, a borrowed packet → a tag body in one pass) and FLV
 //!   files.
+//! - [`health`]: media health: audio levels and the silence, clipping, black, frozen and
+//!   low-fps alarms (pure), and `[health]`.
 //! - [`ring`]: the bounded packet ring with GOP-aware dropping and queue-delay accounting.
 //! - [`record`]: the safety recording on its own thread.
 //! - [`rtmp`]: the publisher: a sans-IO session over `rml_rtmp`, the transport and connect
@@ -48,6 +50,7 @@ pub mod config;
 pub mod encode;
 pub mod exit;
 pub mod flv;
+pub mod health;
 pub mod logging;
 pub mod media;
 pub mod notify;

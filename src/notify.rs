@@ -453,41 +453,50 @@ pub fn status_line(s: &Snapshot, now: SystemTime) -> String {
             let Some(b) = &s.broadcast else {
                 return "live: starting the broadcast".into();
             };
-            let error = b.sender_error.as_deref().filter(|e| !e.is_empty());
-            match b.sender_state {
-                SenderPhase::Publishing => {
-                    let mut line = format!(
-                        "live: publishing, {:.0} kbit/s, {:.1} fps, queue {} ms",
-                        b.delivered_kbps, b.encoder_fps, b.ring.queued_delay_ms
-                    );
-                    if b.target_kbps != 0 && b.target_kbps < b.configured_kbps {
-                        line.push_str(&format!(
-                            ", video {} of {} kbit/s",
-                            b.target_kbps, b.configured_kbps
-                        ));
-                    }
-                    line
-                }
-                SenderPhase::Waiting | SenderPhase::Connecting => match (&b.refusal, error) {
-                    (Some(r), _) if r.class == AddressClass::Unavailable => format!(
-                        "live: Polyv does not answer ({}), retrying: {}",
-                        r.reason, r.message
-                    ),
-                    (Some(r), _) => format!(
-                        "live: Polyv refuses for now ({}), retrying: {}",
-                        r.reason, r.message
-                    ),
-                    (None, Some(e)) => format!("live: reconnecting ({e})"),
-                    (None, None) => "live: connecting".into(),
-                },
-                SenderPhase::CredentialsRejected => match error {
-                    Some(e) => format!("live: Polyv rejected the channel credentials ({e})"),
-                    None => "live: Polyv rejected the channel credentials".into(),
-                },
-                SenderPhase::Starting => "live: starting the broadcast".into(),
-                SenderPhase::Stopped => "live: stopped".into(),
+            let line = live_line(b);
+            match b.alarm_text() {
+                Some(alarms) => format!("{alarms}; {line}"),
+                None => line,
             }
         }
+    }
+}
+
+/// The `live:` line of a running broadcast (without its media alarms).
+fn live_line(b: &crate::status::BroadcastSnapshot) -> String {
+    let error = b.sender_error.as_deref().filter(|e| !e.is_empty());
+    match b.sender_state {
+        SenderPhase::Publishing => {
+            let mut line = format!(
+                "live: publishing, {:.0} kbit/s, {:.1} fps, queue {} ms",
+                b.delivered_kbps, b.encoder_fps, b.ring.queued_delay_ms
+            );
+            if b.target_kbps != 0 && b.target_kbps < b.configured_kbps {
+                line.push_str(&format!(
+                    ", video {} of {} kbit/s",
+                    b.target_kbps, b.configured_kbps
+                ));
+            }
+            line
+        }
+        SenderPhase::Waiting | SenderPhase::Connecting => match (&b.refusal, error) {
+            (Some(r), _) if r.class == AddressClass::Unavailable => format!(
+                "live: Polyv does not answer ({}), retrying: {}",
+                r.reason, r.message
+            ),
+            (Some(r), _) => format!(
+                "live: Polyv refuses for now ({}), retrying: {}",
+                r.reason, r.message
+            ),
+            (None, Some(e)) => format!("live: reconnecting ({e})"),
+            (None, None) => "live: connecting".into(),
+        },
+        SenderPhase::CredentialsRejected => match error {
+            Some(e) => format!("live: Polyv rejected the channel credentials ({e})"),
+            None => "live: Polyv rejected the channel credentials".into(),
+        },
+        SenderPhase::Starting => "live: starting the broadcast".into(),
+        SenderPhase::Stopped => "live: stopped".into(),
     }
 }
 
@@ -700,6 +709,16 @@ mod tests {
         assert_eq!(
             status_line(&adapted, now),
             "live: publishing, 2480 kbit/s, 25.0 fps, queue 40 ms, video 1200 of 2500 kbit/s"
+        );
+        // Media alarms first, so a cut line still shows them.
+        let mut alarmed = live(SenderPhase::Publishing, None);
+        let mut media = crate::health::MediaReport::disabled(true, true, 25);
+        media.alarms[0].active = true;
+        media.alarms[3].active = true;
+        alarmed.broadcast.as_mut().unwrap().media = Some(media);
+        assert_eq!(
+            status_line(&alarmed, now),
+            "ALARM silence,frozen; live: publishing, 2480 kbit/s, 25.0 fps, queue 40 ms"
         );
         assert_eq!(
             status_line(&live(SenderPhase::Waiting, Some("connection refused")), now),

@@ -181,8 +181,9 @@ fn the_pure_modules_do_no_io_and_know_no_network() {
         "broadcast",
         "notify",
     ];
-    let allowed: [(&str, &[&str]); 5] = [
+    let allowed: [(&str, &[&str]); 6] = [
         ("adapt", &["setting"]),
+        ("health", &["setting"]),
         ("schedule", &["setting"]),
         ("flv", &["media"]),
         ("media", &[]),

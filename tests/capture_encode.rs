@@ -133,6 +133,7 @@ fn test_pattern_pipeline_has_regular_keyframes_and_synchronized_tracks() {
         }),
         video_encoder: small_video(25, 0.4),
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let (packets, sink) = collector();
     let ready: Arc<Mutex<Vec<StreamParams>>> = Arc::default();
@@ -249,6 +250,7 @@ fn looped_file_continues_with_monotonic_timestamps() {
             ..small_video(25, 1.0)
         },
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let (packets, sink) = collector();
     let stop = Arc::new(AtomicBool::new(false));
@@ -463,6 +465,7 @@ fn a_missing_camera_is_a_clear_error() {
         audio_source: None,
         video_encoder: small_video(30, 2.0),
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let (packets, sink) = collector();
     let msg = spawn_pipeline(
@@ -490,6 +493,7 @@ fn a_missing_microphone_is_a_clear_error() {
         }),
         video_encoder: VideoSettings::default(),
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let (_, sink) = collector();
     let msg = spawn_pipeline(config, Arc::new(AtomicBool::new(false)), |_| {}, sink)

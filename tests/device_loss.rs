@@ -89,6 +89,7 @@ fn broadcast(video_source: SourceSpec, audio_source: SourceSpec, run_for: Durati
             ..VideoSettings::default()
         },
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let packets: Arc<Mutex<Vec<(Track, EncodedPacketBuf)>>> = Arc::default();
     let sink = {
@@ -366,6 +367,7 @@ fn a_device_that_never_delivered_is_a_start_up_error() {
             ..VideoSettings::default()
         },
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let handle = spawn_pipeline(config, Arc::new(AtomicBool::new(false)), |_| {}, |_, _| {})
         .expect("the source opens");

@@ -253,6 +253,7 @@ fn a_running_pipeline_gives_pictures_on_request_and_what_they_cost() {
             ..VideoSettings::default()
         },
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let handle = spawn_pipeline(config, stop, |_| {}, |_, _| {}).expect("pipeline starts");
@@ -382,6 +383,7 @@ fn while_the_camera_is_away_the_picture_is_the_still() {
             ..VideoSettings::default()
         },
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let handle = spawn_pipeline(config, Arc::new(AtomicBool::new(false)), |_| {}, |_, _| {})
         .expect("pipeline starts");

@@ -168,6 +168,17 @@ async fn endpoints_and_health_transitions() {
     assert_eq!(b["bytes_acknowledged"], 4_900_000);
     assert_eq!(b["target_kbps"], 1800);
     assert_eq!(b["configured_kbps"], 2500);
+    // Media health: an active alarm is a warning, not unhealthy (/healthz was 200 above).
+    assert_eq!(v["media"]["active"], serde_json::json!(["clipping"]));
+    assert_eq!(v["media"]["alarms"]["clipping"]["for_s"], 3.0);
+    assert_eq!(v["media"]["audio"]["channels"][1]["peak_dbfs"], -18.1);
+    assert_eq!(v["media"]["video"]["capture_fps"], 25.0);
+    // /meter: the levels and active alarms alone.
+    let (code, body) = get(&srv.url("/meter")).await;
+    assert_eq!(code, 200, "{body}");
+    let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(m["channels"][0]["rms_dbfs"], -21.0, "{m}");
+    assert_eq!(m["alarms"], serde_json::json!(["clipping"]));
     assert_eq!(b["queue_delay_ms"], 120);
     assert_eq!(b["video"]["frames_encoded"], 1500);
     assert!(b["uptime_s"].as_f64().unwrap() >= 60.0);
@@ -222,6 +233,7 @@ async fn the_token_guards_every_endpoint() {
         ("GET", "/metrics"),
         ("GET", "/healthz"),
         ("GET", "/status"),
+        ("GET", "/meter"),
         ("POST", "/reconnect"),
         ("POST", "/logout"),
         ("GET", "/"),
@@ -692,6 +704,13 @@ async fn metrics_pass_promtool() {
         "polypush_schedule_next_start_timestamp_seconds",
         "polypush_schedule_next_end_timestamp_seconds",
         "polypush_build_info",
+        "polypush_media_alarm",
+        "polypush_media_alarms_raised_total",
+        "polypush_audio_peak_dbfs",
+        "polypush_audio_rms_dbfs",
+        "polypush_video_luma_mean",
+        "polypush_video_frame_change",
+        "polypush_video_capture_fps",
     ] {
         assert!(
             live.contains(&format!("# TYPE {name} ")),
@@ -705,6 +724,10 @@ async fn metrics_pass_promtool() {
         "polypush_device_losses_total{track=\"video\"} 1",
         "polypush_config_reloads_total{result=\"failed\"} 1",
         "polypush_video_target_bitrate_bytes_per_second 225000.0",
+        "polypush_media_alarm{alarm=\"clipping\"} 1",
+        "polypush_media_alarm{alarm=\"silence\"} 0",
+        "polypush_media_alarms_raised_total{alarm=\"clipping\"} 1",
+        "polypush_audio_peak_dbfs{channel=\"1\"} -18.1",
     ] {
         assert!(live.lines().any(|l| l == line), "missing {line:?}:\n{live}");
     }

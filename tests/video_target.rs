@@ -40,6 +40,7 @@ fn start(
         audio_source: None,
         video_encoder,
         audio_encoder: AudioSettings::default(),
+        health: Default::default(),
     };
     let packets: Collected = Arc::default();
     let sink = {

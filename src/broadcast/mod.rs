@@ -265,6 +265,9 @@ pub async fn run_broadcast(
     let usr1 = reconnect_on_sigusr1(control.clone()).ok();
     // The sender asks for keyframes through this; a media restart swaps the pipeline behind it.
     let keyframes = Arc::new(Mutex::new(media.pipeline.control()));
+    if let Some(hub) = &hub {
+        hub.set_media_source(keyframes.clone());
+    }
     let hooks = sender_hooks(
         &keyframes,
         polyv.clone(),
@@ -626,6 +629,12 @@ impl Broadcast {
             delivered_kbps,
             encoder_fps,
             configured_fps: self.configured_fps,
+            // A pipeline being retried has no live numbers.
+            media: self
+                .media_retry
+                .is_none()
+                .then(|| self.media.pipeline.control().media())
+                .flatten(),
         };
         self.ticks += 1;
         self.status_line.update(&snap, now);

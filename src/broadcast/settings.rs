@@ -167,6 +167,7 @@ pub fn media_settings(cfg: &Config, test_pattern: bool) -> PipelineConfig {
         audio_source,
         video_encoder: v.clone(),
         audio_encoder: a.clone(),
+        health: cfg.health.clone(),
     }
 }
 

@@ -14,6 +14,7 @@ pub use media::{RecordConfig, TargetConfig};
 
 use crate::adapt::AdaptConfig;
 use crate::encode::{AudioSettings, VideoSettings};
+use crate::health::HealthSettings;
 use crate::logging::LogSettings;
 use crate::platform::{PolyvSettings, CREDENTIAL_APP_SECRET, CREDENTIAL_PASSWORD};
 use crate::schedule::ScheduleEntry;
@@ -46,6 +47,8 @@ pub struct Config {
     pub adapt: AdaptConfig,
     /// The status HTTP server.
     pub status: StatusSettings,
+    /// Media health: audio levels and the silence, clipping, black, frozen, low_fps alarms.
+    pub health: HealthSettings,
     /// Logging.
     pub log: LogSettings,
     /// Broadcast windows; none means stream all the time.
@@ -224,6 +227,9 @@ impl Config {
             .map_err(|e| src.invalid(&e.key, e.message))?;
         self.validate_media(src)?;
         if let Err(e) = self.adapt.validate_with_video(self.video.bitrate_kbps) {
+            return Err(src.invalid(&e.key, e.message.clone()));
+        }
+        if let Err(e) = self.health.validate() {
             return Err(src.invalid(&e.key, e.message.clone()));
         }
         crate::schedule::Schedule::from_config(&self.schedule)

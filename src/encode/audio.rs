@@ -35,6 +35,7 @@ use ffmpeg_next as ffmpeg;
 use super::settings::AudioSettings;
 use super::{extradata_of, open_codec, EncodeError};
 use crate::capture::{init_ffmpeg, AudioFrame};
+use crate::health::{AudioBlock, BlockMeter};
 use crate::media::EncodedPacket;
 
 /// The counted timeline is corrected when it is this far from the capture clock.
@@ -192,6 +193,15 @@ impl SampleFifo {
         n
     }
 
+    /// The last `n` samples of each plane (what was just appended).
+    pub(crate) fn tail(&self, n: usize) -> [&[f32]; crate::health::MAX_CHANNELS] {
+        let mut out: [&[f32]; crate::health::MAX_CHANNELS] = [&[]; crate::health::MAX_CHANNELS];
+        for (o, p) in out.iter_mut().zip(&self.planes) {
+            *o = &p[p.len() - n.min(p.len())..];
+        }
+        out
+    }
+
     /// Moves the first `n` samples of each plane into `out(channel, samples)`.
     pub(crate) fn pop(&mut self, n: usize, mut out: impl FnMut(usize, &[f32])) {
         for (c, p) in self.planes.iter_mut().enumerate() {
@@ -241,6 +251,8 @@ pub struct AudioEncoder {
     asc: Bytes,
     corrections: u64,
     flushed: bool,
+    /// Media health's level meter over the captured sound, when on.
+    levels: Option<BlockMeter>,
 }
 
 impl AudioEncoder {
@@ -321,6 +333,7 @@ impl AudioEncoder {
             asc,
             corrections: 0,
             flushed: false,
+            levels: None,
         })
     }
 
@@ -342,6 +355,23 @@ impl AudioEncoder {
     /// frame skipped).
     pub fn corrections(&self) -> u64 {
         self.corrections
+    }
+
+    /// Meters the captured sound from now on in 100 ms blocks ([`AudioEncoder::take_levels`]),
+    /// right after resampling: only captured samples, never the silence filled in for gaps
+    /// or a lost microphone.
+    pub fn meter_levels(&mut self) {
+        self.levels = Some(BlockMeter::new(
+            self.settings.sample_rate,
+            usize::from(self.settings.channels),
+        ));
+    }
+
+    /// The level blocks completed since the last call (none unless metering).
+    pub fn take_levels(&mut self, mut out: impl FnMut(AudioBlock)) {
+        if let Some(m) = self.levels.as_mut() {
+            m.take().for_each(&mut out);
+        }
     }
 
     /// Takes one captured frame and passes every AAC packet that is complete to `on_packet`.
@@ -412,6 +442,10 @@ impl AudioEncoder {
             });
         }
         self.timeline.advance(written as usize);
+        if let Some(m) = self.levels.as_mut() {
+            let tail = self.fifo.tail(written as usize);
+            m.feed(&tail[..usize::from(self.settings.channels).min(tail.len())]);
+        }
 
         while self.fifo.len() >= self.frame_size {
             self.send_frame(self.frame_size, on_packet)?;

@@ -48,9 +48,11 @@ use crate::capture::{
     frame_queue, init_ffmpeg, CaptureClock, CaptureCounters, CaptureError, CaptureOutputs,
     CaptureThread, SourceSpec, StopSignal, Track, TrackState,
 };
+use crate::health::{HealthSettings, MediaReport};
 use crate::media::{AudioParams, EncodedPacket, StreamParams};
 
 mod audio;
+mod health;
 mod video;
 
 use audio::run_audio;
@@ -73,6 +75,8 @@ pub struct PipelineConfig {
     pub audio_source: Option<SourceSpec>,
     pub video_encoder: VideoSettings,
     pub audio_encoder: AudioSettings,
+    /// `[health]`: the media-health analysis beside the encoders (see `health`).
+    pub health: HealthSettings,
 }
 
 /// One track's counters, as a snapshot.
@@ -164,6 +168,9 @@ struct Shared {
     has_video: bool,
     /// Pictures asked for `/snapshot.jpg`, answered by the video encode thread.
     pictures: PictureRequests,
+    /// Media health as last published by the health thread (written 10 times a second;
+    /// never touched by the encode threads).
+    media: std::sync::Mutex<Option<MediaReport>>,
 }
 
 impl Shared {
@@ -292,6 +299,17 @@ impl PipelineControl {
         self.shared.pictures.request(width)
     }
 
+    /// Media health: levels, alarms, picture numbers (`None` before the health thread's first
+    /// report, a fraction of a second after start). With `[health] enabled = false`, a report
+    /// that says so.
+    pub fn media(&self) -> Option<MediaReport> {
+        self.shared
+            .media
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether `track`'s device is delivering or being reconnected (and since when), for a
     /// "reconnecting camera" status. A track the pipeline does not have reads `Live`.
     pub fn track_state(&self, track: Track) -> TrackState {
@@ -305,6 +323,8 @@ pub struct PipelineHandle {
     control: PipelineControl,
     signal: StopSignal,
     captures: Vec<CaptureThread>,
+    /// The encode threads, then the media-health thread (which ends by itself once the
+    /// encode threads are gone, so it is joined last).
     encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)>,
 }
 
@@ -425,6 +445,30 @@ where
     });
     let mut captures: Vec<CaptureThread> = Vec::new();
     let mut encoders: Vec<(String, JoinHandle<Result<(), EncodeError>>)> = Vec::new();
+    let has_video = config.video_source.is_some();
+    let has_audio = config.audio_source.is_some();
+    let fps = config.video_encoder.fps;
+    let (health_tx, health) = if config.health.enabled {
+        let (tx, handle) = health::spawn(
+            config.health.clone(),
+            shared.clone(),
+            has_audio,
+            has_video,
+            fps,
+        )
+        .map_err(|source| PipelineError::Spawn {
+            name: "polypush-media-health".into(),
+            source,
+        })?;
+        (Some(tx), Some(handle))
+    } else {
+        *shared
+            .media
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(MediaReport::disabled(has_audio, has_video, fps));
+        (None, None)
+    };
 
     let result = (|| {
         let mut video_out = None;
@@ -443,6 +487,7 @@ where
                 .as_ref()
                 .is_some_and(SourceSpec::is_live_device);
             let (shared, signal, mut sink) = (shared.clone(), signal.clone(), sink.clone());
+            let tap = health_tx.clone().map(health::LumaTap::new);
             let name = "polypush-encode-video".to_string();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
@@ -457,7 +502,7 @@ where
                     shared.target_applied.store(encoder.target());
                     let _ = ready_tx.send(Ok(encoder.params()));
                     // A camera can be lost: keep its last picture for the still.
-                    let result = run_video(encoder, rx, live, &shared, &mut sink);
+                    let result = run_video(encoder, rx, live, tap, &shared, &mut sink);
                     finish_thread(&shared, &signal, Track::Video, result)
                 })
                 .map_err(|source| PipelineError::Spawn {
@@ -474,6 +519,7 @@ where
             audio_ready = Some(ready_rx);
             let settings = config.audio_encoder.clone();
             let (shared, signal, mut sink) = (shared.clone(), signal.clone(), sink.clone());
+            let levels = health_tx.clone();
             let name = "polypush-encode-audio".to_string();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
@@ -491,7 +537,7 @@ where
                         bitrate_kbps: settings.bitrate_kbps,
                         asc: encoder.extradata().clone(),
                     }));
-                    let result = run_audio(encoder, rx, &shared, &mut sink);
+                    let result = run_audio(encoder, rx, levels, &shared, &mut sink);
                     finish_thread(&shared, &signal, Track::Audio, result)
                 })
                 .map_err(|source| PipelineError::Spawn {
@@ -568,8 +614,13 @@ where
         }
     })();
 
+    // The encode threads hold the only senders now: the health thread ends with them.
+    drop(health_tx);
     match result {
         Ok(params) => {
+            if let Some(h) = health {
+                encoders.push(("polypush-media-health".into(), h));
+            }
             on_ready(&params);
             let clock = CaptureClock::start_now();
             let _ = shared.clock.set(clock);

@@ -5,6 +5,7 @@
 
 use crate::adapt::AdaptStats;
 use crate::encode::{PipelineControl, PipelineStats};
+use crate::health::{Alarm, MediaReport};
 use crate::ring::{DropReason, RingStats};
 use crate::rtmp::{Refusal, SenderControl, SenderPhase, SenderStats};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -82,6 +83,27 @@ pub struct BroadcastSnapshot {
     pub configured_fps: f64,
     /// The platform's refusal the sender is waiting out (class, reason label, its message).
     pub refusal: Option<Refusal>,
+    /// Media health (levels, alarms), when the pipeline has reported it.
+    pub media: Option<MediaReport>,
+}
+
+impl BroadcastSnapshot {
+    /// The active media alarms (none without a report).
+    pub fn media_alarms(&self) -> Vec<Alarm> {
+        self.media
+            .as_ref()
+            .map(MediaReport::active)
+            .unwrap_or_default()
+    }
+
+    /// `ALARM silence,frozen` while media alarms are active, for the short status lines.
+    pub fn alarm_text(&self) -> Option<String> {
+        let active = self.media_alarms();
+        (!active.is_empty()).then(|| {
+            let names: Vec<&str> = active.iter().map(|a| a.as_str()).collect();
+            format!("ALARM {}", names.join(","))
+        })
+    }
 }
 
 /// Capture and encoding are not running and are being retried: the devices did not open at
@@ -167,6 +189,8 @@ pub struct Totals {
     pub platform_refusals: u64,
     /// Ring drops (packets) per reason, in [`DropReason::ALL`] order.
     ring_dropped: [u64; DropReason::ALL.len()],
+    /// Media alarms raised, in [`Alarm::ALL`] order.
+    media_raised: [u64; Alarm::ALL.len()],
 }
 
 impl Totals {
@@ -178,11 +202,25 @@ impl Totals {
             .map_or(0, |i| self.ring_dropped[i])
     }
 
+    /// Times the media alarm `alarm` was raised.
+    pub fn alarms_raised(&self, alarm: Alarm) -> u64 {
+        Alarm::ALL
+            .iter()
+            .position(|a| *a == alarm)
+            .map_or(0, |i| self.media_raised[i])
+    }
+
     /// One broadcast's own counters, as they stand in `b`.
     pub fn of_broadcast(b: &BroadcastSnapshot) -> Self {
         let mut ring_dropped = [0; DropReason::ALL.len()];
         for (slot, reason) in ring_dropped.iter_mut().zip(DropReason::ALL) {
             *slot = b.ring.dropped.get(reason).packets;
+        }
+        let mut media_raised = [0; Alarm::ALL.len()];
+        if let Some(m) = &b.media {
+            for (slot, alarm) in media_raised.iter_mut().zip(Alarm::ALL) {
+                *slot = m.alarm(alarm).raised;
+            }
         }
         Self {
             reconnects: b.sender.reconnects,
@@ -197,6 +235,7 @@ impl Totals {
             operator_refusals: b.sender.credentials_rejections,
             platform_refusals: b.sender.platform_refusals,
             ring_dropped,
+            media_raised,
         }
     }
 
@@ -261,6 +300,13 @@ impl Totals {
                 now.ring_dropped[i],
             );
         }
+        for i in 0..self.media_raised.len() {
+            add(
+                &mut self.media_raised[i],
+                prev.media_raised[i],
+                now.media_raised[i],
+            );
+        }
     }
 }
 
@@ -270,6 +316,8 @@ struct Inner {
     reconnect: Option<SenderControl>,
     /// The running pipeline, for `/snapshot.jpg` (swapped when the broadcast restarts it).
     pictures: Option<PipelineControl>,
+    /// The running broadcast's pipeline (swapped when it restarts), for `/meter`.
+    media_source: Option<Arc<Mutex<PipelineControl>>>,
     /// The running broadcast's counters as last folded into `snap.totals`.
     counted: Option<Totals>,
 }
@@ -391,6 +439,7 @@ impl StatusHub {
             i.snap.not_publishing_since = None;
             i.reconnect = None;
             i.pictures = None;
+            i.media_source = None;
             // `counted` stays: a late update of the ended broadcast adds only what moved.
             if capture_error {
                 i.snap.capture_errors += 1;
@@ -452,6 +501,31 @@ impl StatusHub {
             (None, Some(p)) => PictureSource::Pipeline(p.clone()),
             (None, None) => PictureSource::NoBroadcast,
         })
+    }
+
+    /// The running broadcast's pipeline, read by `/meter` between the broadcast's updates.
+    pub fn set_media_source(&self, pipeline: Arc<Mutex<PipelineControl>>) {
+        self.read(|i| i.media_source = Some(pipeline));
+    }
+
+    /// The latest media report, straight from the running pipeline (fresher than the
+    /// snapshot's, which the broadcast updates twice a second); `None` without a broadcast.
+    pub fn media_now(&self) -> Option<MediaReport> {
+        let (source, last) = self.read(|i| {
+            (
+                i.media_source.clone(),
+                i.snap.broadcast.as_ref().and_then(|b| b.media.clone()),
+            )
+        });
+        let Some(source) = source else {
+            // No pipeline handle (not set by this broadcaster): the last snapshot's.
+            return last;
+        };
+        let control = source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        control.media()
     }
 
     /// `POST /reconnect`: asks the running broadcast's sender to reconnect now. `false` when

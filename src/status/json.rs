@@ -5,6 +5,7 @@
 use super::health::health;
 use super::hub::{BroadcastSnapshot, DaemonState, Snapshot, Totals};
 use crate::encode::TrackStats;
+use crate::health::{Alarm, MediaReport, TrackHealth};
 use crate::ring::DropReason;
 use crate::rtmp::SenderPhase;
 use serde_json::{json, Map, Value};
@@ -51,7 +52,74 @@ pub(super) fn status_json(snap: &Snapshot, now: Instant) -> Value {
         },
         "last_error": snap.last_error,
         "totals": totals(&snap.totals),
+        "media": snap
+            .broadcast
+            .as_ref()
+            .and_then(|b| b.media.as_ref())
+            .map(|m| media(m, &snap.totals)),
     })
+}
+
+/// `/status`'s `media`: the alarms (raised counts daemon-wide, from `totals`), the meter and
+/// the picture numbers.
+pub(super) fn media(m: &MediaReport, totals: &Totals) -> Value {
+    let alarms: Map<String, Value> = Alarm::ALL
+        .iter()
+        .map(|a| {
+            let s = m.alarm(*a);
+            (
+                a.as_str().to_string(),
+                json!({
+                    "active": s.active,
+                    "for_s": s.for_s,
+                    "raised": totals.alarms_raised(*a).max(s.raised),
+                }),
+            )
+        })
+        .collect();
+    let round = |x: Option<f64>, k: f64| x.map(|v| (v * k).round() / k);
+    json!({
+        "enabled": m.enabled,
+        "active": m.active().iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        "alarms": alarms,
+        "audio": {
+            "state": m.audio_state.as_str(),
+            "channels": channels(m),
+        },
+        "video": {
+            "state": m.video_state.as_str(),
+            "luma_mean": round(m.luma_mean, 10.0),
+            "frame_change": round(m.frame_change, 1000.0),
+            "capture_fps": round(m.capture_fps, 10.0),
+            "configured_fps": m.configured_fps,
+        },
+    })
+}
+
+/// The meter's channels, levels in dBFS to 0.1 dB, floored (never null).
+fn channels(m: &MediaReport) -> Vec<Value> {
+    m.channels
+        .iter()
+        .map(|c| {
+            json!({
+                "peak_dbfs": (c.peak_dbfs * 10.0).round() / 10.0,
+                "rms_dbfs": (c.rms_dbfs * 10.0).round() / 10.0,
+            })
+        })
+        .collect()
+}
+
+/// `GET /meter`: the levels and active alarms now (`None`: no broadcast), and how old the
+/// last audio block is.
+pub(super) fn meter_json(m: Option<&MediaReport>) -> Value {
+    match m {
+        Some(m) => json!({
+            "channels": if m.audio_state == TrackHealth::Live { channels(m) } else { Vec::new() },
+            "alarms": m.active().iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+            "age_ms": m.audio_at.map(|t| t.elapsed().as_millis() as u64),
+        }),
+        None => json!({ "channels": [], "alarms": [], "age_ms": null }),
+    }
 }
 
 fn secs(d: std::time::Duration) -> f64 {

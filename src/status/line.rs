@@ -33,6 +33,10 @@ impl StatusLine {
         if b.pipeline.audio.state.is_reconnecting() {
             state.push_str(", microphone reconnecting");
         }
+        if let Some(alarms) = b.alarm_text() {
+            state.push_str(", ");
+            state.push_str(&alarms);
+        }
         let (kbps, fps) =
             self.rate
                 .update(now, b.sender.bytes_sent, b.pipeline.video.frames_encoded);
@@ -92,5 +96,11 @@ mod tests {
             s.contains("queue  120 ms") && s.contains("publishing"),
             "{s:?}"
         );
+        let mut media = crate::health::MediaReport::disabled(true, true, 25);
+        media.alarms[0].active = true; // silence
+        media.alarms[3].active = true; // frozen
+        b.media = Some(media);
+        let s = line.render(&b, t0 + Duration::from_secs(3662));
+        assert!(s.contains("publishing, ALARM silence,frozen"), "{s:?}");
     }
 }

@@ -12,6 +12,7 @@
 //! metadata: OpenMetrics names a counter family without `_total` and ends with `# EOF`.
 
 use super::hub::Snapshot;
+use crate::health::Alarm;
 use crate::ring::DropReason;
 use crate::rtmp::SenderPhase;
 use prometheus_client::encoding::text::encode;
@@ -59,6 +60,14 @@ impl Builder {
         let g: Gauge<f64, AtomicU64> = Gauge::default();
         g.set(value);
         self.reg.register(name, help, g);
+    }
+
+    fn gauges(&mut self, name: &str, help: &str, values: &[(Labels, f64)]) {
+        let f: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+        for (labels, v) in values {
+            f.get_or_create(labels).set(*v);
+        }
+        self.reg.register(name, help, f);
     }
 
     fn int_gauge(&mut self, name: &str, help: &str, value: i64) {
@@ -230,6 +239,72 @@ pub fn registry(snap: &Snapshot) -> Registry {
             (label("result", "failed"), snap.reloads_failed),
         ],
     );
+
+    // Media health: the alarms always (0 outside a broadcast), the levels while measured.
+    let media = b.and_then(|b| b.media.as_ref());
+    m.int_gauges(
+        "polypush_media_alarm",
+        "1 while a media-health alarm is active, by alarm: silence, clipping, black, frozen, low_fps (warnings: the broadcast goes on)",
+        &Alarm::ALL
+            .iter()
+            .map(|a| {
+                (
+                    label("alarm", a.as_str()),
+                    i64::from(media.is_some_and(|m| m.alarm(*a).active)),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    m.counters(
+        "polypush_media_alarms_raised",
+        "Media-health alarms raised since the daemon started, by alarm",
+        &Alarm::ALL
+            .iter()
+            .map(|a| (label("alarm", a.as_str()), t.alarms_raised(*a)))
+            .collect::<Vec<_>>(),
+    );
+    if let Some(m_) = media.filter(|m| m.enabled) {
+        let per_channel = |f: fn(&crate::health::ChannelLevel) -> f64| {
+            m_.channels
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (label("channel", i.to_string()), f(c)))
+                .collect::<Vec<_>>()
+        };
+        if !m_.channels.is_empty() {
+            m.gauges(
+                "polypush_audio_peak_dbfs",
+                "Audio meter peak by channel (instant attack, 1 s hold, 11.8 dB/s fall), dBFS, floor -90",
+                &per_channel(|c| c.peak_dbfs),
+            );
+            m.gauges(
+                "polypush_audio_rms_dbfs",
+                "Audio RMS by channel over the last 100 ms block, dBFS, floor -90",
+                &per_channel(|c| c.rms_dbfs),
+            );
+        }
+        if let Some(v) = m_.luma_mean {
+            m.gauge(
+                "polypush_video_luma_mean",
+                "Mean luma of the last 1 s picture sample, 0..255 full range",
+                v,
+            );
+        }
+        if let Some(v) = m_.frame_change {
+            m.gauge(
+                "polypush_video_frame_change",
+                "Mean absolute luma difference between the last two 1 s picture samples, 8-bit levels",
+                v,
+            );
+        }
+        if let Some(v) = m_.capture_fps {
+            m.gauge(
+                "polypush_video_capture_fps",
+                "Video frames captured per second, measured over the last second",
+                v,
+            );
+        }
+    }
 
     if let Some(b) = b {
         m.gauge(
@@ -476,5 +551,67 @@ mod tests {
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
+    }
+
+    #[test]
+    fn media_alarms_always_there_levels_while_measured() {
+        let t = text(&Snapshot::default());
+        for a in Alarm::ALL {
+            let line = format!("polypush_media_alarm{{alarm=\"{}\"}} 0", a.as_str());
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        assert!(t.contains("polypush_media_alarms_raised_total{alarm=\"low_fps\"} 0"));
+        assert!(!t.contains("polypush_audio_peak_dbfs"), "{t}");
+
+        let hub = crate::status::StatusHub::new();
+        hub.set_state(DaemonState::Live);
+        hub.broadcast_started(crate::rtmp::SenderControl::new());
+        let mut core = crate::health::HealthCore::new(
+            crate::health::HealthSettings {
+                silence_s: 1,
+                ..Default::default()
+            },
+            true,
+            true,
+            25,
+        );
+        let quiet = crate::health::AudioBlock {
+            count: 2,
+            ..Default::default()
+        };
+        for i in 1..=12 {
+            core.on_audio_block(f64::from(i) * 0.1, &quiet);
+        }
+        core.on_picture(0.0, &[100; 14_400]);
+        core.on_picture(1.0, &[104; 14_400]);
+        hub.update_broadcast(BroadcastSnapshot {
+            media: Some(core.report(1.2)),
+            ..BroadcastSnapshot::default()
+        });
+        let t = text(&hub.snapshot());
+        for line in [
+            "polypush_media_alarm{alarm=\"silence\"} 1",
+            "polypush_media_alarm{alarm=\"frozen\"} 0",
+            "polypush_media_alarms_raised_total{alarm=\"silence\"} 1",
+            "polypush_audio_peak_dbfs{channel=\"1\"} -90.0",
+            "polypush_audio_rms_dbfs{channel=\"0\"} -90.0",
+            "polypush_video_luma_mean 104.0",
+            "polypush_video_frame_change 4.0",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        let v = crate::status::json::status_json(&hub.snapshot(), tokio::time::Instant::now());
+        assert_eq!(v["media"]["active"], serde_json::json!(["silence"]));
+        assert_eq!(v["media"]["alarms"]["silence"]["raised"], 1);
+        assert_eq!(
+            v["media"]["alarms"]["black"]["for_s"],
+            serde_json::Value::Null
+        );
+        assert_eq!(v["media"]["audio"]["channels"][0]["rms_dbfs"], -90.0);
+        assert_eq!(v["media"]["video"]["frame_change"], 4.0);
+        assert_eq!(v["media"]["video"]["configured_fps"], 25);
+        let m = crate::status::json::meter_json(hub.snapshot().broadcast.unwrap().media.as_ref());
+        assert_eq!(m["alarms"], serde_json::json!(["silence"]));
+        assert_eq!(m["channels"].as_array().unwrap().len(), 2);
     }
 }

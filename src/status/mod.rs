@@ -18,7 +18,7 @@
 
 mod health;
 mod hub;
-mod json;
+pub(crate) mod json;
 mod line;
 pub mod metrics;
 mod page;

@@ -1,7 +1,8 @@
 //! The status HTTP server (axum): the status page `GET /` (with `/app.js`, `/app.css`; see
-//! `page`), `GET /metrics`, `GET /healthz`, `GET /status`, `POST /reconnect`, all read from (or,
-//! for the reconnect, sent through) the [`StatusHub`]; `GET /snapshot.jpg`, the running
-//! pipeline's picture (see `super::snapshot`); and the login `GET|POST /login`, `POST /logout`.
+//! `page`), `GET /metrics`, `GET /healthz`, `GET /status`, `GET /meter`, `POST /reconnect`, all
+//! read from (or, for the reconnect, sent through) the [`StatusHub`]; `GET /snapshot.jpg`, the
+//! running pipeline's picture (see `super::snapshot`); and the login `GET|POST /login`,
+//! `POST /logout`.
 //!
 //! With a token, every route but the login form and its stylesheet needs one of:
 //! - `Authorization: Bearer <token>` (programs: Prometheus, curl), compared in constant time
@@ -20,7 +21,7 @@
 
 use super::health::health;
 use super::hub::{PictureSource, StatusHub};
-use super::json::status_json;
+use super::json::{meter_json, status_json};
 use super::metrics;
 use super::page::{self, lang_query, Lang};
 use super::settings::{is_loopback, StatusSettings};
@@ -127,6 +128,7 @@ pub(super) fn router(hub: StatusHub, token: Option<Secret>, snapshot_width: u32)
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
+        .route("/meter", get(meter))
         .route("/reconnect", post(reconnect))
         .route("/snapshot.jpg", get(snapshot_jpg))
         .fallback(not_found)
@@ -473,6 +475,17 @@ async fn snapshot_jpg(State(state): State<AppState>) -> Response {
             resp
         }
     }
+}
+
+/// `GET /meter`: the audio levels and active alarms now, straight from the pipeline (cheap:
+/// a copy of the last report; the status page polls it every 250 ms).
+async fn meter(State(state): State<AppState>) -> Response {
+    let report = state.hub.media_now();
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(meter_json(report.as_ref())),
+    )
+        .into_response()
 }
 
 async fn reconnect(State(state): State<AppState>) -> Response {

@@ -30,5 +30,22 @@ pub fn broadcast(
     b.pipeline.video.frames_dropped = 3;
     b.pipeline.video.device_losses = 1;
     b.ring.queued_delay_ms = 120;
+    // Media health: a tone on two channels, a moving picture, one alarm raised and active.
+    let mut media = polypush::health::MediaReport::disabled(true, true, 25);
+    media.enabled = true;
+    media.channels = vec![
+        polypush::health::ChannelLevel {
+            peak_dbfs: -18.1,
+            rms_dbfs: -21.0,
+        };
+        2
+    ];
+    media.luma_mean = Some(120.5);
+    media.frame_change = Some(4.2);
+    media.capture_fps = Some(25.0);
+    media.alarms[1].active = true; // clipping
+    media.alarms[1].for_s = Some(3.0);
+    media.alarms[1].raised = 1;
+    b.media = Some(media);
     b
 }

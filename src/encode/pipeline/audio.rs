@@ -4,6 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::sync::mpsc::SyncSender;
+
+use super::health::{self, HealthMsg};
 use super::{Shared, IDLE_POLL};
 use crate::capture::{Received, Track};
 use crate::encode::{AudioEncoder, EncodeError};
@@ -21,6 +24,7 @@ const SILENCE_LAG_US: i64 = 10_000;
 pub(super) fn run_audio<S>(
     mut encoder: AudioEncoder,
     rx: crate::capture::FrameReceiver<ffmpeg_next::frame::Audio>,
+    levels: Option<SyncSender<HealthMsg>>,
     shared: &Shared,
     sink: &mut S,
 ) -> Result<(), EncodeError>
@@ -31,6 +35,9 @@ where
         shared.count_packet(Track::Audio, packet);
         sink(Track::Audio, packet);
     };
+    if levels.is_some() {
+        encoder.meter_levels();
+    }
     let mut filling = false;
     loop {
         let timeout = if filling { SILENCE_TICK } else { IDLE_POLL };
@@ -41,6 +48,9 @@ where
                 }
                 let result = encoder.encode(&frame, &mut on_packet);
                 rx.recycle(frame.frame);
+                if let Some(tx) = &levels {
+                    encoder.take_levels(|b| health::offer(tx, HealthMsg::Audio(b)));
+                }
                 result?;
                 shared.count_frame(Track::Audio, false);
                 shared

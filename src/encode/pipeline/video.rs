@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::health::LumaTap;
 use super::{Shared, IDLE_POLL};
 use crate::capture::{Received, Track};
 use crate::encode::snapshot::{PictureKind, PictureTap};
@@ -28,6 +29,7 @@ pub(super) fn run_video<S>(
     mut encoder: VideoEncoder,
     rx: crate::capture::FrameReceiver<ffmpeg_next::frame::Video>,
     keep_last: bool,
+    mut tap: Option<LumaTap>,
     shared: &Shared,
     sink: &mut S,
 ) -> Result<(), EncodeError>
@@ -36,7 +38,15 @@ where
 {
     // The last frame encoded as is, kept for the still (`keep_last`).
     let mut kept: Option<ffmpeg_next::frame::Video> = None;
-    let result = video_loop(&mut encoder, &rx, keep_last, &mut kept, shared, sink);
+    let result = video_loop(
+        &mut encoder,
+        &rx,
+        keep_last,
+        &mut kept,
+        tap.as_mut(),
+        shared,
+        sink,
+    );
     // No more pictures: whoever waits for one hears so at once.
     shared.pictures.close();
     // Whatever happened, a kept frame goes back (it may be a device buffer).
@@ -52,6 +62,7 @@ fn video_loop<S>(
     rx: &crate::capture::FrameReceiver<ffmpeg_next::frame::Video>,
     keep_last: bool,
     kept: &mut Option<ffmpeg_next::frame::Video>,
+    mut tap: Option<&mut LumaTap>,
     shared: &Shared,
     sink: &mut S,
 ) -> Result<(), EncodeError>
@@ -107,6 +118,10 @@ where
                 }
                 // Before the decimator: a snapshot is answered at any frame rate.
                 snapshots.offer(&shared.pictures, &frame.frame, PictureKind::Live);
+                // Media health sees every captured frame, before the frame rate is divided.
+                if let Some(tap) = tap.as_deref_mut() {
+                    tap.offer(&frame.frame, frame.pts_us);
+                }
                 if !control
                     .decimator
                     .keep(frame.pts_us, encoder.target().fps_divisor)
