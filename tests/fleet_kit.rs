@@ -477,6 +477,11 @@ fn every_metric_in_rules_and_dashboard_is_served() {
         "PolypushQueueDelayHigh",
         "PolypushBitrateAtFloor",
         "PolypushCredentialsRejected",
+        "PolypushMicrophoneSilent",
+        "PolypushPictureBlack",
+        "PolypushPictureFrozen",
+        "PolypushLowFrameRate",
+        "PolypushAudioClipping",
     ] {
         assert!(
             rules.contains(&format!("- alert: {alert}\n")),
@@ -539,7 +544,7 @@ fn promtool_checks_config_and_rules_and_runs_the_rule_tests() {
     let Some(promtool) = promtool() else { return };
     let rules = repo().join("deploy/prometheus/rules");
     let said = promtool_ok(&promtool, &["check", "rules", "polypush.rules.yml"], &rules);
-    assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 12 rules found"), "{said}");
     let said = promtool_ok(
         &promtool,
         &["test", "rules", "polypush.rules.test.yml"],
@@ -564,7 +569,7 @@ fn promtool_checks_config_and_rules_and_runs_the_rule_tests() {
     );
     assert!(
         said.contains("is valid prometheus config file syntax")
-            && said.contains("SUCCESS: 7 rules found"),
+            && said.contains("SUCCESS: 12 rules found"),
         "{said}"
     );
 }
