@@ -314,10 +314,9 @@ impl Totals {
 struct Inner {
     snap: Snapshot,
     reconnect: Option<SenderControl>,
-    /// The running pipeline, for `/snapshot.jpg` (swapped when the broadcast restarts it).
+    /// The running pipeline, for `/snapshot.jpg` and `/meter` (swapped when the broadcast
+    /// restarts it).
     pictures: Option<PipelineControl>,
-    /// The running broadcast's pipeline (swapped when it restarts), for `/meter`.
-    media_source: Option<Arc<Mutex<PipelineControl>>>,
     /// The running broadcast's counters as last folded into `snap.totals`.
     counted: Option<Totals>,
 }
@@ -439,7 +438,6 @@ impl StatusHub {
             i.snap.not_publishing_since = None;
             i.reconnect = None;
             i.pictures = None;
-            i.media_source = None;
             // `counted` stays: a late update of the ended broadcast adds only what moved.
             if capture_error {
                 i.snap.capture_errors += 1;
@@ -503,29 +501,17 @@ impl StatusHub {
         })
     }
 
-    /// The running broadcast's pipeline, read by `/meter` between the broadcast's updates.
-    pub fn set_media_source(&self, pipeline: Arc<Mutex<PipelineControl>>) {
-        self.read(|i| i.media_source = Some(pipeline));
-    }
-
     /// The latest media report, straight from the running pipeline (fresher than the
-    /// snapshot's, which the broadcast updates twice a second); `None` without a broadcast.
+    /// snapshot's, which the broadcast updates twice a second); the last snapshot's while
+    /// capture is down; `None` without a broadcast.
     pub fn media_now(&self) -> Option<MediaReport> {
-        let (source, last) = self.read(|i| {
+        let (pipeline, last) = self.read(|i| {
             (
-                i.media_source.clone(),
+                i.pictures.clone(),
                 i.snap.broadcast.as_ref().and_then(|b| b.media.clone()),
             )
         });
-        let Some(source) = source else {
-            // No pipeline handle (not set by this broadcaster): the last snapshot's.
-            return last;
-        };
-        let control = source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        control.media()
+        pipeline.and_then(|p| p.media()).or(last)
     }
 
     /// `POST /reconnect`: asks the running broadcast's sender to reconnect now. `false` when
