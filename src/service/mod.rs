@@ -749,7 +749,7 @@ async fn start_status_server(
     })
     .await
     .map_err(|e| e.to_string())?;
-    tracing::info!(%addr, "status server: /metrics /healthz /status, POST /reconnect");
+    tracing::info!(%addr, "status server: the page at /, /metrics /healthz /status /meter /snapshot.jpg, POST /reconnect");
     Ok(Some(StatusServer { stop, task }))
 }
 
