@@ -1,5 +1,6 @@
 //! Lesson control: an [`Override`] on top of the schedule, and what broadcasts as a result
-//! ([`Effective`]). Pure: the time is passed in; only [`StateFile`] touches the disk.
+//! ([`Effective`]). Pure: the time is passed in; the service keeps the override on disk
+//! ([`encode`], [`decode`]).
 //!
 //! - **Extend** by M minutes (1-[`MAX_EXTEND_MINUTES`]): whatever is on now (a window, an
 //!   extension, a start-now) ends M minutes later. Refused when nothing is on (start now
@@ -16,7 +17,6 @@
 //! `[[schedule]]` (always on) there is nothing to override and all three are refused.
 
 use super::{Schedule, Window};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// An override reaches at most this far ahead (extend, start now): 8 hours.
@@ -323,88 +323,15 @@ pub fn apply(
     }
 }
 
-/// The override kept on disk (`control.json` in the state directory), so it survives a
-/// restart. Written atomically (a temporary file, then a rename); one that cannot be read is
-/// logged and ignored, one whose `until` has passed is dropped.
-#[derive(Debug, Clone)]
-pub struct StateFile {
-    path: PathBuf,
-}
-
-/// The file's name in the state directory.
-pub const STATE_FILE_NAME: &str = "control.json";
-
-impl StateFile {
-    /// `control.json` in `dir`.
-    pub fn in_dir(dir: &Path) -> StateFile {
-        StateFile {
-            path: dir.join(STATE_FILE_NAME),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The override in force at `now`, if the file holds one. A missing file is `None`
-    /// quietly; an unreadable or corrupt one is `None` with a warning; a passed one is `None`
-    /// (and the file removed).
-    pub fn load(&self, now: SystemTime) -> Option<Override> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the lesson-control state; following the schedule");
-                return None;
-            }
-        };
-        match decode(&text) {
-            Ok(o) if o.active(now) => {
-                tracing::info!(kind = o.kind.as_str(), until = %local(o.until), by = %o.by, "lesson control: override restored");
-                Some(o)
-            }
-            Ok(o) => {
-                tracing::info!(kind = o.kind.as_str(), until = %local(o.until), "lesson control: the saved override has ended; dropped");
-                let _ = std::fs::remove_file(&self.path);
-                None
-            }
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "lesson-control state is corrupt; ignored (following the schedule)");
-                None
-            }
-        }
-    }
-
-    /// Writes `ov` (temporary file, fsync, rename), or removes the file for `None`.
-    pub fn save(&self, ov: Option<&Override>) -> std::io::Result<()> {
-        let Some(o) = ov else {
-            return match std::fs::remove_file(&self.path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            };
-        };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(encode(o).as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)
-    }
-}
-
 fn rfc3339(t: SystemTime) -> String {
     jiff::Timestamp::try_from(t)
         .map(|t| t.to_string())
         .unwrap_or_default()
 }
 
-/// The file's text: `{"version":1,"kind":…,"until":…,"set_at":…,"by":…}`, RFC 3339 UTC.
-pub(crate) fn encode(o: &Override) -> String {
+/// The state file's text (the service keeps it, so an override survives a restart):
+/// `{"version":1,"kind":…,"until":…,"set_at":…,"by":…}`, RFC 3339 UTC.
+pub fn encode(o: &Override) -> String {
     let v = serde_json::json!({
         "version": 1,
         "kind": o.kind.as_str(),
@@ -417,7 +344,8 @@ pub(crate) fn encode(o: &Override) -> String {
     s
 }
 
-pub(crate) fn decode(text: &str) -> Result<Override, String> {
+/// Reads what [`encode`] wrote; the reason when it cannot.
+pub fn decode(text: &str) -> Result<Override, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if v["version"] != 1 {
         return Err(format!("unknown version {}", v["version"]));

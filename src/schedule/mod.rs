@@ -39,7 +39,7 @@
 //!   the lesson's start). Windows merge on their opening instants.
 //! - **Lesson control** (`control`): extend the window open now, start now, stop now. An
 //!   [`Override`] on top of the schedule, with [`Effective`] the result: on or off, until
-//!   when, and why. Kept in a [`StateFile`] so it survives a restart.
+//!   when, and why. The service keeps it on disk so it survives a restart.
 //!
 //! Validation ([`Schedule::from_config`], also run when the config is loaded) names the key
 //! (`schedule[N].start`, entries counted from 0) and says what to write.
@@ -49,7 +49,7 @@ mod entry;
 mod report;
 mod rule;
 
-pub use control::{ControlAction, ControlError, Effective, Override, OverrideKind, StateFile, Why};
+pub use control::{ControlAction, ControlError, Effective, Override, OverrideKind, Why};
 pub use report::{parse_instant, render};
 
 use crate::setting::InvalidSetting;

@@ -186,36 +186,44 @@ fn lead_s_opens_the_window_early() {
 }
 
 #[test]
-fn the_state_file_round_trips_and_drops_what_has_passed() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = StateFile::in_dir(dir.path());
-    assert_eq!(f.load(at("2030-03-04T08:00:00Z")), None, "no file: nothing");
+fn the_state_text_round_trips() {
     let o = Override {
         kind: OverrideKind::Extend,
         until: at("2030-03-04T09:30:00Z"),
         set_at: at("2030-03-04T08:50:00Z"),
         by: "page".into(),
     };
-    f.save(Some(&o)).unwrap();
-    assert!(!dir.path().join("control.json.tmp").exists());
-    let text = std::fs::read_to_string(f.path()).unwrap();
+    let text = encode(&o);
     assert!(text.contains("\"until\": \"2030-03-04T09:30:00Z\""), "{text}");
-    assert_eq!(f.load(at("2030-03-04T09:00:00Z")), Some(o.clone()));
-    // Past its end: dropped and the file removed.
-    assert_eq!(f.load(at("2030-03-04T09:30:00Z")), None);
-    assert!(!f.path().exists());
-    // Corrupt: ignored.
-    std::fs::write(f.path(), "{\"version\":1,\"kind\":\"pause\"}").unwrap();
-    assert_eq!(f.load(at("2030-03-04T09:00:00Z")), None);
-    std::fs::write(f.path(), "not json").unwrap();
-    assert_eq!(f.load(at("2030-03-04T09:00:00Z")), None);
-    // Cleared.
-    f.save(Some(&o)).unwrap();
-    f.save(None).unwrap();
-    assert!(!f.path().exists());
-    f.save(None).unwrap();
     for k in [OverrideKind::Extend, OverrideKind::StartNow, OverrideKind::StopNow] {
         let o = Override { kind: k, ..o.clone() };
         assert_eq!(decode(&encode(&o)), Ok(o));
     }
+    assert!(decode("{\"version\":1,\"kind\":\"pause\"}").is_err());
+    assert!(decode("not json").is_err());
+    assert!(decode("{\"version\":2}").is_err());
+}
+
+#[test]
+fn polypush_schedule_shows_the_lead_and_the_override() {
+    let s = Schedule::from_config(&[
+        once("2030-03-04", "08:00", "09:00", 300),
+        once("2030-03-04", "10:00", "11:00", 0),
+    ])
+    .unwrap();
+    let now = at("2030-03-04T08:50:00Z");
+    let ov = set(&s, None, ControlAction::Extend { minutes: 30 }, "2030-03-04T08:50:00Z");
+    let text = crate::schedule::render(&s, now, 2, false, ov.as_ref());
+    assert!(text.contains("LEAD"), "{text}");
+    assert!(text.contains(" 5m "), "{text}");
+    assert!(
+        text.contains("lesson control: extend (set ") && text.contains("by test): broadcasting until"),
+        "{text}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&crate::schedule::render(&s, now, 2, true, None)).unwrap();
+    assert_eq!(v[0]["lead_s"], 300);
+    assert_eq!(v[0]["opens"], "2030-03-04T07:55:00+00:00");
+    let plain = crate::schedule::render(&s, now, 2, false, None);
+    assert!(!plain.contains("lesson control"), "{plain}");
 }
