@@ -221,8 +221,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let schedule = polypush::schedule::Schedule::from_config(&cfg.schedule)
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             // The override the service keeps (readable by root and the polypush group).
-            let ov = polypush::service::StateFile::in_dir(&polypush::service::state_dir())
-                .load(now);
+            let ov =
+                polypush::service::StateFile::in_dir(&polypush::service::state_dir()).load(now);
             println!(
                 "{}",
                 polypush::schedule::render(&schedule, now, count as usize, j, ov.as_ref())
@@ -230,7 +230,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Extend { minutes } => {
-            control(&cli.config, j, "extend", json!({"minutes": minutes, "by": "cli"})).await
+            control(
+                &cli.config,
+                j,
+                "extend",
+                json!({"minutes": minutes, "by": "cli"}),
+            )
+            .await
         }
         Command::StartNow => control(&cli.config, j, "start", json!({"by": "cli"})).await,
         Command::StopNow => control(&cli.config, j, "stop", json!({"by": "cli"})).await,
@@ -368,7 +374,9 @@ async fn control(
     let code = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     if code.is_success() {
-        emit(j, v.clone(), || v["message"].as_str().unwrap_or("done").to_string());
+        emit(j, v.clone(), || {
+            v["message"].as_str().unwrap_or("done").to_string()
+        });
         return Ok(());
     }
     let message = v["error"]

@@ -81,7 +81,10 @@ fn extend_keeps_a_window_on_air_and_survives_a_restart() {
     let addr = format!("127.0.0.1:{}", free_port());
     // A window that opened a minute ago and ends 8 s from now (whole seconds).
     let now = SystemTime::now();
-    let secs = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let end = SystemTime::UNIX_EPOCH + Duration::from_secs(secs + 8);
     let (zone, date, clock) = midday_zone(end);
     let cfg = dir.path().join("polypush.toml");
@@ -111,7 +114,11 @@ fn extend_keeps_a_window_on_air_and_survives_a_restart() {
     let r = cli(&cfg, state, &["--json", "extend", "1"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let v = r.json();
-    assert_eq!((v["on"].as_bool(), v["reason"].as_str()), (Some(true), Some("extended")), "{v}");
+    assert_eq!(
+        (v["on"].as_bool(), v["reason"].as_str()),
+        (Some(true), Some("extended")),
+        "{v}"
+    );
     assert_eq!(v["override"]["by"], "cli");
     let r = cli(&cfg, state, &["start-now"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
@@ -146,7 +153,11 @@ fn extend_keeps_a_window_on_air_and_survives_a_restart() {
     assert_eq!(s["schedule"]["reason"], "extended", "{s}");
     assert_eq!(s["schedule"]["in_window"], true, "{s}");
     let r = cli(&cfg, state, &["schedule"]);
-    assert!(r.stdout.contains("lesson control: extend (set "), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("lesson control: extend (set "),
+        "{}",
+        r.stdout
+    );
 
     // Stop now: the broadcast stops; the daemon idles.
     let r = cli(&cfg, state, &["stop-now"]);
@@ -164,6 +175,10 @@ fn extend_keeps_a_window_on_air_and_survives_a_restart() {
     // No service: the CLI says so (exit 4).
     let r = cli(&cfg, state, &["extend", "5"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
-    assert!(r.stderr.contains("the service is not running"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the service is not running"),
+        "{}",
+        r.stderr
+    );
     eprintln!("lesson control end to end took {:?}", t0.elapsed());
 }

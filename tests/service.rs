@@ -417,7 +417,8 @@ fn spans(h: &Harness) -> Vec<(Duration, Option<Duration>)> {
 }
 
 /// 08:00-08:30 and 09:00-09:05 UTC; the clock starts at 07:59:50.
-const TWO_WINDOWS: &str = "[[schedule]]\ndate = \"2030-03-04\"\nstart = \"08:00\"\nend = \"08:30\"\ntimezone = \"UTC\"\n\
+const TWO_WINDOWS: &str =
+    "[[schedule]]\ndate = \"2030-03-04\"\nstart = \"08:00\"\nend = \"08:30\"\ntimezone = \"UTC\"\n\
      [[schedule]]\ndate = \"2030-03-04\"\nstart = \"09:00\"\nend = \"09:05\"\ntimezone = \"UTC\"\n";
 
 #[tokio::test(start_paused = true)]
@@ -430,8 +431,14 @@ async fn extend_keeps_the_broadcast_past_the_end_and_stops_it_at_the_new_end() {
         let r = control_at(&tx, 5 * S, Extend { minutes: 15 }).await;
         assert!(r.unwrap_err().to_string().contains("start now"));
         // 08:20 (1210 s in): 15 minutes more, to 08:45.
-        let r = control_at(&tx, 1205 * S, Extend { minutes: 15 }).await.unwrap();
-        assert_eq!(r.why, polypush::schedule::Why::Extended, "the override decides the end");
+        let r = control_at(&tx, 1205 * S, Extend { minutes: 15 })
+            .await
+            .unwrap();
+        assert_eq!(
+            r.why,
+            polypush::schedule::Why::Extended,
+            "the override decides the end"
+        );
         assert_eq!(r.control.unwrap().until, wall_start() + 10 * S + 2700 * S);
         tx
     });
@@ -511,7 +518,12 @@ async fn an_override_survives_a_restart_of_the_service() {
     // First run: extend by 30 min at 08:10, then the service stops at 08:20.
     let (tx, rx) = command_channel();
     let driver = tokio::spawn(async move {
-        let r = control_at(&tx, 610 * S, polypush::schedule::ControlAction::Extend { minutes: 30 }).await;
+        let r = control_at(
+            &tx,
+            610 * S,
+            polypush::schedule::ControlAction::Extend { minutes: 30 },
+        )
+        .await;
         assert!(r.is_ok(), "{r:?}");
         tx
     });
@@ -521,7 +533,10 @@ async fn an_override_survives_a_restart_of_the_service() {
         .unwrap();
     drop(driver.await.unwrap());
     let saved = std::fs::read_to_string(state.path().join("control.json")).unwrap();
-    assert!(saved.contains("\"until\": \"2030-03-04T09:00:00Z\""), "{saved}");
+    assert!(
+        saved.contains("\"until\": \"2030-03-04T09:00:00Z\""),
+        "{saved}"
+    );
 
     // A new service instance at 08:20 reads it: on until 09:00 (not 08:30), and the 09:00
     // window follows without a break, to 09:05.

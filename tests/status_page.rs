@@ -556,7 +556,8 @@ fn visit(driver: &Driver, base: &str, e: &Expect, daemon: &Daemon, wrong_token_f
     );
     assert_eq!(code, "409", "{}", s.text("control-result"));
     assert!(
-        s.text("control-result").contains("no [[schedule]] is configured"),
+        s.text("control-result")
+            .contains("no [[schedule]] is configured"),
         "{}",
         s.text("control-result")
     );

@@ -268,11 +268,7 @@ pub fn apply(
             let Some(end) = eff.end.filter(|_| eff.on) else {
                 return Err(ControlError::NothingOpen {
                     stopped: eff.why == Why::StoppedNow,
-                    next: eff
-                        .control
-                        .as_ref()
-                        .map(|o| o.until)
-                        .or_else(next_opens),
+                    next: eff.control.as_ref().map(|o| o.until).or_else(next_opens),
                 });
             };
             let new_end = end + Duration::from_secs(u64::from(minutes) * 60);
@@ -306,11 +302,7 @@ pub fn apply(
         ControlAction::StopNow => {
             if !eff.on {
                 return Err(ControlError::AlreadyOff {
-                    next: eff
-                        .control
-                        .as_ref()
-                        .map(|o| o.until)
-                        .or_else(next_opens),
+                    next: eff.control.as_ref().map(|o| o.until).or_else(next_opens),
                 });
             }
             // The windows that open after now: the one open now is not among them.

@@ -130,7 +130,10 @@ impl Control {
     pub(super) fn effective(&mut self, schedule: &Schedule, now: SystemTime) -> Effective {
         if self.current.as_ref().is_some_and(|o| !o.active(now)) {
             if let Some(o) = self.current.take() {
-                tracing::info!(kind = o.kind.as_str(), "lesson control: the override has ended; following the schedule");
+                tracing::info!(
+                    kind = o.kind.as_str(),
+                    "lesson control: the override has ended; following the schedule"
+                );
             }
             self.save();
         }
@@ -140,13 +143,7 @@ impl Control {
     /// Applies `req` at `now`, keeps and saves the result, and answers it.
     pub(super) fn handle(&mut self, schedule: &Schedule, req: ControlRequest, now: SystemTime) {
         let before = self.effective(schedule, now);
-        let result = apply(
-            schedule,
-            before.control.as_ref(),
-            req.action,
-            now,
-            &req.by,
-        );
+        let result = apply(schedule, before.control.as_ref(), req.action, now, &req.by);
         let reply = match result {
             Ok(ov) => {
                 self.current = ov;
@@ -192,7 +189,6 @@ impl super::Daemon {
         let now = self.service.clock.now();
         self.control.handle(&self.schedule, req, now);
     }
-
 }
 
 /// The schedule's view of `now` for the hub, with the override applied.

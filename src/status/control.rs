@@ -92,7 +92,10 @@ fn fields(uri: &Uri, body: &Bytes) -> Result<(Option<u64>, String), String> {
             format!("the body is not JSON ({e}): send {{\"minutes\": 15}}, or nothing")
         })?;
         if let Some(m) = v.get("minutes") {
-            minutes = Some(m.as_u64().ok_or("minutes must be a whole number, such as 15")?);
+            minutes = Some(
+                m.as_u64()
+                    .ok_or("minutes must be a whole number, such as 15")?,
+            );
         }
         by = v.get("by").and_then(Value::as_str).map(str::to_string);
     }
@@ -152,7 +155,11 @@ pub(super) async fn handle(hub: &StatusHub, route: &str, uri: &Uri, body: &Bytes
     }
     match tokio::time::timeout(ANSWER_WITHIN, rx).await {
         Ok(Ok(Ok(eff))) => {
-            tracing::info!(action = action.as_str(), by, "lesson control asked over HTTP");
+            tracing::info!(
+                action = action.as_str(),
+                by,
+                "lesson control asked over HTTP"
+            );
             let message = describe(&eff);
             answer(
                 StatusCode::OK,
@@ -199,7 +206,11 @@ mod tests {
     #[test]
     fn fields_come_from_the_body_or_the_query() {
         let uri: Uri = "/extend".parse().unwrap();
-        let (m, by) = fields(&uri, &Bytes::from_static(b"{\"minutes\": 15, \"by\": \"page\"}")).unwrap();
+        let (m, by) = fields(
+            &uri,
+            &Bytes::from_static(b"{\"minutes\": 15, \"by\": \"page\"}"),
+        )
+        .unwrap();
         assert_eq!((m, by.as_str()), (Some(15), "page"));
         let uri: Uri = "/extend?minutes=30".parse().unwrap();
         let (m, by) = fields(&uri, &Bytes::new()).unwrap();
