@@ -15,6 +15,8 @@
 //!   loop reads the wall clock ([`WallClock`], injected so tests run on tokio's paused clock)
 //!   at least every 30 s, so a clock step (NTP at boot on a Pi without an RTC) moves the next
 //!   start with it.
+//! - **Lesson control** (`control`): extend, start now, stop now, an override on the
+//!   schedule, from the status server or [`ServiceCommand::Control`]; kept in the state dir.
 //! - **SIGHUP** reloads the config file. An invalid file is refused with an ERROR line and
 //!   the old config kept. What changed decides what happens ([`reload::diff`]):
 //!   `[[schedule]]` applies at once (a window that no longer contains now ends the
