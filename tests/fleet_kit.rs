@@ -49,6 +49,7 @@ fn metrics_text() -> String {
         next_start: Some(now + Duration::from_secs(86_400)),
         next_end: Some(now + Duration::from_secs(86_400 + 3600)),
         title: Some("Physics".into()),
+        ..ScheduleStatus::default()
     });
     hub.set_state(DaemonState::Live);
     hub.broadcast_started(SenderControl::new());

@@ -79,6 +79,7 @@ fn scheduled(in_window: bool) -> ScheduleStatus {
         next_start: Some(now + Duration::from_secs(86_400)),
         next_end: Some(now + Duration::from_secs(86_400 + 3600)),
         title: Some("Physics".into()),
+        ..ScheduleStatus::default()
     }
 }
 

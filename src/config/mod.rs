@@ -530,6 +530,7 @@ mod tests {
             timezone: Some("x".into()),
             title: Some("x".into()),
             rename: Some("x".into()),
+            lead_s: 1,
         }];
         let value = toml::Value::try_from(&full).unwrap();
         let mut missing = Vec::new();

@@ -15,6 +15,8 @@
 //!   loop reads the wall clock ([`WallClock`], injected so tests run on tokio's paused clock)
 //!   at least every 30 s, so a clock step (NTP at boot on a Pi without an RTC) moves the next
 //!   start with it.
+//! - **Lesson control** (`control`): extend, start now, stop now, an override on the
+//!   schedule, from the status server or [`ServiceCommand::Control`]; kept in the state dir.
 //! - **SIGHUP** reloads the config file. An invalid file is refused with an ERROR line and
 //!   the old config kept. What changed decides what happens ([`reload::diff`]):
 //!   `[[schedule]]` applies at once (a window that no longer contains now ends the
@@ -38,6 +40,7 @@
 //!   the process's first start ends it (exit 2, which the unit does not restart on), and an
 //!   operator's own `max_attempts`. A `--duration` run ends with the broadcast's exit code.
 
+mod control;
 mod reload;
 
 use std::future::Future;
@@ -55,8 +58,9 @@ use crate::broadcast::{
 use crate::config::Config;
 use crate::exit::ExitCode;
 use crate::rtmp::RtmpError;
-use crate::schedule::{Schedule, Window};
-use crate::status::{DaemonState, ScheduleStatus, StatusHub};
+use crate::schedule::{Effective, Schedule, Window};
+use crate::status::{ControlRequest, DaemonState, StatusHub};
+pub use control::{state_dir, StateFile, STATE_FILE_NAME};
 pub use reload::{diff, ConfigChanges};
 
 /// How the service was started.
@@ -70,6 +74,9 @@ pub struct ServiceOptions {
     pub run: RunOptions,
     /// Stop after this long (otherwise on SIGINT/SIGTERM).
     pub duration: Option<Duration>,
+    /// Where the lesson-control override is kept ([`state_dir`] for `polypush run`); `None`:
+    /// in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What a service run did.
@@ -155,13 +162,15 @@ const RECHECK: Duration = Duration::from_secs(30);
 const READY_FALLBACK: Duration = Duration::from_secs(60);
 
 /// What the service can be asked while it runs: SIGHUP and SIGTERM arrive as these, and a
-/// test (or, later, the status page) sends them directly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// test sends them directly (the status server sends lesson control through the hub).
+#[derive(Debug)]
 pub enum ServiceCommand {
     /// Re-read the config file (SIGHUP).
     Reload,
     /// Stop cleanly, as SIGTERM does.
     Stop,
+    /// Lesson control: extend, start now, stop now.
+    Control(ControlRequest),
 }
 
 /// How many commands may wait for the service.
@@ -181,6 +190,8 @@ enum Event {
     Shutdown(ShutdownBy),
     /// SIGHUP or [`ServiceCommand::Reload`].
     Reload,
+    /// Lesson control, from the status server or [`ServiceCommand::Control`].
+    Control(ControlRequest),
 }
 
 /// What the running broadcast was told to stop for.
@@ -283,6 +294,9 @@ struct Daemon {
     commands: tokio::sync::mpsc::Receiver<ServiceCommand>,
     /// Broadcasts that failed in a row (for the wait before the next).
     failures: u32,
+    /// The lesson-control override and its state file.
+    control: control::Control,
+    control_rx: tokio::sync::mpsc::Receiver<ControlRequest>,
 }
 
 impl Service {
@@ -299,6 +313,9 @@ impl Service {
         // A configuration that cannot broadcast fails now, before anything binds or starts.
         BroadcastSettings::from_config(&cfg, &opts.run)?;
         let hub = StatusHub::new();
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
+        hub.set_control(control_tx);
+        let control = control::Control::load(opts.state_dir.as_deref(), self.clock.now());
         let notifier = Arc::new(crate::notify::Notifier::from_env());
         // The broadcast matters more than its dashboard: without the server (a port taken,
         // say) it goes on, loudly; /healthz being unreachable is what the fleet's alert sees.
@@ -338,6 +355,8 @@ impl Service {
             shutdown_fired: false,
             commands,
             failures: 0,
+            control,
+            control_rx,
         };
         let result = d.run_loop().await;
         if !matches!(d.hub.state(), DaemonState::Stopping) {
@@ -374,14 +393,8 @@ impl Daemon {
         let mut broadcasts = 0u64;
         let mut last = None;
         loop {
-            let now = self.service.clock.now();
-            self.hub.set_schedule(schedule_status(&self.schedule, now));
-            let window = if self.schedule.is_empty() {
-                Some(None)
-            } else {
-                self.schedule.current(now).map(Some)
-            };
-            let Some(window) = window else {
+            let eff = self.look();
+            if !eff.on {
                 self.hub.set_state(DaemonState::Idle);
                 self.send_ready();
                 match self.idle().await {
@@ -391,12 +404,13 @@ impl Daemon {
                             self.cfg = new;
                         }
                     }
+                    Some(Event::Control(req)) => self.handle_control(req),
                     None => {} // time to look at the clock again
                 }
                 continue;
             };
             broadcasts += 1;
-            match self.live(window, broadcasts == 1).await? {
+            match self.live(eff, broadcasts == 1).await? {
                 LiveEnd::Continue(summary) => {
                     self.failures = 0;
                     last = Some(summary);
@@ -421,6 +435,7 @@ impl Daemon {
             cmd = self.commands.recv() => match cmd {
                 Some(ServiceCommand::Reload) => Event::Reload,
                 Some(ServiceCommand::Stop) => Event::Shutdown(ShutdownBy::Operator),
+                Some(ServiceCommand::Control(req)) => Event::Control(req),
                 // Nobody can send any more: only the shutdown future is left.
                 None if self.shutdown_fired => std::future::pending().await,
                 None => {
@@ -429,6 +444,7 @@ impl Daemon {
                     Event::Shutdown(by)
                 }
             },
+            Some(req) = self.control_rx.recv() => Event::Control(req),
         }
     }
 
@@ -452,18 +468,23 @@ impl Daemon {
         }
     }
 
-    /// One broadcast, inside `window` (or unscheduled), until it ends.
-    /// `first`: the process's first broadcast, whose configuration errors end the process.
-    async fn live(&mut self, window: Option<Window>, first: bool) -> Result<LiveEnd, RunError> {
-        if let Some(w) = &window {
+    /// One broadcast while `eff` says on (a window, an override, or unscheduled), until it
+    /// ends. `first`: the process's first broadcast, whose configuration errors end the
+    /// process.
+    async fn live(&mut self, eff: Effective, first: bool) -> Result<LiveEnd, RunError> {
+        if let Some(end) = eff.end {
+            let w = eff.window.as_ref();
             tracing::info!(
-                end = %fmt_time(w.end),
-                title = w.title.as_deref().unwrap_or(""),
+                end = %fmt_time(end),
+                title = w.and_then(|w| w.title.as_deref()).unwrap_or(""),
+                reason = eff.why.as_str(),
                 "window open: starting the broadcast"
             );
+        }
+        if let Some(w) = &eff.window {
             rename_for(&self.cfg, w);
         }
-        let mut window_end = window.as_ref().map(|w| w.end);
+        let mut window_end = eff.end;
         self.hub.set_state(DaemonState::Live);
         let settings = BroadcastSettings::from_config(&self.cfg, &self.opts.run)?;
         let (tx, rx) = broadcast::command_channel();
@@ -506,19 +527,12 @@ impl Daemon {
                     Event::Reload => {
                         let Some((new, ch)) = self.reload().await else { continue };
                         if ch.schedule {
-                            let now = self.service.clock.now();
-                            self.hub.set_schedule(schedule_status(&self.schedule, now));
-                            if self.schedule.is_empty() {
-                                window_end = None;
-                            } else {
-                                match self.schedule.current(now) {
-                                    Some(w) => window_end = Some(w.end),
-                                    None => {
-                                        tracing::info!("reload: now is outside the new schedule; stopping the broadcast");
-                                        let _ = tx.send(BroadcastCommand::Stop).await;
-                                        ending = Ending::Restart;
-                                    }
-                                }
+                            let eff = self.look();
+                            window_end = eff.end;
+                            if !eff.on {
+                                tracing::info!("reload: now is outside the new schedule; stopping the broadcast");
+                                let _ = tx.send(BroadcastCommand::Stop).await;
+                                ending = Ending::Restart;
                             }
                         }
                         if ch.session {
@@ -536,9 +550,22 @@ impl Daemon {
                         }
                         self.cfg = new;
                     }
+                    Event::Control(req) => {
+                        self.handle_control(req);
+                        let eff = self.look();
+                        if ending == Ending::Running && !eff.on {
+                            tracing::info!("stop now: stopping the broadcast");
+                            let _ = tx.send(BroadcastCommand::Stop).await;
+                            ending = Ending::Restart;
+                        }
+                        window_end = eff.end;
+                    }
                 },
                 _ = tokio::time::sleep(nap), if ending == Ending::Running => {
-                    if window_end.is_some_and(|e| self.service.clock.now() >= e) {
+                    // An extension or the next window may carry on past the end seen before.
+                    let eff = self.look();
+                    window_end = eff.end;
+                    if !eff.on {
                         tracing::info!("window closed: stopping the broadcast");
                         let _ = tx.send(BroadcastCommand::Stop).await;
                         window_end = None;
@@ -610,6 +637,10 @@ impl Daemon {
                             self.cfg = new;
                             return LiveEnd::Retry; // the new file may be the fix: try now
                         }
+                    }
+                    Event::Control(req) => {
+                        self.handle_control(req);
+                        return LiveEnd::Retry; // look again: a stop now idles
                     }
                 },
                 _ = tokio::time::sleep_until(until) => return LiveEnd::Retry,
@@ -685,30 +716,6 @@ impl Daemon {
 fn send_ready_once(sent: &AtomicBool, notifier: &crate::notify::Notifier) {
     if !sent.swap(true, Ordering::SeqCst) {
         notifier.ready();
-    }
-}
-
-/// The schedule's view of `now` for the hub.
-fn schedule_status(schedule: &Schedule, now: SystemTime) -> ScheduleStatus {
-    if schedule.is_empty() {
-        return ScheduleStatus {
-            configured: false,
-            in_window: true,
-            ..ScheduleStatus::default()
-        };
-    }
-    let current = schedule.current(now);
-    let next = schedule.upcoming(now, 1).into_iter().next();
-    ScheduleStatus {
-        configured: true,
-        in_window: current.is_some(),
-        window_end: current.as_ref().map(|w| w.end),
-        next_start: next.as_ref().map(|w| w.start),
-        next_end: next.as_ref().map(|w| w.end),
-        title: current
-            .as_ref()
-            .or(next.as_ref())
-            .and_then(|w| w.title.clone()),
     }
 }
 

@@ -47,15 +47,21 @@ impl DaemonState {
 pub struct ScheduleStatus {
     /// Any window configured at all (none: stream all the time).
     pub configured: bool,
-    /// Inside a window now (always true when none is configured).
+    /// A broadcast should run now: inside a window (its lead included), or an override
+    /// (extend, start now) keeps it on; false while stopped now. Always true when no window
+    /// is configured.
     pub in_window: bool,
-    /// The current window's end, if inside one.
+    /// When what is on now ends (the window's end, or the override's), if on.
     pub window_end: Option<SystemTime>,
     /// The next window's start and end after now (after the current one, if inside).
     pub next_start: Option<SystemTime>,
     pub next_end: Option<SystemTime>,
     /// The current (or next) window's title, if any.
     pub title: Option<String>,
+    /// Why a broadcast should run or not (`None` before the service first looked).
+    pub why: Option<crate::schedule::Why>,
+    /// The lesson-control override in force (extend, start now, stop now), if any.
+    pub control: Option<crate::schedule::Override>,
 }
 
 /// The live numbers of a running broadcast, refreshed by the broadcast every 500 ms.
@@ -319,6 +325,8 @@ struct Inner {
     pictures: Option<PipelineControl>,
     /// The running broadcast's counters as last folded into `snap.totals`.
     counted: Option<Totals>,
+    /// Where lesson-control requests go (the service loop), once it takes them.
+    control: Option<tokio::sync::mpsc::Sender<super::control::ControlRequest>>,
 }
 
 /// Cheap to clone; every clone sees the same state.
@@ -516,6 +524,19 @@ impl StatusHub {
 
     /// `POST /reconnect`: asks the running broadcast's sender to reconnect now. `false` when
     /// no broadcast runs.
+    /// The service loop takes lesson-control requests (`POST /extend`, `/start`, `/stop`)
+    /// through `tx`.
+    pub fn set_control(&self, tx: tokio::sync::mpsc::Sender<super::control::ControlRequest>) {
+        self.read(|i| i.control = Some(tx));
+    }
+
+    /// Where to send a lesson-control request, if a service loop takes them.
+    pub fn control_sender(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Sender<super::control::ControlRequest>> {
+        self.read(|i| i.control.clone())
+    }
+
     pub fn reconnect_now(&self) -> bool {
         match self.read(|i| i.reconnect.clone()) {
             Some(c) => {

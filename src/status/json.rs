@@ -33,6 +33,8 @@ pub(super) fn status_json(snap: &Snapshot, now: Instant) -> Value {
             "next_start": s.next_start.map(rfc3339),
             "next_end": s.next_end.map(rfc3339),
             "title": s.title,
+            "reason": s.why.map(|w| w.as_str()),
+            "override": s.control.as_ref().map(super::control::override_json),
         },
         "broadcast": snap.broadcast.as_ref().map(|b| broadcast(b, snap, now)),
         "viewers": snap.viewers,
