@@ -220,6 +220,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Lessons { since } => {
+            let cfg = Config::load(&cli.config)?;
+            let log = polypush::lessons::LessonOptions::from_config(&cfg).log();
+            let read = log.read().map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot read the lesson log in {}: {e}; run as root or as the polypush user, or check [service] state_dir",
+                    log.dir().display()
+                ))
+            })?;
+            if read.skipped > 0 {
+                eprintln!(
+                    "polypush: {} line(s) of the lesson log did not parse and were skipped",
+                    read.skipped
+                );
+            }
+            let tz = polypush::lessons::local_zone();
+            print!(
+                "{}",
+                polypush::lessons::render(&read.lessons, since, j, &tz)
+            );
+            Ok(())
+        }
         Command::Check => {
             let cfg = Config::load(&cli.config)?;
             let effective = toml::Value::try_from(&cfg)

@@ -39,6 +39,9 @@
 //!   operator's own `max_attempts`. A `--duration` run ends with the broadcast's exit code.
 
 mod reload;
+mod settings;
+
+pub use settings::ServiceSettings;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -312,6 +315,11 @@ impl Service {
         let watchdog = crate::notify::spawn_watchdog(notifier.clone(), hub.clone());
         let status_task = crate::notify::spawn_status(notifier.clone(), hub.clone());
         let viewers = spawn_viewer_poller(&cfg, &hub);
+        let lessons = crate::lessons::spawn(
+            crate::lessons::LessonOptions::from_config(&cfg),
+            hub.clone(),
+            self.clock.clone(),
+        );
         let duration = opts.duration;
         let shutdown = Box::pin(async move {
             let deadline = async {
@@ -344,6 +352,7 @@ impl Service {
             d.hub.set_state(DaemonState::Stopping);
             d.notifier.stopping();
         }
+        lessons.finish().await;
         for t in [watchdog, status_task, viewers].into_iter().flatten() {
             t.abort();
         }
@@ -702,6 +711,7 @@ fn schedule_status(schedule: &Schedule, now: SystemTime) -> ScheduleStatus {
     ScheduleStatus {
         configured: true,
         in_window: current.is_some(),
+        window_start: current.as_ref().map(|w| w.start),
         window_end: current.as_ref().map(|w| w.end),
         next_start: next.as_ref().map(|w| w.start),
         next_end: next.as_ref().map(|w| w.end),

@@ -49,6 +49,8 @@ pub struct ScheduleStatus {
     pub configured: bool,
     /// Inside a window now (always true when none is configured).
     pub in_window: bool,
+    /// The current window's start, if inside one (the lesson reports' planned start).
+    pub window_start: Option<SystemTime>,
     /// The current window's end, if inside one.
     pub window_end: Option<SystemTime>,
     /// The next window's start and end after now (after the current one, if inside).
@@ -149,6 +151,8 @@ pub struct Snapshot {
     /// first publish, then from each lost session until the next; `None` while publishing or
     /// without a broadcast.
     pub not_publishing_since: Option<Instant>,
+    /// The lesson log: how many lessons, the last one ([`crate::lessons`]).
+    pub lessons: crate::lessons::LessonsStatus,
 }
 
 impl Snapshot {
@@ -370,6 +374,24 @@ impl StatusHub {
                 return;
             }
         }
+    }
+
+    /// A receiver that sees every change (for the lesson recorder).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The lesson log as it stands (at start).
+    pub fn set_lessons(&self, lessons: crate::lessons::LessonsStatus) {
+        self.with(|i| i.snap.lessons = lessons);
+    }
+
+    /// A lesson ended and was logged.
+    pub fn lesson_recorded(&self, lesson: crate::lessons::Lesson) {
+        self.with(|i| {
+            i.snap.lessons.count += 1;
+            i.snap.lessons.last = Some(lesson);
+        });
     }
 
     /// A copy of everything.
