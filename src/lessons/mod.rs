@@ -51,6 +51,8 @@ pub struct LessonsStatus {
     pub count: u64,
     /// The last lesson that ended.
     pub last: Option<Lesson>,
+    /// The lesson under way, as it stands (its window up to now).
+    pub current: Option<Lesson>,
 }
 
 /// Reduces a hub snapshot (at `now`) to what the recorder needs.
@@ -154,6 +156,7 @@ pub fn spawn(opts: LessonOptions, hub: StatusHub, clock: Arc<dyn WallClock>) -> 
             hub.set_lessons(LessonsStatus {
                 count: c.lessons.len() as u64,
                 last: c.lessons.last().cloned(),
+                current: None,
             });
         }
         Err(e) => tracing::warn!(error = %e, "lesson log not readable"),
@@ -175,6 +178,7 @@ pub fn spawn(opts: LessonOptions, hub: StatusHub, clock: Arc<dyn WallClock>) -> 
             if let Some(lesson) = rec.observe(now, &obs) {
                 write(&opts, &log, &hub, lesson).await;
             }
+            hub.set_current_lesson(rec.peek(now));
             if closing {
                 if let Some(lesson) = rec.close(now) {
                     write(&opts, &log, &hub, lesson).await;
@@ -214,7 +218,9 @@ async fn write(opts: &LessonOptions, log: &LessonLog, hub: &StatusHub, mut lesso
         (lesson, r)
     })
     .await;
-    let Ok((lesson, result)) = written else { return };
+    let Ok((lesson, result)) = written else {
+        return;
+    };
     match result {
         Ok(()) => tracing::info!(
             title = lesson.title.as_deref().unwrap_or(""),

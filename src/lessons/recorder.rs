@@ -309,6 +309,16 @@ impl Recorder {
         ended
     }
 
+    /// The open lesson as it stands at `now`, as if it ended then (without the part of its
+    /// window still ahead); `None` when none is open.
+    pub fn peek(&self, now: SystemTime) -> Option<Lesson> {
+        let mut open = self.open.clone()?;
+        if let Some(p) = &mut open.planned {
+            p.end = p.end.min(now.max(open.started));
+        }
+        Recorder { open: Some(open) }.close(now)
+    }
+
     /// Ends the open lesson at `now` (the service stops); `None` when none is open.
     pub fn close(&mut self, now: SystemTime) -> Option<Lesson> {
         let mut open = self.open.take()?;

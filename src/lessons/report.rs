@@ -65,7 +65,14 @@ pub fn render(lessons: &[Lesson], since: Option<SystemTime>, json: bool, tz: &Ti
             } else {
                 l.gaps
                     .iter()
-                    .map(|g| format!("{} {} {}", hm(g.start, tz), dur(g.duration_s), g.cause.as_str()))
+                    .map(|g| {
+                        format!(
+                            "{} {} {}",
+                            hm(g.start, tz),
+                            dur(g.duration_s),
+                            g.cause.as_str()
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             };

@@ -56,18 +56,27 @@ fn a_window_with_a_start_and_an_uplink_outage() {
     assert!(r.observe(at(105.0), &retry).is_none());
     assert!(r.observe(at(110.0), &obs(&w, true)).is_none());
     // The window closes: the schedule says "no window" before the daemon idles.
-    assert!(r.observe(at(600.2), &obs(&None, true)).is_none(), "same lesson");
+    assert!(
+        r.observe(at(600.2), &obs(&None, true)).is_none(),
+        "same lesson"
+    );
     let l = r.observe(at(600.5), &idle()).expect("the lesson ended");
     assert!(!r.is_open());
 
     assert_eq!(l.kind, "window");
     assert_eq!(l.title.as_deref(), Some("Physics"));
-    assert_eq!((l.planned_start, l.planned_end), (Some(at(0.0)), Some(at(600.0))));
+    assert_eq!(
+        (l.planned_start, l.planned_end),
+        (Some(at(0.0)), Some(at(600.0)))
+    );
     assert_eq!((l.started, l.ended), (at(0.0), at(600.5)));
     assert_eq!(l.first_on_air, Some(at(2.0)));
     assert_eq!(l.gaps.len(), 2, "{:?}", l.gaps);
     let (start, outage) = (&l.gaps[0], &l.gaps[1]);
-    assert_eq!((start.cause, start.start, start.end), (Cause::Starting, at(0.0), at(2.0)));
+    assert_eq!(
+        (start.cause, start.start, start.end),
+        (Cause::Starting, at(0.0), at(2.0))
+    );
     assert_eq!(outage.cause, Cause::Uplink);
     assert_eq!((outage.start, outage.end), (at(99.6), at(110.0)));
     assert!((outage.duration_s - 10.4).abs() < 1e-9);
@@ -83,7 +92,11 @@ fn each_cause_from_its_evidence_and_the_strongest_wins() {
     // One gap per case, after the lesson was on air.
     let cases: Vec<(&str, Box<dyn Fn(&mut Observation)>, Cause)> = vec![
         ("lost", Box::new(|o| o.connections_lost = 1), Cause::Uplink),
-        ("refused", Box::new(|o| o.publish_rejections = 1), Cause::Ingest),
+        (
+            "refused",
+            Box::new(|o| o.publish_rejections = 1),
+            Cause::Ingest,
+        ),
         (
             "polyv",
             Box::new(|o| o.platform_refusal = Some("rate_limited")),
@@ -127,7 +140,10 @@ fn each_cause_from_its_evidence_and_the_strongest_wins() {
     r.observe(at(20.0), &obs(&None, true));
     let l = r.close(at(30.0)).unwrap();
     assert_eq!(l.gaps[0].cause, Cause::Device);
-    assert_eq!(l.gaps[0].detail.as_deref(), Some("/dev/video0: no such device"));
+    assert_eq!(
+        l.gaps[0].detail.as_deref(),
+        Some("/dev/video0: no such device")
+    );
 
     // A start that the ingest refuses is "ingest", not "starting".
     let mut r = Recorder::new();
@@ -149,11 +165,7 @@ fn late_start_and_early_stop_are_off_air() {
     r.observe(at(100.0), &obs(&w, true));
     r.observe(at(500.0), &obs(&w, true));
     let l = r.close(at(900.0)).unwrap();
-    let off: Vec<_> = l
-        .gaps
-        .iter()
-        .map(|g| (g.cause, g.start, g.end))
-        .collect();
+    let off: Vec<_> = l.gaps.iter().map(|g| (g.cause, g.start, g.end)).collect();
     assert_eq!(
         off,
         vec![
@@ -190,7 +202,10 @@ fn an_extended_window_a_new_window_and_manual_broadcasts() {
         .observe(at(340.0), &obs(&window(340.0, 400.0), true))
         .unwrap();
     assert_eq!(manual.kind, "manual");
-    assert_eq!((manual.planned_start, manual.title.as_deref()), (None, None));
+    assert_eq!(
+        (manual.planned_start, manual.title.as_deref()),
+        (None, None)
+    );
     assert!((manual.planned_s - 40.0).abs() < 1e-9);
     assert!((manual.on_air_ratio - 0.75).abs() < 1e-9);
     assert!(r.is_open());
@@ -253,7 +268,10 @@ fn recordings_that_overlap_each_gap() {
 fn lesson(n: u32) -> Lesson {
     let mut r = Recorder::new();
     r.observe(at(f64::from(n) * 1000.0), &obs(&window(0.0, 1e6), true));
-    r.observe(at(f64::from(n) * 1000.0 + 5.0), &obs(&window(0.0, 1e6), false));
+    r.observe(
+        at(f64::from(n) * 1000.0 + 5.0),
+        &obs(&window(0.0, 1e6), false),
+    );
     r.close(at(f64::from(n) * 1000.0 + 10.0)).unwrap()
 }
 
@@ -261,7 +279,10 @@ fn lesson(n: u32) -> Lesson {
 fn lessons_round_trip_through_json() {
     let l = lesson(1);
     let line = serde_json::to_string(&l).unwrap();
-    assert!(line.contains("\"planned_start\":\"2023-11-14T22:13:20Z\""), "{line}");
+    assert!(
+        line.contains("\"planned_start\":\"2023-11-14T22:13:20Z\""),
+        "{line}"
+    );
     assert!(line.contains("\"cause\":\"uplink\""), "{line}");
     let back: Lesson = serde_json::from_str(&line).unwrap();
     assert_eq!(back, l);
@@ -283,10 +304,17 @@ fn the_log_rotates_and_keeps_three_old_files() {
     names.sort();
     assert_eq!(
         names,
-        ["lessons.jsonl", "lessons.jsonl.1", "lessons.jsonl.2", "lessons.jsonl.3"]
+        [
+            "lessons.jsonl",
+            "lessons.jsonl.1",
+            "lessons.jsonl.2",
+            "lessons.jsonl.3"
+        ]
     );
     for n in &names {
-        let len = std::fs::metadata(dir.path().join("state").join(n)).unwrap().len();
+        let len = std::fs::metadata(dir.path().join("state").join(n))
+            .unwrap()
+            .len();
         assert!(len <= line_len * 3 + 10, "{n}: {len}");
     }
     let read = log.read().unwrap();
@@ -317,7 +345,9 @@ fn a_torn_last_line_is_skipped_and_never_glued_to_the_next() {
     let starts: Vec<SystemTime> = read.lessons.iter().map(|l| l.started).collect();
     assert_eq!(starts, vec![at(1000.0), at(3000.0)]);
     // A missing log is empty, not an error.
-    let none = LessonLog::new(dir.path().join("nothing"), 1 << 20).read().unwrap();
+    let none = LessonLog::new(dir.path().join("nothing"), 1 << 20)
+        .read()
+        .unwrap();
     assert!(none.lessons.is_empty());
 }
 
@@ -328,7 +358,10 @@ fn the_table_and_since() {
     let table = render(&ls, None, false, &tz);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
-    assert!(lines[0].starts_with("DATE") && lines[0].contains("SHARE"), "{table}");
+    assert!(
+        lines[0].starts_with("DATE") && lines[0].contains("SHARE"),
+        "{table}"
+    );
     assert!(
         lines[1].starts_with("2023-11-14  Physics")
             && lines[1].contains("22:13:20–")
@@ -346,6 +379,9 @@ fn the_table_and_since() {
         at(1000.0)
     );
     let err = parse_since("last tuesday", &tz).unwrap_err();
-    assert!(err.contains("YYYY-MM-DD") && err.contains("\"last tuesday\""), "{err}");
+    assert!(
+        err.contains("YYYY-MM-DD") && err.contains("\"last tuesday\""),
+        "{err}"
+    );
     assert_eq!(render(&[], None, false, &tz), "no lessons recorded yet\n");
 }

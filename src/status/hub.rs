@@ -386,11 +386,18 @@ impl StatusHub {
         self.with(|i| i.snap.lessons = lessons);
     }
 
+    /// The lesson under way (not a change waiters wake for: the lesson task sets it after
+    /// every change it sees).
+    pub fn set_current_lesson(&self, lesson: Option<crate::lessons::Lesson>) {
+        self.read(|i| i.snap.lessons.current = lesson);
+    }
+
     /// A lesson ended and was logged.
     pub fn lesson_recorded(&self, lesson: crate::lessons::Lesson) {
         self.with(|i| {
             i.snap.lessons.count += 1;
             i.snap.lessons.last = Some(lesson);
+            i.snap.lessons.current = None;
         });
     }
 

@@ -66,7 +66,13 @@ pub(super) fn status_json(snap: &Snapshot, now: Instant) -> Value {
 fn lessons(l: &crate::lessons::LessonsStatus) -> Value {
     json!({
         "count": l.count,
-        "last": l.last.as_ref().map(|l| json!({
+        "last": l.last.as_ref().map(lesson_summary),
+        "current": l.current.as_ref().map(lesson_summary),
+    })
+}
+
+fn lesson_summary(l: &crate::lessons::Lesson) -> Value {
+    json!({
             "kind": l.kind,
             "title": l.title,
             "planned_start": l.planned_start.map(rfc3339),
@@ -77,9 +83,8 @@ fn lessons(l: &crate::lessons::LessonsStatus) -> Value {
             "on_air_ratio": l.on_air_ratio,
             "gaps": l.gaps.len(),
             "off_air_s": l.gaps.iter().map(|g| g.duration_s).sum::<f64>(),
-            "causes": l.causes().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            "reconnects": l.reconnects,
-        })),
+        "causes": l.causes().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "reconnects": l.reconnects,
     })
 }
 

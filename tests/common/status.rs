@@ -73,5 +73,9 @@ pub fn lessons() -> polypush::lessons::LessonsStatus {
     r.observe(start + Duration::from_secs(100), &o(false));
     r.observe(start + Duration::from_secs(160), &o(true));
     let last = r.close(start + Duration::from_secs(300));
-    polypush::lessons::LessonsStatus { count: 3, last }
+    polypush::lessons::LessonsStatus {
+        count: 3,
+        last,
+        current: None,
+    }
 }
