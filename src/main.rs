@@ -222,7 +222,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Lessons { since } => {
             let cfg = Config::load(&cli.config)?;
-            let log = polypush::lessons::LessonOptions::from_config(&cfg).log();
+            let log = polypush::lessons::LessonLog::new(
+                &cfg.service.state_dir,
+                cfg.service.lessons_max_bytes,
+            );
             let read = log.read().map_err(|e| {
                 Failure::Usage(format!(
                     "cannot read the lesson log in {}: {e}; run as root or as the polypush user, or check [service] state_dir",

@@ -52,7 +52,7 @@ pub struct Config {
     /// Logging.
     pub log: LogSettings,
     /// The state directory and the lesson log.
-    pub service: crate::service::ServiceSettings,
+    pub service: crate::lessons::ServiceSettings,
     /// Broadcast windows; none means stream all the time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<ScheduleEntry>,

@@ -13,8 +13,20 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::health::Alarm;
-use crate::ring::DropReason;
-use crate::status::Totals;
+
+/// The daemon-wide counters a lesson reports the growth of (from the status hub's totals,
+/// which never go down).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Sessions after the first.
+    pub reconnects: u64,
+    /// Packets the send queue dropped, all reasons.
+    pub ring_dropped: u64,
+    pub video_frames_dropped: u64,
+    pub audio_frames_dropped: u64,
+    /// Media alarms raised, in [`Alarm::ALL`] order.
+    pub alarms_raised: [u64; Alarm::ALL.len()],
+}
 
 /// Why the lesson was not on air. Serialized as the lower-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -95,7 +107,7 @@ pub struct Observation {
     /// masked where they are made).
     pub detail: Option<String>,
     /// The daemon-wide counters now.
-    pub totals: Totals,
+    pub totals: Counters,
 }
 
 /// One stretch of a lesson off air.
@@ -199,8 +211,8 @@ struct OpenGap {
 struct Open {
     planned: Option<Planned>,
     started: SystemTime,
-    baseline: Totals,
-    last_totals: Totals,
+    baseline: Counters,
+    last_totals: Counters,
     gaps: Vec<Gap>,
     gap: Option<OpenGap>,
     first_on_air: Option<SystemTime>,
@@ -360,16 +372,14 @@ impl Recorder {
         };
         let (b, t) = (open.baseline, open.last_totals);
         let d = |now: u64, then: u64| now.saturating_sub(then);
-        let ring_packets = DropReason::ALL
-            .iter()
-            .map(|r| d(t.ring_dropped(*r), b.ring_dropped(*r)))
-            .sum();
+        let ring_packets = d(t.ring_dropped, b.ring_dropped);
         let media_alarms = Alarm::ALL
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 (
                     a.as_str().to_string(),
-                    d(t.alarms_raised(*a), b.alarms_raised(*a)),
+                    d(t.alarms_raised[i], b.alarms_raised[i]),
                 )
             })
             .collect();

@@ -1,7 +1,6 @@
 //! The lesson recorder on an injected clock, the log's rotation and torn lines, the table.
 
 use super::*;
-use crate::status::{BroadcastSnapshot, Totals};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// 2023-11-14T22:13:20Z, plus `s` seconds.
@@ -90,7 +89,8 @@ fn a_window_with_a_start_and_an_uplink_outage() {
 #[test]
 fn each_cause_from_its_evidence_and_the_strongest_wins() {
     // One gap per case, after the lesson was on air.
-    let cases: Vec<(&str, Box<dyn Fn(&mut Observation)>, Cause)> = vec![
+    type Case = (&'static str, Box<dyn Fn(&mut Observation)>, Cause);
+    let cases: Vec<Case> = vec![
         ("lost", Box::new(|o| o.connections_lost = 1), Cause::Uplink),
         (
             "refused",
@@ -219,14 +219,11 @@ fn an_extended_window_a_new_window_and_manual_broadcasts() {
 
 #[test]
 fn counters_are_the_lesson_s_own() {
-    let totals = |reconnects: u64, raised: u64, dropped: u64| {
-        let mut b = BroadcastSnapshot::default();
-        b.sender.reconnects = reconnects;
-        b.pipeline.video.frames_dropped = dropped;
-        let mut m = crate::health::MediaReport::disabled(true, true, 25);
-        m.alarms[0].raised = raised; // silence
-        b.media = Some(m);
-        Totals::of_broadcast(&b)
+    let totals = |reconnects: u64, raised: u64, dropped: u64| Counters {
+        reconnects,
+        video_frames_dropped: dropped,
+        alarms_raised: [raised, 0, 0, 0, 0], // silence
+        ..Counters::default()
     };
     let mut r = Recorder::new();
     let mut o = obs(&None, true);

@@ -38,10 +38,8 @@
 //!   the process's first start ends it (exit 2, which the unit does not restart on), and an
 //!   operator's own `max_attempts`. A `--duration` run ends with the broadcast's exit code.
 
+mod lessons;
 mod reload;
-mod settings;
-
-pub use settings::ServiceSettings;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -315,11 +313,7 @@ impl Service {
         let watchdog = crate::notify::spawn_watchdog(notifier.clone(), hub.clone());
         let status_task = crate::notify::spawn_status(notifier.clone(), hub.clone());
         let viewers = spawn_viewer_poller(&cfg, &hub);
-        let lessons = crate::lessons::spawn(
-            crate::lessons::LessonOptions::from_config(&cfg),
-            hub.clone(),
-            self.clock.clone(),
-        );
+        let lessons = lessons::spawn(lessons::Options::from_config(&cfg), &hub, &self.clock);
         let duration = opts.duration;
         let shutdown = Box::pin(async move {
             let deadline = async {
