@@ -48,6 +48,7 @@ fn a_ten_second_ingest_outage_is_one_uplink_gap_in_the_lesson_report() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let rec = dir.path().join("recordings");
+    std::fs::create_dir(&state).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let cfg = dir.path().join("polypush.toml");
     std::fs::write(

@@ -14,8 +14,8 @@ const MAX_LESSONS_BYTES: u64 = 1 << 30;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceSettings {
-    /// The service's state (the lesson log `lessons.jsonl`); absolute. systemd's
-    /// `StateDirectory=polypush` makes `/var/lib/polypush` writable.
+    /// The service's state (the lesson log `lessons.jsonl`); absolute; must exist (it is not
+    /// created). systemd's `StateDirectory=polypush` creates `/var/lib/polypush`.
     pub state_dir: PathBuf,
     /// `lessons.jsonl` is rotated when a new line would take it past this many bytes
     /// (4096..=1073741824); three rotated files are kept.

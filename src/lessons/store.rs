@@ -54,7 +54,18 @@ impl LessonLog {
     pub fn append(&self, lesson: &Lesson) -> io::Result<()> {
         let mut line = serde_json::to_string(lesson).map_err(io::Error::other)?;
         line.push('\n');
-        fs::create_dir_all(&self.dir)?;
+        // The directory is the service's to be given (systemd's StateDirectory=, the
+        // package), not created here: a test or a one-off run leaves no /var/lib behind.
+        if !self.dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the state directory {} does not exist: create it (StateDirectory=polypush \
+                     does under systemd) or set [service] state_dir",
+                    self.dir.display()
+                ),
+            ));
+        }
         let path = self.path();
         let len = fs::metadata(&path).map_or(0, |m| m.len());
         if len > 0 && len + line.len() as u64 > self.max_bytes {

@@ -291,6 +291,9 @@ fn the_log_rotates_and_keeps_three_old_files() {
     let line_len = serde_json::to_string(&lesson(1)).unwrap().len() as u64 + 1;
     // Room for 3 lines a file.
     let log = LessonLog::new(dir.path().join("state"), line_len * 3 + 10);
+    let err = log.append(&lesson(1)).unwrap_err();
+    assert!(err.to_string().contains("[service] state_dir"), "{err}");
+    std::fs::create_dir(dir.path().join("state")).unwrap();
     for n in 1..=20 {
         log.append(&lesson(n)).unwrap();
     }

@@ -208,6 +208,9 @@ async fn write(opts: &Options, log: &LessonLog, hub: &StatusHub, mut lesson: Les
             file = %log.path().display(),
             "lesson ended"
         ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(error = %e, "lesson report kept in memory only (/status, /metrics)")
+        }
         Err(e) => tracing::error!(
             error = %e,
             file = %log.path().display(),
