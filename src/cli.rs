@@ -103,6 +103,15 @@ pub enum Command {
     /// the running service, like extend.
     #[command(visible_alias = "stop")]
     StopNow,
+    /// Print the lesson reports ([service] state_dir/lessons.jsonl): per schedule window or
+    /// manual broadcast, the planned window, the time on air, the share on air and each gap
+    /// with its cause (--json: one JSON object per line, as logged).
+    Lessons {
+        /// Only lessons that ended at or after this: a date (2026-03-29, midnight in the box's
+        /// time zone) or an RFC 3339 instant.
+        #[arg(long, value_name = "DATE", value_parser = polypush::lessons::parse_since_local)]
+        since: Option<std::time::SystemTime>,
+    },
     /// Channel administration through the signed Polyv APIs (needs app_id and app_secret).
     #[command(subcommand)]
     Channel(ChannelCommand),

@@ -152,6 +152,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 None => None,
             };
+            let state_dir = cfg.service.state_dir.clone();
             let daemon = polypush::service::run(
                 cfg,
                 polypush::service::ServiceOptions {
@@ -164,7 +165,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         stats_file,
                     },
                     duration,
-                    state_dir: Some(polypush::service::state_dir()),
+                    state_dir: Some(state_dir),
                 },
             )
             .await?;
@@ -221,8 +222,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let schedule = polypush::schedule::Schedule::from_config(&cfg.schedule)
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             // The override the service keeps (readable by root and the polypush group).
-            let ov =
-                polypush::service::StateFile::in_dir(&polypush::service::state_dir()).load(now);
+            let ov = polypush::service::StateFile::in_dir(&cfg.service.state_dir).load(now);
             println!(
                 "{}",
                 polypush::schedule::render(&schedule, now, count as usize, j, ov.as_ref())
@@ -240,6 +240,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::StartNow => control(&cli.config, j, "start", json!({"by": "cli"})).await,
         Command::StopNow => control(&cli.config, j, "stop", json!({"by": "cli"})).await,
+        Command::Lessons { since } => {
+            let cfg = Config::load(&cli.config)?;
+            let log = polypush::lessons::LessonLog::new(
+                &cfg.service.state_dir,
+                cfg.service.lessons_max_bytes,
+            );
+            let read = log.read().map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot read the lesson log in {}: {e}; run as root or as the polypush user, or check [service] state_dir",
+                    log.dir().display()
+                ))
+            })?;
+            if read.skipped > 0 {
+                eprintln!(
+                    "polypush: {} line(s) of the lesson log did not parse and were skipped",
+                    read.skipped
+                );
+            }
+            let tz = polypush::lessons::local_zone();
+            print!(
+                "{}",
+                polypush::lessons::render(&read.lessons, since, j, &tz)
+            );
+            Ok(())
+        }
         Command::Check => {
             let cfg = Config::load(&cli.config)?;
             let effective = toml::Value::try_from(&cfg)

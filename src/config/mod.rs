@@ -51,6 +51,8 @@ pub struct Config {
     pub health: HealthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The state directory and the lesson log.
+    pub service: crate::lessons::ServiceSettings,
     /// Broadcast windows; none means stream all the time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<ScheduleEntry>,
@@ -230,6 +232,9 @@ impl Config {
             return Err(src.invalid(&e.key, e.message.clone()));
         }
         if let Err(e) = self.health.validate() {
+            return Err(src.invalid(&e.key, e.message.clone()));
+        }
+        if let Err(e) = self.service.validate() {
             return Err(src.invalid(&e.key, e.message.clone()));
         }
         crate::schedule::Schedule::from_config(&self.schedule)

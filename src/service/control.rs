@@ -3,8 +3,8 @@
 //! `start-now`, `stop-now` through it, or a test's [`super::ServiceCommand::Control`]), and
 //! its state file, so an override survives a restart.
 //!
-//! The state file is `control.json` in the state directory ([`state_dir`]: systemd's
-//! `$STATE_DIRECTORY`, `/var/lib/polypush` under the unit). It is written atomically (a
+//! The state file is `control.json` in the state directory (`[service] state_dir`: by
+//! default systemd's `$STATE_DIRECTORY`, `/var/lib/polypush` under the unit). It is written atomically (a
 //! temporary file, fsync, rename) whenever the override changes and removed when it ends or
 //! is cleared. At start a file that cannot be read or parsed is logged and ignored, and one
 //! whose `until` has passed is dropped: the schedule alone decides then.
@@ -14,19 +14,6 @@ use crate::schedule::{Effective, Override, Schedule};
 use crate::status::{ControlRequest, ScheduleStatus};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-/// Where the service keeps its state: the first entry of `$STATE_DIRECTORY` (systemd sets it
-/// for `StateDirectory=`), else `/var/lib/polypush`.
-pub fn state_dir() -> PathBuf {
-    std::env::var_os("STATE_DIRECTORY")
-        .and_then(|v| {
-            v.to_str()
-                .and_then(|s| s.split(':').next())
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from("/var/lib/polypush"))
-}
 
 /// The file's name in the state directory.
 pub const STATE_FILE_NAME: &str = "control.json";
@@ -197,6 +184,7 @@ fn schedule_status(schedule: &Schedule, eff: &Effective, now: SystemTime) -> Sch
     ScheduleStatus {
         configured: !schedule.is_empty(),
         in_window: eff.on,
+        window_start: eff.window.as_ref().filter(|_| eff.on).map(|w| w.start),
         window_end: eff.end.filter(|_| eff.on),
         next_start: next.as_ref().map(|w| w.start),
         next_end: next.as_ref().map(|w| w.end),

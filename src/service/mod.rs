@@ -41,7 +41,10 @@
 //!   operator's own `max_attempts`. A `--duration` run ends with the broadcast's exit code.
 
 mod control;
+mod lessons;
 mod reload;
+mod sidecars;
+use sidecars::{rename_for, spawn_viewer_poller, start_status_server, StatusServer};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -58,9 +61,9 @@ use crate::broadcast::{
 use crate::config::Config;
 use crate::exit::ExitCode;
 use crate::rtmp::RtmpError;
-use crate::schedule::{Effective, Schedule, Window};
+use crate::schedule::{Effective, Schedule};
 use crate::status::{ControlRequest, DaemonState, StatusHub};
-pub use control::{state_dir, StateFile, STATE_FILE_NAME};
+pub use control::{StateFile, STATE_FILE_NAME};
 pub use reload::{diff, ConfigChanges};
 
 /// How the service was started.
@@ -74,7 +77,7 @@ pub struct ServiceOptions {
     pub run: RunOptions,
     /// Stop after this long (otherwise on SIGINT/SIGTERM).
     pub duration: Option<Duration>,
-    /// Where the lesson-control override is kept ([`state_dir`] for `polypush run`); `None`:
+    /// Where the lesson-control override is kept (`[service] state_dir` for `polypush run`); `None`:
     /// in memory only.
     pub state_dir: Option<PathBuf>,
 }
@@ -265,19 +268,6 @@ impl Hangups {
     }
 }
 
-/// The running status server and how to stop it.
-struct StatusServer {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StatusServer {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
-    }
-}
-
 /// Everything the loop keeps between iterations.
 struct Daemon {
     service: Service,
@@ -329,6 +319,7 @@ impl Service {
         let watchdog = crate::notify::spawn_watchdog(notifier.clone(), hub.clone());
         let status_task = crate::notify::spawn_status(notifier.clone(), hub.clone());
         let viewers = spawn_viewer_poller(&cfg, &hub);
+        let lessons = lessons::spawn(lessons::Options::from_config(&cfg), &hub, &self.clock);
         let duration = opts.duration;
         let shutdown = Box::pin(async move {
             let deadline = async {
@@ -363,6 +354,7 @@ impl Service {
             d.hub.set_state(DaemonState::Stopping);
             d.notifier.stopping();
         }
+        lessons.finish().await;
         for t in [watchdog, status_task, viewers].into_iter().flatten() {
             t.abort();
         }
@@ -738,61 +730,4 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// Starts the status server `cfg` asks for (`None` when disabled).
-async fn start_status_server(
-    cfg: &Config,
-    config_path: &std::path::Path,
-    hub: &StatusHub,
-) -> Result<Option<StatusServer>, String> {
-    if !cfg.status.enabled {
-        return Ok(None);
-    }
-    let token = cfg.status_token(config_path).map_err(|e| e.to_string())?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = crate::status::serve(&cfg.status, hub.clone(), token, async move {
-        let _ = stopped.await;
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    tracing::info!(%addr, "status server: the page at /, /metrics /healthz /status /meter /snapshot.jpg, POST /reconnect");
-    Ok(Some(StatusServer { stop, task }))
-}
-
-/// Polls listUsers for the viewer count while live (at most every 10 s), when the channel
-/// can be reached.
-fn spawn_viewer_poller(cfg: &Config, hub: &StatusHub) -> Option<tokio::task::JoinHandle<()>> {
-    if cfg.polyv.channel_id.is_empty() {
-        return None;
-    }
-    match crate::platform::PolyvClient::from_config(&cfg.polyv) {
-        Ok(client) => Some(crate::status::spawn_viewer_poller(
-            client,
-            hub.clone(),
-            Duration::from_secs(10),
-        )),
-        Err(e) => {
-            tracing::debug!(error = %e, "no viewer count: the Polyv client is not configured");
-            None
-        }
-    }
-}
-
-/// Renames the channel for a window that asks for it (best effort, in the background).
-fn rename_for(cfg: &Config, w: &Window) {
-    let Some(name) = w.rename.clone() else { return };
-    let client = match crate::platform::PolyvClient::from_config(&cfg.polyv) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot rename the channel for this window");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        match client.rename_channel(&name).await {
-            Ok(()) => tracing::info!(name = %name, "channel renamed for this window"),
-            Err(e) => tracing::warn!(error = %e, "channel rename failed; broadcasting anyway"),
-        }
-    });
 }

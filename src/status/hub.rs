@@ -51,6 +51,8 @@ pub struct ScheduleStatus {
     /// (extend, start now) keeps it on; false while stopped now. Always true when no window
     /// is configured.
     pub in_window: bool,
+    /// The current window's start, if inside one (the lesson reports' planned start).
+    pub window_start: Option<SystemTime>,
     /// When what is on now ends (the window's end, or the override's), if on.
     pub window_end: Option<SystemTime>,
     /// The next window's start and end after now (after the current one, if inside).
@@ -155,6 +157,8 @@ pub struct Snapshot {
     /// first publish, then from each lost session until the next; `None` while publishing or
     /// without a broadcast.
     pub not_publishing_since: Option<Instant>,
+    /// The lesson log: how many lessons, the last one ([`crate::lessons`]).
+    pub lessons: crate::lessons::LessonsStatus,
 }
 
 impl Snapshot {
@@ -377,6 +381,31 @@ impl StatusHub {
                 return;
             }
         }
+    }
+
+    /// A receiver that sees every change (for the lesson recorder).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The lesson log as it stands (at start).
+    pub fn set_lessons(&self, lessons: crate::lessons::LessonsStatus) {
+        self.with(|i| i.snap.lessons = lessons);
+    }
+
+    /// The lesson under way (not a change waiters wake for: the lesson task sets it after
+    /// every change it sees).
+    pub fn set_current_lesson(&self, lesson: Option<crate::lessons::Lesson>) {
+        self.read(|i| i.snap.lessons.current = lesson);
+    }
+
+    /// A lesson ended and was logged.
+    pub fn lesson_recorded(&self, lesson: crate::lessons::Lesson) {
+        self.with(|i| {
+            i.snap.lessons.count += 1;
+            i.snap.lessons.last = Some(lesson);
+            i.snap.lessons.current = None;
+        });
     }
 
     /// A copy of everything.
