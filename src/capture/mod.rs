@@ -30,7 +30,16 @@
 //! reopened device may come back with another size or pixel format: the encoder scales. Test
 //! sources and files are not devices, and a device missing at start-up is still an error at
 //! start-up. `SourceSpec::Faulty` (hidden) is the test seam that fakes an unplugged device.
+//!
+//! ALSA (`alsa_log`): libasound's own error messages go through `tracing` (WARN, with
+//! libasound's file, line and function as fields), never raw onto stderr
+//! (`tests/alsa_capture.rs` checks it through the real binary). Capturing without a sound
+//! card through alsa-lib's `file` plugin over a `null` slave does not work as a test device:
+//! the null slave keeps no time, and FFmpeg's alsa input asks for the smallest period the
+//! device allows, which for `null` is one frame, so it delivers 48000 one-sample packets a
+//! second (see that test's notes).
 
+mod alsa_log;
 mod clock;
 mod devices;
 mod graph;
@@ -57,14 +66,21 @@ pub use queue::{
 };
 pub use reconnect::{reopen_delay, TrackState};
 
-/// Initializes FFmpeg once per process: libavdevice registration and a log level that keeps
-/// libx264's per-open banner and per-close statistics out of the journal (warnings stay).
+/// Initializes FFmpeg once per process: libavdevice registration, a log level that keeps
+/// libx264's per-open banner and per-close statistics out of the journal (warnings stay),
+/// and libasound's error messages routed through `tracing` (`alsa_log`) before any ALSA
+/// device is opened.
 pub fn init_ffmpeg() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = ffmpeg::init();
         ffmpeg::device::register_all();
         ffmpeg::log::set_level(ffmpeg::log::Level::Warning);
+        if !alsa_log::install() {
+            tracing::debug!(
+                "libasound is not loaded (FFmpeg without ALSA): no ALSA messages to route"
+            );
+        }
     });
 }
 
