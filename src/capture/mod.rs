@@ -33,11 +33,14 @@
 //!
 //! ALSA (`alsa_log`): libasound's own error messages go through `tracing` (WARN, with
 //! libasound's file, line and function as fields), never raw onto stderr
-//! (`tests/alsa_capture.rs` checks it through the real binary). Capturing without a sound
-//! card through alsa-lib's `file` plugin over a `null` slave does not work as a test device:
-//! the null slave keeps no time, and FFmpeg's alsa input asks for the smallest period the
-//! device allows, which for `null` is one frame, so it delivers 48000 one-sample packets a
-//! second (see that test's notes).
+//! (`tests/alsa_capture.rs` checks it through the real binary). FFmpeg's alsa input reads one
+//! period per packet and asks for the device's smallest period: tens of frames for a USB
+//! microphone, one frame for some plugins (48000 packets a second). The capture thread
+//! gathers decoded audio frames under 10 ms into 20 ms frames before stamping and offering
+//! them (`worker::batch`), so the encoder's queue sees about 50 frames a second whatever the
+//! period; larger frames pass through untouched. `tests/alsa_capture.rs` captures a tone
+//! through alsa-lib's `file` plugin (a FIFO as its `infile`, a `null` slave), which has
+//! exactly that one-frame period.
 
 mod alsa_log;
 mod clock;
