@@ -126,9 +126,9 @@ impl Worker {
         }
     }
 
-    /// Decoded audio from a demuxer: frames under 10 ms (a device read one tiny period per
-    /// packet) are gathered into 20 ms frames first ([`super::batch`]); normal frames pass
-    /// straight on.
+    /// Decoded audio from a demuxer: from a live device, frames under 10 ms (one tiny period
+    /// per packet) are gathered into 20 ms frames first ([`super::batch`]); normal frames, and
+    /// everything from a file, pass straight on.
     fn deliver_audio(
         &mut self,
         src: &mut Source,
@@ -137,6 +137,11 @@ impl Worker {
         frame: ffmpeg::frame::Audio,
         clock: &CaptureClock,
     ) -> Flow {
+        if !matches!(self.kind, SourceKind::Device) {
+            // Files are decoded in whole codec frames, and a looped file's timeline is
+            // rebuilt at each rewind from what was delivered: nothing to gather there.
+            return self.deliver(src, si, sender, frame, clock);
+        }
         let ready = self.audio_batch.push(si, frame, Instant::now(), sender);
         for (si, frame) in ready.into_iter().flatten() {
             if let Flow::Stop = self.deliver(src, si, sender, frame, clock) {
@@ -159,7 +164,11 @@ impl Worker {
         } else {
             self.audio_batch.take_stale(Instant::now())
         };
-        let (Some((si, frame)), Some(mut sender)) = (batch, self.outputs.audio.take()) else {
+        // The batch first: taking the sender for nothing would drop it, and the track with it.
+        let Some((si, frame)) = batch else {
+            return Flow::Continue;
+        };
+        let Some(mut sender) = self.outputs.audio.take() else {
             return Flow::Continue;
         };
         let flow = self.deliver(src, si, &mut sender, frame, clock);
