@@ -52,7 +52,9 @@ pub use pipeline::{
     spawn_pipeline, PipelineConfig, PipelineControl, PipelineError, PipelineHandle, PipelineStats,
     TrackStats,
 };
-pub use settings::{AudioSettings, AudioSource, VideoSettings, VideoSource};
+pub use settings::{
+    AudioSettings, AudioSource, TestPattern, VideoSettings, VideoSource, TEST_CLOCK_PPM_MAX,
+};
 pub use target::Target;
 pub use video::{
     available_h264_encoders, Reopened, VideoEncoder, KNOWN_H264_ENCODERS, MIN_REOPEN_INTERVAL,
