@@ -7,11 +7,14 @@
 //!
 //! Timeline: the encoder counts samples from 0, anchored at the first input frame's pipeline
 //! time, so AAC timestamps are perfectly regular (1024 samples apart). A sound card's crystal
-//! drifts against the system clock (tens of ppm: ~0.1-0.2 s per hour), so the counted timeline
-//! is compared with each input frame's capture time and corrected when they differ by more than
-//! [`RESYNC_THRESHOLD_US`]: a gap (the card lost samples, or capture dropped a frame) is filled
-//! with silence, an excess (the card runs fast) is removed by skipping the input frame. Audio
-//! therefore stays within 40 ms of the capture clock, which video shares, for any run length.
+//! drifts against the system clock (a USB microphone by 100–300 ppm: up to a second an hour),
+//! so each input frame's capture time is compared with where the counted timeline puts it, and
+//! the difference is followed smoothly by resampling ([`super::drift`]: the card's rate is
+//! measured against the pipeline clock and libswresample's compensation stretches or squeezes
+//! each frame by a sample or so). Only a gross jump of more than [`RESYNC_THRESHOLD_US`] (a
+//! device reopened, samples lost) is corrected at once: a gap is filled with silence, an excess
+//! is removed by skipping the input frame. Audio therefore stays on the capture clock, which
+//! video shares, for any run length, without clicks.
 //!
 //! Priming: the encoder delays its output by `initial_padding` (1024) samples, so the first
 //! packet has pts −1024. FLV cannot signal priming, so players play the priming frame like any
@@ -32,14 +35,16 @@ use ffmpeg::packet::Mut as _;
 use ffmpeg::ChannelLayout;
 use ffmpeg_next as ffmpeg;
 
+use super::drift::DriftControl;
 use super::settings::AudioSettings;
 use super::{extradata_of, open_codec, EncodeError};
 use crate::capture::{init_ffmpeg, AudioFrame};
 use crate::health::{AudioBlock, BlockMeter};
 use crate::media::EncodedPacket;
 
-/// The counted timeline is corrected when it is this far from the capture clock.
-pub(super) const RESYNC_THRESHOLD_US: i64 = 40_000;
+/// The counted timeline is corrected at once (silence, a skipped frame) when it is this far
+/// from the capture clock; less is absorbed by resampling ([`super::drift`]).
+pub(super) const RESYNC_THRESHOLD_US: i64 = super::drift::GROSS_US;
 
 impl AudioSettings {
     /// What the encoder itself can take (broader than [`AudioSettings::validate`]).
@@ -109,14 +114,24 @@ impl AudioTimeline {
         }
     }
 
+    /// Pipeline time of the next sample the timeline will take (`None` before the first).
+    pub(crate) fn time_of_next_sample_us(&self) -> Option<i64> {
+        self.anchor_us
+            .map(|anchor| anchor + self.samples * 1_000_000 / self.rate)
+    }
+
+    /// `pts_us` − where the timeline would put a frame captured then (positive: the timeline
+    /// is behind the capture clock); `None` before the first frame.
+    pub(crate) fn diff_us(&self, pts_us: i64) -> Option<i64> {
+        self.time_of_next_sample_us().map(|t| pts_us - t)
+    }
+
     /// Checks an input frame captured at `pts_us` against the samples counted so far.
     pub(crate) fn check(&mut self, pts_us: i64) -> Adjust {
-        let Some(anchor) = self.anchor_us else {
+        let Some(diff) = self.diff_us(pts_us) else {
             self.anchor_us = Some(pts_us);
             return Adjust::Keep;
         };
-        let expected = anchor + self.samples * 1_000_000 / self.rate;
-        let diff = pts_us - expected;
         if diff > RESYNC_THRESHOLD_US {
             Adjust::Pad((diff * self.rate / 1_000_000) as usize)
         } else if diff < -RESYNC_THRESHOLD_US {
@@ -231,6 +246,23 @@ fn core_asc(asc: Bytes) -> Bytes {
 struct Resampler {
     ctx: ffmpeg::software::resampling::Context,
     from: (Sample, u64, u32),
+    /// Follows the source's sample clock (see [`super::drift`]).
+    drift: DriftControl,
+}
+
+/// How the audio timeline follows the capture clock, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AudioSync {
+    /// The source's measured rate error, ppm (positive: it delivers more samples per second
+    /// than it claims); `None` until measured.
+    pub drift_ppm: Option<f64>,
+    /// How late audio is stamped against its capture time, seconds (low-passed; positive:
+    /// audio behind video); `None` before the first frame.
+    pub av_offset_s: Option<f64>,
+    /// Gross corrections: times silence was inserted into the timeline (samples lost, a device
+    /// reopened) and captured frames skipped (the timeline ahead).
+    pub silence_inserted: u64,
+    pub frames_skipped: u64,
 }
 
 /// An open AAC encoder.
@@ -249,7 +281,7 @@ pub struct AudioEncoder {
     /// Samples sent to the encoder (its input pts).
     samples_sent: i64,
     asc: Bytes,
-    corrections: u64,
+    sync: AudioSync,
     flushed: bool,
     /// Media health's level meter over the captured sound, when on.
     levels: Option<BlockMeter>,
@@ -331,7 +363,7 @@ impl AudioEncoder {
             timeline: AudioTimeline::new(settings.sample_rate),
             samples_sent: 0,
             asc,
-            corrections: 0,
+            sync: AudioSync::default(),
             flushed: false,
             levels: None,
         })
@@ -354,7 +386,12 @@ impl AudioEncoder {
     /// Times the timeline was corrected against the capture clock (silence inserted or a
     /// frame skipped).
     pub fn corrections(&self) -> u64 {
-        self.corrections
+        self.sync.silence_inserted + self.sync.frames_skipped
+    }
+
+    /// The measured drift, the offset and the gross corrections so far.
+    pub fn sync(&self) -> AudioSync {
+        self.sync
     }
 
     /// Meters the captured sound from now on in 100 ms blocks ([`AudioEncoder::take_levels`]),
@@ -404,30 +441,69 @@ impl AudioEncoder {
                 ),
                 source,
             })?;
-            self.resampler = Some(Resampler { ctx, from });
+            let mut drift = DriftControl::new(from.2, self.settings.sample_rate);
+            if let Some(old) = self.resampler.take() {
+                drift.carry_estimate_from(&old.drift);
+            }
+            let mut resampler = Resampler { ctx, from, drift };
+            // Compensation needs swresample's resampling path even between equal rates: switch
+            // it on now (this re-initialises the context), not in the middle of the stream.
+            // SAFETY: a context we own, with no data in it yet.
+            let ret =
+                unsafe { ffmpeg::ffi::swr_set_compensation(resampler.ctx.as_mut_ptr(), 0, 0) };
+            if ret < 0 {
+                return Err(EncodeError::Convert {
+                    from: format!("{:?} {} Hz", from.0, from.2),
+                    to: format!(
+                        "fltp {} Hz (with drift compensation)",
+                        self.settings.sample_rate
+                    ),
+                    source: ffmpeg::Error::from(ret),
+                });
+            }
+            self.resampler = Some(resampler);
         }
+        let resampler = self.resampler.as_mut().expect("resampler set up above");
 
         match self.timeline.check(frame.pts_us) {
             Adjust::Keep => {}
             Adjust::Pad(n) => {
-                self.corrections += 1;
-                tracing::debug!(samples = n, "audio gap: inserting silence");
+                self.sync.silence_inserted += 1;
+                resampler.drift.reset();
+                tracing::info!(
+                    ms = n as i64 * 1000 / i64::from(self.settings.sample_rate),
+                    "audio gap: inserting silence"
+                );
                 self.push_silence(n, on_packet)?;
             }
             Adjust::Skip => {
-                self.corrections += 1;
-                tracing::debug!("audio ahead of the capture clock: skipping a frame");
+                self.sync.frames_skipped += 1;
+                resampler.drift.reset();
+                tracing::info!("audio ahead of the capture clock: skipping a frame");
                 return Ok(());
             }
         }
 
         let resampler = self.resampler.as_mut().expect("resampler set up above");
         let in_samples = input.samples() as i32;
+        let diff = self.timeline.diff_us(frame.pts_us).unwrap_or(0);
+        let delta = resampler
+            .drift
+            .on_frame(frame.pts_us, input.samples(), diff);
+        self.sync.drift_ppm = resampler.drift.drift_ppm();
+        self.sync.av_offset_s = resampler.drift.av_offset_us().map(|us| us / 1e6);
+        let distance = (i64::from(in_samples) * i64::from(self.settings.sample_rate)
+            / i64::from(from.2.max(1)))
+        .max(1) as i32;
         // SAFETY: swr_get_out_samples bounds what swr_convert writes for `in_samples` more
         // input; the FIFO reserves that much per plane; the input pointers are the decoded
-        // frame's (extended_data has one pointer per plane for `in_samples` samples).
+        // frame's (extended_data has one pointer per plane for `in_samples` samples). The
+        // compensation spreads `delta` samples over this frame's output.
         let written = unsafe {
             let swr = resampler.ctx.as_mut_ptr();
+            // A failure leaves the rate as it was: the offset then grows until the gross check
+            // corrects it, as before compensation existed.
+            let _ = ffmpeg::ffi::swr_set_compensation(swr, delta, distance);
             let max = ffmpeg::ffi::swr_get_out_samples(swr, in_samples).max(0) as usize;
             let in_ptrs = (*input.as_ptr()).extended_data as *mut *const u8;
             self.fifo.append_with(max, |out| {
@@ -464,6 +540,12 @@ impl AudioEncoder {
         let missing = self.timeline.missing_until(until_us);
         let whole = (self.fifo.len() + missing) / self.frame_size * self.frame_size;
         let silence = whole.saturating_sub(self.fifo.len());
+        if silence > 0 {
+            // The source is away: when it is back its samples continue another line.
+            if let Some(r) = self.resampler.as_mut() {
+                r.drift.reset();
+            }
+        }
         self.push_silence(silence, on_packet)
     }
 
@@ -579,17 +661,53 @@ mod tests {
         // Next frame on time (21.333 ms later).
         assert_eq!(t.check(1_021_333), Adjust::Keep);
         t.advance(1024);
-        // 100 ms of samples went missing: pad what is missing.
-        match t.check(1_042_667 + 100_000) {
-            Adjust::Pad(n) => assert!((4799..=4801).contains(&n), "{n}"),
+        // 100 ms off is left to resampling.
+        assert_eq!(t.check(1_042_667 + 100_000), Adjust::Keep);
+        assert!((99_999..=100_001).contains(&t.diff_us(1_042_667 + 100_000).unwrap()));
+        // 300 ms of samples went missing (a device reopened): pad what is missing.
+        match t.check(1_042_667 + 300_000) {
+            Adjust::Pad(n) => assert!((14399..=14401).contains(&n), "{n}"),
             other => panic!("{other:?}"),
         }
-        // The card delivered more than real time allows: skip.
+        // The card delivered far more than real time allows: skip.
         let mut t = AudioTimeline::new(48_000);
         t.check(0);
         t.advance(48_000);
-        assert_eq!(t.check(900_000), Adjust::Skip);
-        assert_eq!(t.check(970_000), Adjust::Keep);
+        assert_eq!(t.check(700_000), Adjust::Skip);
+        assert_eq!(t.check(900_000), Adjust::Keep);
+    }
+
+    /// The real resampler and encoder, fed a source 5000 ppm fast for a minute: uncorrected
+    /// that is 300 ms; compensated it stays within a few ms, with no frame skipped.
+    #[test]
+    fn swresample_compensation_follows_a_fast_source() {
+        let mut enc = AudioEncoder::open(&AudioSettings::default()).unwrap();
+        let mut packets = 0;
+        let rate = 48_000.0 * 1.005;
+        let mut worst_us = 0i64;
+        for k in 0..(60.0 * rate / 1024.0) as i64 {
+            let mut frame = ffmpeg::frame::Audio::new(
+                Sample::F32(SampleType::Packed),
+                1024,
+                ChannelLayout::STEREO,
+            );
+            frame.set_rate(48_000);
+            frame.plane_mut::<f32>(0).fill(0.1);
+            let pts_us = 1_000_000 + (k as f64 * 1024.0 / rate * 1e6) as i64;
+            if k as f64 > 40.0 * rate / 1024.0 {
+                let diff = enc.timeline.diff_us(pts_us).unwrap();
+                worst_us = worst_us.max(diff.abs());
+            }
+            let captured = crate::capture::Captured { frame, pts_us };
+            enc.encode(&captured, &mut |_| packets += 1).unwrap();
+        }
+        let sync = enc.sync();
+        assert_eq!((sync.silence_inserted, sync.frames_skipped), (0, 0));
+        assert!(worst_us < 3_000, "worst {worst_us} µs after 40 s");
+        let ppm = sync.drift_ppm.unwrap();
+        assert!((ppm - 5000.0).abs() < 5.0, "{ppm}");
+        assert!(sync.av_offset_s.unwrap().abs() < 0.005, "{sync:?}");
+        assert!(packets > 2700, "{packets}");
     }
 
     #[test]

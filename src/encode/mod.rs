@@ -37,6 +37,7 @@
 //! it in one pass; nothing here copies or allocates per packet.
 
 mod audio;
+mod drift;
 mod pipeline;
 mod settings;
 pub mod snapshot;
@@ -47,7 +48,7 @@ use bytes::Bytes;
 use ffmpeg_next as ffmpeg;
 
 pub use crate::capture::{Track, TrackState};
-pub use audio::AudioEncoder;
+pub use audio::{AudioEncoder, AudioSync};
 pub use pipeline::{
     spawn_pipeline, PipelineConfig, PipelineControl, PipelineError, PipelineHandle, PipelineStats,
     TrackStats,
