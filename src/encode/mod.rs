@@ -50,8 +50,8 @@ use ffmpeg_next as ffmpeg;
 pub use crate::capture::{Track, TrackState};
 pub use audio::{AudioEncoder, AudioSync};
 pub use pipeline::{
-    spawn_pipeline, PipelineConfig, PipelineControl, PipelineError, PipelineHandle, PipelineStats,
-    TrackStats,
+    spawn_pipeline, AudioSyncStats, PipelineConfig, PipelineControl, PipelineError, PipelineHandle,
+    PipelineStats, TrackStats,
 };
 pub use settings::{
     AudioSettings, AudioSource, TestPattern, VideoSettings, VideoSource, TEST_CLOCK_PPM_MAX,
