@@ -11,9 +11,10 @@
 //! so each input frame's capture time is compared with where the counted timeline puts it, and
 //! the difference is followed smoothly by resampling ([`super::drift`]: the card's rate is
 //! measured against the pipeline clock and libswresample's compensation stretches or squeezes
-//! each frame by a sample or so). Only a gross jump of more than [`RESYNC_THRESHOLD_US`] (a
-//! device reopened, samples lost) is corrected at once: a gap is filled with silence, an excess
-//! is removed by skipping the input frame. Audio therefore stays on the capture clock, which
+//! each frame by a sample or so). Only a step is corrected at once (samples lost, a device
+//! reopened: more than 40 ms off the smoothed offset for three frames in a row, or more than
+//! [`RESYNC_THRESHOLD_US`] at once; see [`follow`]): a gap is filled with silence, an excess is
+//! removed by skipping the input frame. Audio therefore stays on the capture clock, which
 //! video shares, for any run length, without clicks.
 //!
 //! Priming: the encoder delays its output by `initial_padding` (1024) samples, so the first
@@ -94,6 +95,33 @@ pub(crate) enum Adjust {
     Pad(usize),
     /// Drop the frame: the timeline is ahead of the capture clock.
     Skip,
+}
+
+/// How a frame captured at `pts_us` joins the timeline: a gross jump (more than
+/// [`RESYNC_THRESHOLD_US`] at once) or a confirmed step (samples lost: see
+/// [`DriftControl::is_step`]) is corrected at once, silence for a gap, a skipped frame for an
+/// excess; anything else is left to resampling. Pure.
+pub(crate) fn follow(
+    timeline: &mut AudioTimeline,
+    drift: &mut DriftControl,
+    pts_us: i64,
+) -> Adjust {
+    match timeline.check(pts_us) {
+        Adjust::Keep => {
+            let diff = timeline.diff_us(pts_us).unwrap_or(0);
+            if !drift.is_step(diff) {
+                Adjust::Keep
+            } else if diff > 0 {
+                Adjust::Pad((diff * timeline.rate / 1_000_000) as usize)
+            } else {
+                Adjust::Skip
+            }
+        }
+        gross => {
+            drift.reset();
+            gross
+        }
+    }
 }
 
 /// The sample-counted audio timeline. Pure: times are arguments.
@@ -465,11 +493,10 @@ impl AudioEncoder {
         }
         let resampler = self.resampler.as_mut().expect("resampler set up above");
 
-        match self.timeline.check(frame.pts_us) {
+        match follow(&mut self.timeline, &mut resampler.drift, frame.pts_us) {
             Adjust::Keep => {}
             Adjust::Pad(n) => {
                 self.sync.silence_inserted += 1;
-                resampler.drift.reset();
                 tracing::info!(
                     ms = n as i64 * 1000 / i64::from(self.settings.sample_rate),
                     "audio gap: inserting silence"
@@ -478,7 +505,6 @@ impl AudioEncoder {
             }
             Adjust::Skip => {
                 self.sync.frames_skipped += 1;
-                resampler.drift.reset();
                 tracing::info!("audio ahead of the capture clock: skipping a frame");
                 return Ok(());
             }

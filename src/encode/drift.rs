@@ -19,9 +19,13 @@
 //!   each frame (fractions carried over), which libswresample's compensation spreads over the
 //!   frame by interpolation: no sample is dropped or repeated, the pitch moves by a few
 //!   hundredths of a semitone at most.
-//! - Gross jumps (a device reopened, samples lost for more than [`GROSS_US`]) are still
-//!   corrected at once by inserting silence or skipping a frame (the timeline's job); the
-//!   estimator then starts over, keeping its last estimate until it has a new one.
+//! - Steps are not drift: samples lost in an overrun, or a device reopened, move the offset by
+//!   tens of milliseconds from one frame to the next, which drift never does. A frame more
+//!   than [`STEP_US`] from the smoothed offset for [`STEP_FRAMES`] frames in a row
+//!   ([`DriftControl::is_step`]; one late timestamp is jitter), or anything more than
+//!   [`GROSS_US`] off at once, is corrected at once by inserting silence or skipping a frame
+//!   (the timeline's job, `super::audio::follow`); the estimator then starts over, keeping its
+//!   last estimate until it has a new one.
 //!
 //! Pure: times and sample counts are arguments, so the tests drive it for simulated hours.
 
@@ -30,6 +34,11 @@ use std::collections::VecDeque;
 /// The timeline is corrected at once (silence inserted, a frame skipped) only past this offset;
 /// anything smaller is absorbed by resampling.
 pub(crate) const GROSS_US: i64 = 200_000;
+/// A frame this far from the smoothed offset, [`STEP_FRAMES`] frames in a row, is a step
+/// (samples lost, a device restarted), not drift: corrected at once.
+pub(crate) const STEP_US: f64 = 40_000.0;
+/// Frames in a row a step must last (a single late timestamp is jitter).
+pub(crate) const STEP_FRAMES: u32 = 3;
 /// Seconds of per-second medians the rate is fitted over.
 pub(crate) const WINDOW_S: usize = 300;
 /// Medians needed before the fit is trusted.
@@ -176,6 +185,8 @@ pub(crate) struct DriftControl {
     carry: f64,
     /// The correction applied to the last frame, ppm.
     correction_ppm: f64,
+    /// Frames in a row more than [`STEP_US`] from the smoothed offset.
+    step_frames: u32,
 }
 
 impl DriftControl {
@@ -188,7 +199,29 @@ impl DriftControl {
             last_pts_us: None,
             carry: 0.0,
             correction_ppm: 0.0,
+            step_frames: 0,
         }
+    }
+
+    /// Whether a frame `diff_us` off (as for [`on_frame`](Self::on_frame)) confirms a step:
+    /// [`STEP_FRAMES`] frames in a row more than [`STEP_US`] from the smoothed offset. Drift
+    /// never moves that fast, so this is samples lost (or an excess): the caller corrects the
+    /// timeline at once, and the rate is measured anew (the line it was fitting has a break).
+    /// While the step lasts (a skipped frame removes only part of it) this stays true.
+    pub(crate) fn is_step(&mut self, diff_us: i64) -> bool {
+        let Some(lp) = self.offset_us else {
+            return false;
+        };
+        if (diff_us as f64 - lp).abs() <= STEP_US {
+            self.step_frames = 0;
+            return false;
+        }
+        self.step_frames += 1;
+        if self.step_frames < STEP_FRAMES {
+            return false;
+        }
+        self.estimator.reset();
+        true
     }
 
     /// A frame of `in_samples` captured at `pts_us`, which the timeline would place `diff_us`
@@ -224,6 +257,7 @@ impl DriftControl {
         self.offset_us = None;
         self.last_pts_us = None;
         self.carry = 0.0;
+        self.step_frames = 0;
     }
 
     /// Starts from `old`'s rate estimate (the same device, reopened at another format).
@@ -252,7 +286,7 @@ impl DriftControl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::audio::{Adjust, AudioTimeline};
+    use crate::encode::audio::{follow, Adjust, AudioTimeline};
 
     /// A deterministic pseudo-random sequence in [0, 1) (xorshift), so runs repeat.
     struct Rng(u64);
@@ -344,16 +378,14 @@ mod tests {
                     worst = worst.max((placed as f64 - true_us).abs());
                 }
             }
-            match timeline.check(pts) {
+            match follow(&mut timeline, &mut control, pts) {
                 Adjust::Keep => {}
                 Adjust::Pad(n) => {
                     gross += u32::from(after_first_minute);
                     timeline.advance(n);
-                    control.reset();
                 }
                 Adjust::Skip => {
                     gross += u32::from(after_first_minute);
-                    control.reset();
                     continue;
                 }
             }
@@ -395,6 +427,52 @@ mod tests {
             assert!(worst < 20_000.0, "{ppm} ppm: worst {worst} µs");
             assert_eq!(gross, 0, "{ppm} ppm");
         }
+    }
+
+    /// 100 ms of samples lost (an overrun) is a step, corrected at once with silence; a single
+    /// frame stamped 60 ms late (a scheduling hiccup) is not.
+    #[test]
+    fn lost_samples_are_a_step_a_late_stamp_is_not() {
+        let mic_rate = 48_000.0 * (1.0 + 200e-6);
+        let mut timeline = AudioTimeline::new(48_000);
+        let mut control = DriftControl::new(48_000, 48_000);
+        let (mut pads, mut skips, mut worst_after) = (0, 0, 0.0f64);
+        let mut sample = 0u64;
+        for k in 0..(120.0 * mic_rate / 1024.0) as u64 {
+            if k == 2000 {
+                sample += 4800; // lost: the device delivered these to nobody
+            }
+            let true_us = sample as f64 / mic_rate * 1e6;
+            sample += 1024;
+            let late = if k == 3000 { 60_000.0 } else { 0.0 };
+            let pts = (true_us + late) as i64;
+            if k > 2010 {
+                if let Some(placed) = timeline.time_of_next_sample_us() {
+                    if k != 3000 {
+                        worst_after = worst_after.max((placed as f64 - true_us).abs());
+                    }
+                }
+            }
+            match follow(&mut timeline, &mut control, pts) {
+                Adjust::Keep => {}
+                Adjust::Pad(n) => {
+                    pads += 1;
+                    timeline.advance(n);
+                }
+                Adjust::Skip => {
+                    skips += 1;
+                    continue;
+                }
+            }
+            let diff = timeline.diff_us(pts).unwrap_or(0);
+            let delta = control.on_frame(pts, 1024, diff);
+            timeline.advance((1024 + delta) as usize);
+        }
+        assert_eq!((pads, skips), (1, 0));
+        // The two frames before the step was confirmed went out 100 ms early; after it,
+        // within a few ms (the late stamp moved the smoothed offset a little).
+        assert!(worst_after < 5_000.0, "{worst_after}");
+        assert!((control.drift_ppm().unwrap() - 200.0).abs() < 5.0);
     }
 
     /// Without the control (today's behaviour before it), a 300 ppm microphone needed a
