@@ -3,7 +3,7 @@
 //!
 //! A USB microphone's crystal runs 100–300 ppm away from the system clock: 300 ppm is 18 ms a
 //! minute, a lip-sync error in three minutes and over a second in an hour. The encoder counts
-//! samples ([`super::audio::AudioTimeline`]), so its timeline runs at the microphone's rate; this
+//! samples ([`super::timeline::AudioTimeline`]), so its timeline runs at the microphone's rate; this
 //! module makes it run at the pipeline clock's instead, smoothly:
 //!
 //! - [`RateEstimator`] measures the microphone's rate: for every captured frame the residual
@@ -24,7 +24,7 @@
 //!   than [`STEP_US`] from the smoothed offset for [`STEP_FRAMES`] frames in a row
 //!   ([`DriftControl::is_step`]; one late timestamp is jitter), or anything more than
 //!   [`GROSS_US`] off at once, is corrected at once by inserting silence or skipping a frame
-//!   (the timeline's job, `super::audio::follow`); the estimator then starts over, keeping its
+//!   (the timeline's job, [`super::timeline::follow`]); the estimator then starts over, keeping its
 //!   last estimate until it has a new one.
 //!
 //! Pure: times and sample counts are arguments, so the tests drive it for simulated hours.
@@ -286,7 +286,7 @@ impl DriftControl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::audio::{follow, Adjust, AudioTimeline};
+    use crate::encode::timeline::{follow, Adjust, AudioTimeline};
 
     /// A deterministic pseudo-random sequence in [0, 1) (xorshift), so runs repeat.
     struct Rng(u64);

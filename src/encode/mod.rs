@@ -42,6 +42,7 @@ mod pipeline;
 mod settings;
 pub mod snapshot;
 mod target;
+mod timeline;
 mod video;
 
 use bytes::Bytes;
