@@ -65,12 +65,15 @@ fps = 25
 source = "test"
 TOML
 
-stream=$("$bin/polypush" --config "$work/polypush.toml" --json login --reveal | python3 -c 'import json,sys; print(json.load(sys.stdin)["push_url"].rsplit("/",1)[1])')
+push=$("$bin/polypush" --config "$work/polypush.toml" --json login --reveal | python3 -c 'import json,sys; print(json.load(sys.stdin)["push_url"].rsplit("/",1)[1])')
+# The key may carry a query (auth_key=…); nginx-rtmp names the recording after the bare key.
+stream=${push%%\?*}
 echo
 echo "polypush demo: test pattern -> rtmp://127.0.0.1:$rtmp_port/live/${stream:0:4}*** (address from polyv-sim at $base)"
-echo "  watch it:   ffplay rtmp://127.0.0.1:$rtmp_port/live/$stream"
+echo "  watch it:   ffplay 'rtmp://127.0.0.1:$rtmp_port/live/$push'"
 echo "  recording:  $work/rec/$stream.flv (written by nginx-rtmp)"
 echo "  config:     $work/polypush.toml"
+echo "  status:     http://127.0.0.1:9464/ (the page: picture, audio meter, alarms), /metrics"
 echo
 args=(--config "$work/polypush.toml" --log-level info run)
 [ "$DURATION" != 0 ] && args+=(--duration "$DURATION")

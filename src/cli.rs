@@ -73,7 +73,9 @@ pub enum Command {
     /// Print how many viewers are online in the channel's chat room.
     Viewers,
     /// Print the broadcast windows of [[schedule]]: the one open now and the next ones, with
-    /// local start and end, length and title (--json: RFC 3339 instants).
+    /// local start and end, length, lead and title (--json: RFC 3339 instants), and the
+    /// lesson-control override in force (extend, start-now, stop-now), read from the state
+    /// directory ($STATE_DIRECTORY, else /var/lib/polypush).
     Schedule {
         /// How many windows to list (1-1000), the one open now included.
         #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -82,6 +84,33 @@ pub enum Command {
         /// 2026-03-29T08:00:00+02:00, or 2026-03-29T08:00[Europe/Berlin].
         #[arg(long, value_name = "TIME", value_parser = polypush::schedule::parse_instant)]
         from: Option<std::time::SystemTime>,
+    },
+    /// Lesson control: make what is broadcasting now (a window, or an earlier extend or
+    /// start-now) MINUTES longer, 1-480, ending at most 8 h from now. Refused when nothing is
+    /// on (use start-now). Asks the running service through its status server ([status]
+    /// listen, with the token of status.token_file); the override survives a restart.
+    Extend {
+        /// How many minutes longer.
+        #[arg(value_name = "MINUTES")]
+        minutes: u32,
+    },
+    /// Lesson control: broadcast now, outside the schedule, until the next window opens (it
+    /// then runs to its own end), or for 8 h when none opens sooner; stop-now ends it. Inside
+    /// a window that stop-now stopped, resumes it. Through the running service, like extend.
+    #[command(visible_alias = "start")]
+    StartNow,
+    /// Lesson control: stop the broadcast now; nothing until the next window opens. Through
+    /// the running service, like extend.
+    #[command(visible_alias = "stop")]
+    StopNow,
+    /// Print the lesson reports ([service] state_dir/lessons.jsonl): per schedule window or
+    /// manual broadcast, the planned window, the time on air, the share on air and each gap
+    /// with its cause (--json: one JSON object per line, as logged).
+    Lessons {
+        /// Only lessons that ended at or after this: a date (2026-03-29, midnight in the box's
+        /// time zone) or an RFC 3339 instant.
+        #[arg(long, value_name = "DATE", value_parser = polypush::lessons::parse_since_local)]
+        since: Option<std::time::SystemTime>,
     },
     /// Channel administration through the signed Polyv APIs (needs app_id and app_secret).
     #[command(subcommand)]

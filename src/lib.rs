@@ -23,6 +23,8 @@
 //! - [`broadcast`]: one broadcast, the stages above wired together, and its settings.
 //! - [`service`]: the lifecycle: schedule windows, SIGHUP reloads, start and stop of
 //!   broadcasts, the status server and systemd.
+//! - [`lessons`]: lesson reports: one record per window or manual broadcast (on-air share,
+//!   gaps and their causes), the JSON-lines log under the state directory, `polypush lessons`.
 //! - [`schedule`]: broadcast windows in IANA time zones (pure), and `polypush schedule`.
 //! - [`status`]: the shared snapshot ([`status::StatusHub`]), `/metrics`, `/healthz`,
 //!   `/status`, the server, the viewer count, the TTY status line and the stats file.
@@ -51,6 +53,7 @@ pub mod encode;
 pub mod exit;
 pub mod flv;
 pub mod health;
+pub mod lessons;
 pub mod logging;
 pub mod media;
 pub mod notify;

@@ -30,6 +30,9 @@ enum Failure {
     Usage(String),
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The running service (lesson control) did not do it.
+    #[error("{message}")]
+    Service { message: String, code: ExitCode },
 }
 
 impl Failure {
@@ -38,6 +41,7 @@ impl Failure {
             Self::Config(_) | Self::Setting(_) | Self::Usage(_) => ExitCode::Config,
             Self::Platform(e) => e.exit_code(),
             Self::Run(e) => e.exit_code(),
+            Self::Service { code, .. } => *code,
         }
     }
 
@@ -47,6 +51,7 @@ impl Failure {
             Self::Usage(_) => "usage",
             Self::Platform(e) => e.kind(),
             Self::Run(e) => e.kind(),
+            Self::Service { .. } => "service",
         }
     }
 }
@@ -147,6 +152,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 None => None,
             };
+            let state_dir = cfg.service.state_dir.clone();
             let daemon = polypush::service::run(
                 cfg,
                 polypush::service::ServiceOptions {
@@ -159,6 +165,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         stats_file,
                     },
                     duration,
+                    state_dir: Some(state_dir),
                 },
             )
             .await?;
@@ -214,9 +221,47 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let now = from.unwrap_or_else(std::time::SystemTime::now);
             let schedule = polypush::schedule::Schedule::from_config(&cfg.schedule)
                 .map_err(|e| Failure::Usage(e.to_string()))?;
+            // The override the service keeps (readable by root and the polypush group).
+            let ov = polypush::service::StateFile::in_dir(&cfg.service.state_dir).load(now);
             println!(
                 "{}",
-                polypush::schedule::render(&schedule, now, count as usize, j)
+                polypush::schedule::render(&schedule, now, count as usize, j, ov.as_ref())
+            );
+            Ok(())
+        }
+        Command::Extend { minutes } => {
+            control(
+                &cli.config,
+                j,
+                "extend",
+                json!({"minutes": minutes, "by": "cli"}),
+            )
+            .await
+        }
+        Command::StartNow => control(&cli.config, j, "start", json!({"by": "cli"})).await,
+        Command::StopNow => control(&cli.config, j, "stop", json!({"by": "cli"})).await,
+        Command::Lessons { since } => {
+            let cfg = Config::load(&cli.config)?;
+            let log = polypush::lessons::LessonLog::new(
+                &cfg.service.state_dir,
+                cfg.service.lessons_max_bytes,
+            );
+            let read = log.read().map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot read the lesson log in {}: {e}; run as root or as the polypush user, or check [service] state_dir",
+                    log.dir().display()
+                ))
+            })?;
+            if read.skipped > 0 {
+                eprintln!(
+                    "polypush: {} line(s) of the lesson log did not parse and were skipped",
+                    read.skipped
+                );
+            }
+            let tz = polypush::lessons::local_zone();
+            print!(
+                "{}",
+                polypush::lessons::render(&read.lessons, since, j, &tz)
             );
             Ok(())
         }
@@ -306,6 +351,79 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             channel(j, &cfg, cmd).await
         }
     }
+}
+
+/// Lesson control: asks the running service through its status server (`POST /extend`,
+/// `/start`, `/stop`) with the configured token, and prints its answer.
+async fn control(
+    config: &std::path::Path,
+    j: bool,
+    route: &str,
+    body: Value,
+) -> Result<(), Failure> {
+    let cfg = Config::load(config)?;
+    if !cfg.status.enabled {
+        return Err(Failure::Usage(format!(
+            "status.enabled is false: `polypush` reaches the running service through its status server; set enabled = true under [status] in {} and restart the service",
+            config.display()
+        )));
+    }
+    let mut addr = cfg.status.listen_addr()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let token = cfg.status_token(config)?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .map_err(|e| Failure::Usage(format!("cannot make an HTTP client: {e}")))?;
+    let mut req = client.post(format!("http://{addr}/{route}")).json(&body);
+    if let Some(t) = &token {
+        req = req.bearer_auth(t.expose());
+    }
+    let unavailable = |message: String| Failure::Service {
+        message,
+        code: ExitCode::Unavailable,
+    };
+    let resp = req.send().await.map_err(|e| {
+        unavailable(if e.is_connect() {
+            format!("the service is not running: nothing answers at {addr} (status.listen); start it (systemctl start polypush) and try again")
+        } else {
+            format!("the service at {addr} did not answer: {e}")
+        })
+    })?;
+    let code = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if code.is_success() {
+        emit(j, v.clone(), || {
+            v["message"].as_str().unwrap_or("done").to_string()
+        });
+        return Ok(());
+    }
+    let message = v["error"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| match code.as_u16() {
+            401 | 403 => format!("the service at {addr} refused the token: check status.token_file (run as a user who can read it, such as with sudo)"),
+            404 => format!("the service at {addr} does not know lesson control: update polypush and restart it"),
+            c => format!("the service at {addr} answered HTTP {c}"),
+        });
+    Err(match code.as_u16() {
+        409 => Failure::Service {
+            message,
+            code: ExitCode::Refused,
+        },
+        400 => Failure::Usage(message),
+        401 | 403 => Failure::Service {
+            message,
+            code: ExitCode::Refused,
+        },
+        _ => unavailable(message),
+    })
 }
 
 async fn channel(j: bool, cfg: &Config, cmd: ChannelCommand) -> Result<(), Failure> {

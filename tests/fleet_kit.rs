@@ -45,16 +45,19 @@ fn metrics_text() -> String {
     hub.set_schedule(ScheduleStatus {
         configured: true,
         in_window: true,
+        window_start: Some(now - Duration::from_secs(1800)),
         window_end: Some(now + Duration::from_secs(1800)),
         next_start: Some(now + Duration::from_secs(86_400)),
         next_end: Some(now + Duration::from_secs(86_400 + 3600)),
         title: Some("Physics".into()),
+        ..ScheduleStatus::default()
     });
     hub.set_state(DaemonState::Live);
     hub.broadcast_started(SenderControl::new());
     hub.update_broadcast(broadcast(Instant::now(), SenderPhase::Publishing, None));
     hub.set_viewers(Some(42));
     hub.reload_applied();
+    hub.set_lessons(common::status::lessons());
     metrics::text(&hub.snapshot())
 }
 
@@ -482,6 +485,7 @@ fn every_metric_in_rules_and_dashboard_is_served() {
         "PolypushPictureFrozen",
         "PolypushLowFrameRate",
         "PolypushAudioClipping",
+        "PolypushLessonIncomplete",
     ] {
         assert!(
             rules.contains(&format!("- alert: {alert}\n")),
@@ -544,7 +548,7 @@ fn promtool_checks_config_and_rules_and_runs_the_rule_tests() {
     let Some(promtool) = promtool() else { return };
     let rules = repo().join("deploy/prometheus/rules");
     let said = promtool_ok(&promtool, &["check", "rules", "polypush.rules.yml"], &rules);
-    assert!(said.contains("SUCCESS: 12 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 13 rules found"), "{said}");
     let said = promtool_ok(
         &promtool,
         &["test", "rules", "polypush.rules.test.yml"],
@@ -569,7 +573,7 @@ fn promtool_checks_config_and_rules_and_runs_the_rule_tests() {
     );
     assert!(
         said.contains("is valid prometheus config file syntax")
-            && said.contains("SUCCESS: 12 rules found"),
+            && said.contains("SUCCESS: 13 rules found"),
         "{said}"
     );
 }

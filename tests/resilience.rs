@@ -5,6 +5,7 @@
 mod common;
 
 use common::nginx::{decode_errors, ffprobe_json, Nginx};
+use common::rtmp_listener::{packet_dts_ms, RtmpListener};
 use common::*;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -148,6 +149,107 @@ fn extended_timestamps_decode_cleanly() {
             "track {kind} goes backwards"
         );
     }
+}
+
+/// Pushes `run_s` seconds to FFmpeg's own RTMP listener (`ffmpeg -listen 1`) with
+/// `[target] timestamp_offset_ms` `before_ms` short of `boundary`, and checks what FFmpeg
+/// received, with the wire timestamps kept (`-copyts`): it decodes without an error, and each
+/// track runs without a jump back or a gap; `absolute`: from the offset across the boundary.
+fn push_across_at_ffmpeg_listener(boundary: u64, before_ms: u64, run_s: u64, absolute: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listener = RtmpListener::start(dir.path());
+    let offset = boundary - before_ms;
+    let cfg = write_run_config(
+        dir.path(),
+        None,
+        &format!("[target]\ntimestamp_offset_ms = {offset}\n"),
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("width = 640", "width = 320")
+        .replace("height = 360", "height = 240");
+    std::fs::write(&cfg, text).unwrap();
+    let r = polypush(
+        &cfg,
+        &[
+            "run",
+            "--url",
+            &listener.url(),
+            "--duration",
+            &run_s.to_string(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // polypush hung up: FFmpeg finishes the file and exits by itself.
+    let status = listener.finish(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ffmpeg -listen: {status:?}: {}",
+        listener.log_text()
+    );
+    // The one line FFmpeg prints is the hang-up itself ("rtmp://…: Input/output error").
+    let log = listener.log_text();
+    let other: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.ends_with("/live/x: Input/output error"))
+        .collect();
+    assert!(other.is_empty(), "ffmpeg -listen reported errors: {log}");
+    let rec = listener.recording();
+    let errors = decode_errors(rec);
+    assert!(errors.is_empty(), "{errors}");
+    let packets = packet_dts_ms(rec);
+    let end = offset + run_s * 1000;
+    for track in [0u32, 1] {
+        let dts: Vec<i64> = packets
+            .iter()
+            .filter(|(i, _)| *i == track)
+            .map(|&(_, t)| t)
+            .collect();
+        assert!(dts.len() > 100, "track {track}: {} packets", dts.len());
+        let (first, last) = (dts[0], *dts.last().unwrap());
+        if absolute {
+            // The first frames are stamped at the offset (the pipeline starts at 0).
+            assert!(
+                (offset as i64..offset as i64 + 2000).contains(&first),
+                "track {track} starts at {first} ms, the offset is {offset} ms"
+            );
+            assert!(
+                last > boundary as i64 && last > end as i64 - 3000 && last <= end as i64 + 500,
+                "track {track} ends at {last} ms; the run ended at {end} ms, past {boundary} ms"
+            );
+        } else {
+            // Unwrapped and rebased by FFmpeg: one continuous run as long as the push.
+            let span = last - first;
+            assert!(
+                (run_s as i64 * 1000 - 3000..=run_s as i64 * 1000 + 500).contains(&span),
+                "track {track} spans {span} ms of a {run_s} s push ({first}..{last} ms)"
+            );
+        }
+        for w in dts.windows(2) {
+            assert!(
+                w[1] >= w[0] && w[1] - w[0] < 1000,
+                "track {track}: {} ms then {} ms (boundary {boundary} ms)",
+                w[0],
+                w[1]
+            );
+        }
+    }
+}
+
+/// A lesson past 4 h 39 m 37 s: RTMP timestamps cross 0xFFFFFF ms (24 bits) into extended
+/// timestamps 10 s into a 25 s push, and FFmpeg's RTMP listener gets every frame continuous.
+#[test]
+fn extended_timestamps_cross_at_ffmpegs_rtmp_listener() {
+    push_across_at_ffmpeg_listener(0xFF_FFFF, 10_000, 25, true);
+}
+
+/// The 32-bit wrap (49 days 17 h): timestamps on the wire go from 0xFFFFFFFF ms back to 0,
+/// which an RTMP receiver unwraps. FFmpeg's FLV demuxer treats its timestamps as 32-bit and
+/// unwraps them (lavf's pts wrap correction), then rebases the file to start near 0; so the
+/// check is one continuous run, no jump back to 0, as long as the push.
+#[test]
+fn timestamps_wrap_2_32_at_ffmpegs_rtmp_listener() {
+    push_across_at_ffmpeg_listener(1 << 32, 5_000, 12, false);
 }
 
 /// Polyv rejects the channel password: no busy loop, one ERROR, a clear exit when the run ends.

@@ -1,6 +1,7 @@
 //! The service loop on tokio's paused clock with an injected wall clock: schedule windows open
 //! and close on time, a clock step moves the next start, a reload that leaves no window ends
-//! the broadcast, a stop before the first publish is clean. The broadcast is a stand-in that
+//! the broadcast, a stop before the first publish is clean; lesson control (extend, stop now,
+//! start now, an override across a restart). The broadcast is a stand-in that
 //! records when it was started and told to stop (the real one is `tests/daemon.rs`, end to
 //! end); the wall clock is a fixed date plus tokio's elapsed time, so no test depends on the
 //! time of day.
@@ -396,4 +397,163 @@ async fn only_a_broken_configuration_at_the_first_start_ends_the_service() {
     .await
     .expect("a later configuration failure is retried");
     assert_eq!(h.seen().len(), 4);
+}
+
+/// Lesson control: sends `action` at `after` (tokio time from the start) and returns the
+/// service's answer.
+async fn control_at(
+    tx: &tokio::sync::mpsc::Sender<ServiceCommand>,
+    after: Duration,
+    action: polypush::schedule::ControlAction,
+) -> polypush::status::ControlReply {
+    tokio::time::sleep_until(Instant::now() + after).await;
+    let (req, rx) = polypush::status::ControlRequest::new(action, "test");
+    tx.send(ServiceCommand::Control(req)).await.unwrap();
+    rx.await.unwrap()
+}
+
+fn spans(h: &Harness) -> Vec<(Duration, Option<Duration>)> {
+    h.seen().iter().map(|s| (s.started, s.stopped)).collect()
+}
+
+/// 08:00-08:30 and 09:00-09:05 UTC; the clock starts at 07:59:50.
+const TWO_WINDOWS: &str =
+    "[[schedule]]\ndate = \"2030-03-04\"\nstart = \"08:00\"\nend = \"08:30\"\ntimezone = \"UTC\"\n\
+     [[schedule]]\ndate = \"2030-03-04\"\nstart = \"09:00\"\nend = \"09:05\"\ntimezone = \"UTC\"\n";
+
+#[tokio::test(start_paused = true)]
+async fn extend_keeps_the_broadcast_past_the_end_and_stops_it_at_the_new_end() {
+    use polypush::schedule::ControlAction::Extend;
+    let h = Harness::new(TWO_WINDOWS);
+    let (tx, rx) = command_channel();
+    let driver = tokio::spawn(async move {
+        // Outside a window: refused, saying to start now.
+        let r = control_at(&tx, 5 * S, Extend { minutes: 15 }).await;
+        assert!(r.unwrap_err().to_string().contains("start now"));
+        // 08:20 (1210 s in): 15 minutes more, to 08:45.
+        let r = control_at(&tx, 1205 * S, Extend { minutes: 15 })
+            .await
+            .unwrap();
+        assert_eq!(
+            r.why,
+            polypush::schedule::Why::Extended,
+            "the override decides the end"
+        );
+        assert_eq!(r.control.unwrap().until, wall_start() + 10 * S + 2700 * S);
+        tx
+    });
+    h.service(true)
+        .run(load(&h.config), h.options(Some(3 * 3600 * S)), rx)
+        .await
+        .unwrap();
+    let _tx = driver.await.unwrap();
+    assert_eq!(
+        spans(&h),
+        [
+            (10 * S, Some(10 * S + 2700 * S)),
+            (10 * S + 3600 * S, Some(10 * S + 3900 * S)),
+        ],
+        "on past 08:30 to 08:45 to the second, then the next window as usual"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_now_stops_it_and_the_next_window_starts_it_again() {
+    let h = Harness::new(TWO_WINDOWS);
+    let (tx, rx) = command_channel();
+    let driver = tokio::spawn(async move {
+        let r = control_at(&tx, 610 * S, polypush::schedule::ControlAction::StopNow).await;
+        assert!(!r.unwrap().on);
+        tx
+    });
+    h.service(true)
+        .run(load(&h.config), h.options(Some(2 * 3600 * S)), rx)
+        .await
+        .unwrap();
+    let _tx = driver.await.unwrap();
+    assert_eq!(
+        spans(&h),
+        [
+            (10 * S, Some(610 * S)),
+            (10 * S + 3600 * S, Some(10 * S + 3900 * S)),
+        ],
+        "stopped at 08:10, nothing until 09:00"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_now_starts_a_broadcast_outside_every_window() {
+    let h = Harness::new(TWO_WINDOWS);
+    let (tx, rx) = command_channel();
+    let driver = tokio::spawn(async move {
+        // 08:40: start now, through to the 09:00 window and on to its end at 09:05.
+        let r = control_at(&tx, 2410 * S, polypush::schedule::ControlAction::StartNow).await;
+        let r = r.unwrap();
+        assert_eq!((r.on, r.why), (true, polypush::schedule::Why::StartedNow));
+        tx
+    });
+    h.service(true)
+        .run(load(&h.config), h.options(Some(2 * 3600 * S)), rx)
+        .await
+        .unwrap();
+    let _tx = driver.await.unwrap();
+    assert_eq!(
+        spans(&h),
+        [
+            (10 * S, Some(1810 * S)),
+            (2410 * S, Some(10 * S + 3900 * S)),
+        ],
+        "one broadcast from 08:40 through the 09:00 window, no restart at 09:00"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_override_survives_a_restart_of_the_service() {
+    let h = Harness::new(TWO_WINDOWS);
+    let state = tempfile::tempdir().unwrap();
+    let opts = |d| ServiceOptions {
+        state_dir: Some(state.path().to_path_buf()),
+        ..h.options(Some(d))
+    };
+    // First run: extend by 30 min at 08:10, then the service stops at 08:20.
+    let (tx, rx) = command_channel();
+    let driver = tokio::spawn(async move {
+        let r = control_at(
+            &tx,
+            610 * S,
+            polypush::schedule::ControlAction::Extend { minutes: 30 },
+        )
+        .await;
+        assert!(r.is_ok(), "{r:?}");
+        tx
+    });
+    h.service(true)
+        .run(load(&h.config), opts(1210 * S), rx)
+        .await
+        .unwrap();
+    drop(driver.await.unwrap());
+    let saved = std::fs::read_to_string(state.path().join("control.json")).unwrap();
+    assert!(
+        saved.contains("\"until\": \"2030-03-04T09:00:00Z\""),
+        "{saved}"
+    );
+
+    // A new service instance at 08:20 reads it: on until 09:00 (not 08:30), and the 09:00
+    // window follows without a break, to 09:05.
+    let (_tx, rx) = command_channel();
+    h.service(true)
+        .run(load(&h.config), opts(3600 * S), rx)
+        .await
+        .unwrap();
+    assert_eq!(
+        spans(&h),
+        [
+            (10 * S, Some(1210 * S)),
+            (1210 * S, Some(10 * S + 3900 * S)),
+        ]
+    );
+    assert!(
+        !state.path().join("control.json").exists(),
+        "dropped once it ended"
+    );
 }

@@ -544,6 +544,23 @@ fn visit(driver: &Driver, base: &str, e: &Expect, daemon: &Daemon, wrong_token_f
     assert_eq!(code, "202", "{}", s.text("reconnect-result"));
     assert_eq!(s.text("reconnect-result"), e.reconnect_sent);
     s.screenshot(&format!("status-page-{}-reconnect.png", e.lang));
+
+    // Extend 15 min: asked to confirm, then the service's answer shown (this daemon has no
+    // schedule, so it is a refusal that says why).
+    s.click("extend-15");
+    s.click("control-yes");
+    let code = s.wait_js(
+        "return document.querySelector('[data-testid=control-result]').dataset.code",
+        Duration::from_secs(10),
+        "the extend result",
+    );
+    assert_eq!(code, "409", "{}", s.text("control-result"));
+    assert!(
+        s.text("control-result")
+            .contains("no [[schedule]] is configured"),
+        "{}",
+        s.text("control-result")
+    );
 }
 
 #[test]

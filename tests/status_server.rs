@@ -75,10 +75,12 @@ fn scheduled(in_window: bool) -> ScheduleStatus {
     ScheduleStatus {
         configured: true,
         in_window,
+        window_start: in_window.then(|| now - Duration::from_secs(1800)),
         window_end: in_window.then(|| now + Duration::from_secs(1800)),
         next_start: Some(now + Duration::from_secs(86_400)),
         next_end: Some(now + Duration::from_secs(86_400 + 3600)),
         title: Some("Physics".into()),
+        ..ScheduleStatus::default()
     }
 }
 
@@ -679,6 +681,7 @@ async fn metrics_pass_promtool() {
     hub.set_viewers(Some(12));
     hub.reload_applied();
     hub.reload_failed("bad value".into());
+    hub.set_lessons(common::status::lessons());
     let r = reqwest::get(srv.url("/metrics")).await.unwrap();
     assert_eq!(
         r.headers()["content-type"],
@@ -721,6 +724,7 @@ async fn metrics_pass_promtool() {
         "polypush_video_luma_mean",
         "polypush_video_frame_change",
         "polypush_video_capture_fps",
+        "polypush_last_lesson_on_air_ratio",
     ] {
         assert!(
             live.contains(&format!("# TYPE {name} ")),
@@ -728,6 +732,7 @@ async fn metrics_pass_promtool() {
         );
     }
     for line in [
+        "polypush_last_lesson_on_air_ratio 0.8",
         "polypush_viewers 12",
         "polypush_connected 1",
         "polypush_frames_encoded_total{track=\"video\"} 1500",

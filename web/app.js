@@ -86,6 +86,10 @@
         : t("no_next_window"));
     }
 
+    const ov = sc.override, od = $("override");
+    od.dataset.kind = ov ? ov.kind : "";
+    setText("override", ov ? t("override_" + ov.kind, { t: fmtTime(ov.until), by: ov.by }) : t("no_override"));
+
     setText("target-bitrate", b ? t("kbps", { v: num.format(b.target_kbps) }) : "–");
     setText("delivered-bitrate", b ? t("kbps", { v: num.format(b.delivered_kbps) }) : "–");
     setText("queue-delay", b && b.queue_delay_ms !== null ? t("ms", { v: num.format(b.queue_delay_ms) }) : "–");
@@ -228,7 +232,49 @@
     });
   }
 
+  // ---- lesson control: extend, start now, stop now -----------------------------------------
+  function wireControl() {
+    const box = $("control-confirm"), out = $("control-result");
+    let pending = null;
+    document.querySelectorAll("button[data-action]").forEach((btn) => {
+      btn.addEventListener("click", () => {
+        pending = { action: btn.dataset.action, minutes: Number(btn.dataset.minutes || 0) };
+        setText("control-confirm-text", t("confirm_" + pending.action, { m: pending.minutes }));
+        box.hidden = false;
+        $("control-yes").focus();
+      });
+    });
+    $("control-no").addEventListener("click", () => { box.hidden = true; pending = null; });
+    $("control-yes").addEventListener("click", async () => {
+      box.hidden = true;
+      if (!pending) return;
+      const p = pending;
+      pending = null;
+      const body = { by: "page" };
+      if (p.action === "extend") body.minutes = p.minutes;
+      try {
+        const r = await get("/" + p.action, {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+        });
+        let v = {};
+        try { v = await r.json(); } catch (e) { v = {}; }
+        out.dataset.code = String(r.status);
+        out.dataset.ok = String(r.status === 200);
+        if (r.status === 200) out.textContent = t("control_done", { m: v.message || "" });
+        else if (r.status === 409) out.textContent = t("control_refused", { m: v.error || "" });
+        else out.textContent = t("control_failed", { c: r.status, r: v.error || "" });
+      } catch (e) {
+        out.dataset.code = "0";
+        out.dataset.ok = "false";
+        out.textContent = t("control_failed", { c: 0, r: e.message || String(e) });
+      } finally {
+        pollStatus();
+      }
+    });
+  }
+
   wireReconnect();
+  wireControl();
   loop(pollStatus, 1000);
   loop(pollMeter, 250);
   loop(pollSnapshot, 2000);

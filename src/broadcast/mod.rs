@@ -258,16 +258,13 @@ pub async fn run_broadcast(
     let control = SenderControl::new();
     if let Some(hub) = &hub {
         hub.broadcast_started(control.clone());
-        // `/snapshot.jpg` asks this pipeline; `media_running` swaps it on a restart.
+        // `/snapshot.jpg` and `/meter` ask this pipeline; `media_running` swaps it on a restart.
         hub.set_picture_source(Some(media.pipeline.control()));
     }
     #[cfg(unix)]
     let usr1 = reconnect_on_sigusr1(control.clone()).ok();
     // The sender asks for keyframes through this; a media restart swaps the pipeline behind it.
     let keyframes = Arc::new(Mutex::new(media.pipeline.control()));
-    if let Some(hub) = &hub {
-        hub.set_media_source(keyframes.clone());
-    }
     let hooks = sender_hooks(
         &keyframes,
         polyv.clone(),

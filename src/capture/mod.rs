@@ -30,7 +30,19 @@
 //! reopened device may come back with another size or pixel format: the encoder scales. Test
 //! sources and files are not devices, and a device missing at start-up is still an error at
 //! start-up. `SourceSpec::Faulty` (hidden) is the test seam that fakes an unplugged device.
+//!
+//! ALSA (`alsa_log`): libasound's own error messages go through `tracing` (WARN, with
+//! libasound's file, line and function as fields), never raw onto stderr
+//! (`tests/alsa_capture.rs` checks it through the real binary). FFmpeg's alsa input reads one
+//! period per packet and asks for the device's smallest period: tens of frames for a USB
+//! microphone, one frame for some plugins (48000 packets a second). The capture thread
+//! gathers decoded audio frames under 10 ms into 20 ms frames before stamping and offering
+//! them (`worker::batch`), so the encoder's queue sees about 50 frames a second whatever the
+//! period; larger frames pass through untouched. `tests/alsa_capture.rs` captures a tone
+//! through alsa-lib's `file` plugin (a FIFO as its `infile`, a `null` slave), which has
+//! exactly that one-frame period.
 
+mod alsa_log;
 mod clock;
 mod devices;
 mod graph;
@@ -57,14 +69,21 @@ pub use queue::{
 };
 pub use reconnect::{reopen_delay, TrackState};
 
-/// Initializes FFmpeg once per process: libavdevice registration and a log level that keeps
-/// libx264's per-open banner and per-close statistics out of the journal (warnings stay).
+/// Initializes FFmpeg once per process: libavdevice registration, a log level that keeps
+/// libx264's per-open banner and per-close statistics out of the journal (warnings stay),
+/// and libasound's error messages routed through `tracing` (`alsa_log`) before any ALSA
+/// device is opened.
 pub fn init_ffmpeg() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = ffmpeg::init();
         ffmpeg::device::register_all();
         ffmpeg::log::set_level(ffmpeg::log::Level::Warning);
+        if !alsa_log::install() {
+            tracing::debug!(
+                "libasound is not loaded (FFmpeg without ALSA): no ALSA messages to route"
+            );
+        }
     });
 }
 

@@ -5,9 +5,11 @@
 //!
 //! This file keeps the thread's state and its read loop; the steps it takes live beside it:
 //! [`open`] (how a source is opened), [`precheck`] (start-up errors that name what exists),
-//! [`frames`] (decode, timestamp, pace, offer), [`looping`] (a looped file's timeline) and
+//! [`frames`] (decode, timestamp, pace, offer), [`batch`] (small audio frames gathered into
+//! 20 ms ones before they are offered), [`looping`] (a looped file's timeline) and
 //! [`outage`] (a live device lost and reopened).
 
+mod batch;
 mod frames;
 mod looping;
 mod open;
@@ -99,6 +101,8 @@ pub(super) struct Worker {
     fault: Option<Fault>,
     resync_log: Throttle<Instant>,
     drop_log: Throttle<Instant>,
+    /// Small decoded audio frames being gathered (see [`batch`]).
+    audio_batch: batch::AudioBatcher,
 }
 
 /// Whether the read loop goes on after delivering frames.
@@ -142,6 +146,7 @@ impl Worker {
                 fault,
                 resync_log: Throttle::new(LOG_INTERVAL),
                 drop_log: Throttle::new(LOG_INTERVAL),
+                audio_batch: batch::AudioBatcher::default(),
             },
             source,
             info,
@@ -243,6 +248,9 @@ impl Worker {
                 flow
             }
             Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => {
+                if let Flow::Stop = self.flush_audio(src, false, clock) {
+                    return Ok(Flow::Stop);
+                }
                 let limit = if self.live() && src.delivered > 0 {
                     LIVE_STALL
                 } else {
@@ -267,6 +275,9 @@ impl Worker {
                     if let Flow::Stop = self.decode_packet(src, si, None, clock)? {
                         return Ok(Flow::Stop);
                     }
+                }
+                if let Flow::Stop = self.flush_audio(src, true, clock) {
+                    return Ok(Flow::Stop);
                 }
                 match &mut self.kind {
                     SourceKind::Device => Err(CaptureError::Ended {

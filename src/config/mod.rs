@@ -51,6 +51,8 @@ pub struct Config {
     pub health: HealthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The state directory and the lesson log.
+    pub service: crate::lessons::ServiceSettings,
     /// Broadcast windows; none means stream all the time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<ScheduleEntry>,
@@ -230,6 +232,9 @@ impl Config {
             return Err(src.invalid(&e.key, e.message.clone()));
         }
         if let Err(e) = self.health.validate() {
+            return Err(src.invalid(&e.key, e.message.clone()));
+        }
+        if let Err(e) = self.service.validate() {
             return Err(src.invalid(&e.key, e.message.clone()));
         }
         crate::schedule::Schedule::from_config(&self.schedule)
@@ -530,6 +535,7 @@ mod tests {
             timezone: Some("x".into()),
             title: Some("x".into()),
             rename: Some("x".into()),
+            lead_s: 1,
         }];
         let value = toml::Value::try_from(&full).unwrap();
         let mut missing = Vec::new();

@@ -146,6 +146,47 @@ pub enum RecordError {
     WriterPanicked { dir: PathBuf },
 }
 
+/// The segments in `dir` and the time each covers, oldest first: `(name, opened, last
+/// written, still being written)`. The start is the UTC time in the name, the end the file's modification time. A
+/// `.part` (being written, or left by a crash) is named as it will be once complete. For the
+/// lesson reports (which segments cover an outage); a missing directory lists nothing.
+pub fn segment_spans(
+    dir: &std::path::Path,
+) -> std::io::Result<Vec<(String, std::time::SystemTime, std::time::SystemTime, bool)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().to_string();
+        let Some((seq, kind)) = name::parse_name(&file) else {
+            continue;
+        };
+        let stamp = &file[name::PREFIX.len()..name::PREFIX.len() + 16];
+        let Ok(opened) = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp)
+            .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC))
+        else {
+            continue;
+        };
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        let open = kind == name::FileKind::Part;
+        let complete = if open {
+            format!("{}{}", file.trim_end_matches(name::PART_EXT), name::EXT)
+        } else {
+            file
+        };
+        let opened = std::time::SystemTime::from(opened.timestamp());
+        out.push((seq, (complete, opened, modified, open)));
+    }
+    out.sort_by_key(|s| s.0);
+    Ok(out.into_iter().map(|(_, s)| s).collect())
+}
+
 /// The segment being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CurrentSegment {

@@ -31,4 +31,12 @@ pub struct ScheduleEntry {
     /// `{title}`, `{date}` (YYYY-MM-DD), `{start}` and `{end}` (HH:MM), in the window's zone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rename: Option<String>,
+    /// Start the broadcast this many seconds before `start` (0-3600, default 0), so the
+    /// stream is up and stable when the lesson begins. The window still ends at `end`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lead_s: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -34,14 +34,22 @@
 //! - **Rename**: an entry's `rename` template is rendered for each window: `{title}`, `{date}`
 //!   (YYYY-MM-DD), `{start}` and `{end}` (HH:MM) of the (merged) window, in the entry's zone;
 //!   `{{` and `}}` are literal braces.
+//! - **Start early**: an entry's `lead_s` (0-3600) opens its window that many seconds before
+//!   `start`, so the stream is stable when the lesson begins ([`Window::opens`]; `start` stays
+//!   the lesson's start). Windows merge on their opening instants.
+//! - **Lesson control** (`control`): extend the window open now, start now, stop now. An
+//!   [`Override`] on top of the schedule, with [`Effective`] the result: on or off, until
+//!   when, and why. The service keeps it on disk so it survives a restart.
 //!
 //! Validation ([`Schedule::from_config`], also run when the config is loaded) names the key
 //! (`schedule[N].start`, entries counted from 0) and says what to write.
 
+pub mod control;
 mod entry;
 mod report;
 mod rule;
 
+pub use control::{ControlAction, ControlError, Effective, Override, OverrideKind, Why};
 pub use report::{parse_instant, render};
 
 use crate::setting::InvalidSetting;
@@ -56,6 +64,9 @@ pub const MAX_CHAIN_DAYS: i64 = 400;
 /// One broadcast window as instants (merged over overlapping entries).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
+    /// When the broadcast starts: `start` less the entry's `lead_s` (`start` without one).
+    pub opens: SystemTime,
+    /// When the lesson starts, as written (of the entry whose window opens first).
     pub start: SystemTime,
     pub end: SystemTime,
     /// The title of the entry whose window starts first.
@@ -67,14 +78,19 @@ pub struct Window {
 }
 
 impl Window {
-    /// How long the window lasts.
+    /// How long the window lasts (from `start`, the lead not counted).
     pub fn duration(&self) -> Duration {
         self.end.duration_since(self.start).unwrap_or_default()
     }
 
-    /// Whether `t` is inside: from `start` (included) to `end` (excluded).
+    /// How long before `start` the broadcast opens (`lead_s`).
+    pub fn lead(&self) -> Duration {
+        self.start.duration_since(self.opens).unwrap_or_default()
+    }
+
+    /// Whether `t` is inside: from `opens` (included) to `end` (excluded).
     pub fn contains(&self, t: SystemTime) -> bool {
-        self.start <= t && t < self.end
+        self.opens <= t && t < self.end
     }
 }
 
@@ -84,12 +100,14 @@ pub struct Schedule {
     rules: Vec<Rule>,
 }
 
-/// An occurrence or a merged run of them; `rule` is the one that starts first.
+/// An occurrence or a merged run of them; `rule` is the one that opens first. `start` is
+/// when the broadcast opens (the lead included), `planned` that rule's own start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stretch {
     start: Timestamp,
     end: Timestamp,
     rule: usize,
+    planned: Timestamp,
 }
 
 impl Schedule {
@@ -183,13 +201,17 @@ impl Schedule {
             .iter()
             .enumerate()
             .flat_map(|(i, r)| {
-                r.occurrences(lo, hi)
+                // An occurrence that starts after `hi` may open (its lead) before it.
+                let reach = hi.checked_add(r.lead).unwrap_or(hi);
+                r.occurrences(lo, reach)
                     .into_iter()
                     .map(move |(start, end)| Stretch {
-                        start,
+                        start: start.checked_sub(r.lead).unwrap_or(start),
                         end,
                         rule: i,
+                        planned: start,
                     })
+                    .filter(move |s| s.start < hi)
             })
             .collect();
         all.sort_by_key(|s| (s.start, s.rule));
@@ -206,7 +228,7 @@ impl Schedule {
     fn window(&self, s: &Stretch) -> Window {
         let r = &self.rules[s.rule];
         let rename = r.rename.as_ref().map(|tpl| {
-            let start = r.tz.to_datetime(s.start);
+            let start = r.tz.to_datetime(s.planned);
             let end = r.tz.to_datetime(s.end);
             tpl.render(
                 r.title.as_deref(),
@@ -216,7 +238,8 @@ impl Schedule {
             )
         });
         Window {
-            start: SystemTime::from(s.start),
+            opens: SystemTime::from(s.start),
+            start: SystemTime::from(s.planned),
             end: SystemTime::from(s.end),
             title: r.title.clone(),
             rename,

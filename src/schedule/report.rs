@@ -1,6 +1,7 @@
 //! `polypush schedule`: the window open now and the next ones, rendered as a table or as
 //! JSON (pure: the command prints what [`render`] returns).
 
+use super::control::{effective, Override, Why};
 use super::{rule, Schedule, Window};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
@@ -23,10 +24,18 @@ pub fn parse_instant(s: &str) -> Result<SystemTime, String> {
 }
 
 /// The window open at `now` (if any) and the ones after it, `count` in all. JSON: an array
-/// of `{start, end, duration_s, timezone, title, rename, current}` with RFC 3339 instants in
-/// the window's zone. Otherwise a line about now, then a table of local start and end,
-/// length, zone, title and rename; or a line saying there is no schedule.
-pub fn render(schedule: &Schedule, now: SystemTime, count: usize, json: bool) -> String {
+/// of `{start, end, duration_s, lead_s, opens, timezone, title, rename, current}` with RFC 3339
+/// instants in the window's zone (`opens`: when the broadcast starts, `lead_s` before
+/// `start`). Otherwise a line about now, the lesson-control override `ov` if it is in force,
+/// then a table of local start and end, length, lead, zone, title and rename; or a line
+/// saying there is no schedule.
+pub fn render(
+    schedule: &Schedule,
+    now: SystemTime,
+    count: usize,
+    json: bool,
+    ov: Option<&Override>,
+) -> String {
     let mut list: Vec<(Window, bool)> = Vec::new();
     if count > 0 {
         if let Some(w) = schedule.current(now) {
@@ -45,6 +54,8 @@ pub fn render(schedule: &Schedule, now: SystemTime, count: usize, json: bool) ->
                     "start": rfc3339(w.start, &tz),
                     "end": rfc3339(w.end, &tz),
                     "duration_s": w.duration().as_secs(),
+                    "lead_s": w.lead().as_secs(),
+                    "opens": rfc3339(w.opens, &tz),
                     "timezone": w.timezone,
                     "title": w.title,
                     "rename": w.rename,
@@ -76,14 +87,32 @@ pub fn render(schedule: &Schedule, now: SystemTime, count: usize, json: bool) ->
         None if count == 0 => s.push_str("(--count 0: no windows listed)"),
         None => s.push_str("idle; no window ahead (every one-off date has passed)"),
     }
+    let eff = effective(schedule, ov, now);
+    if let Some(o) = &eff.control {
+        let tz = rule::local_zone().0;
+        let what = match (eff.why, eff.end) {
+            (Why::StoppedNow, _) => format!("no broadcast until {}", local(o.until, &tz)),
+            (_, Some(end)) => format!("broadcasting until {}", local(end, &tz)),
+            _ => "broadcasting".into(),
+        };
+        s.push_str(&format!(
+            "\nlesson control: {} (set {} by {}): {what}",
+            o.kind.as_str().replace('_', " "),
+            local(o.set_at, &tz),
+            if o.by.is_empty() { "?" } else { &o.by },
+        ));
+    }
     if list.is_empty() {
         return s;
     }
     let any_rename = list.iter().any(|(w, _)| w.rename.is_some());
+    let any_lead = list.iter().any(|(w, _)| w.opens < w.start);
     let mut rows: Vec<Vec<String>> = vec![{
-        let mut h: Vec<String> = ["", "START", "END", "LENGTH", "ZONE", "TITLE"]
-            .map(String::from)
-            .into();
+        let mut h: Vec<String> = ["", "START", "END", "LENGTH"].map(String::from).into();
+        if any_lead {
+            h.push("LEAD".into());
+        }
+        h.extend(["ZONE", "TITLE"].map(String::from));
         if any_rename {
             h.push("RENAME TO".into());
         }
@@ -96,9 +125,19 @@ pub fn render(schedule: &Schedule, now: SystemTime, count: usize, json: bool) ->
             local(w.start, &tz),
             local(w.end, &tz),
             length(w.duration()),
+        ];
+        if any_lead {
+            let lead = w.lead().as_secs();
+            row.push(if lead % 60 == 0 {
+                format!("{}m", lead / 60)
+            } else {
+                format!("{lead}s")
+            });
+        }
+        row.extend([
             w.timezone.clone(),
             w.title.clone().unwrap_or_else(|| "-".into()),
-        ];
+        ]);
         if any_rename {
             row.push(w.rename.clone().unwrap_or_else(|| "-".into()));
         }

@@ -28,7 +28,12 @@ pub(super) struct Rule {
     pub tz_name: String,
     pub title: Option<String>,
     pub rename: Option<Template>,
+    /// How long before `start` the broadcast opens (`lead_s`).
+    pub lead: jiff::SignedDuration,
 }
+
+/// The most `lead_s` may be: an hour.
+pub(super) const MAX_LEAD_S: u32 = 3600;
 
 impl Rule {
     /// Parses entry `index` against the box's zone `local` (used when it names none).
@@ -95,7 +100,17 @@ impl Rule {
             None => None,
             Some(r) => Some(Template::parse(r, title.is_some()).map_err(|m| err("rename", m))?),
         };
+        if e.lead_s > MAX_LEAD_S {
+            return Err(err(
+                "lead_s",
+                format!(
+                    "{} is too long: start the broadcast at most {MAX_LEAD_S} seconds (an hour) before the window, such as lead_s = 300, or remove the key",
+                    e.lead_s
+                ),
+            ));
+        }
         Ok(Rule {
+            lead: jiff::SignedDuration::from_secs(i64::from(e.lead_s)),
             when,
             start,
             end,

@@ -603,7 +603,7 @@ fn report_lists_the_current_window_first() {
     e.rename = Some("{title} {date}".into());
     let s = schedule(&[e, once("2026-01-06", "18:00", "19:00", "UTC")]);
     let now = at("2026-01-05T08:15:00Z");
-    let text = render(&s, now, 3, false);
+    let text = render(&s, now, 3, false, None);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
@@ -623,7 +623,7 @@ fn report_lists_the_current_window_first() {
     assert!(lines[4].contains("Wed 2026-01-07 08:00 CET"), "{text}");
     assert_eq!(lines[5], "(* open now)");
 
-    let v: serde_json::Value = serde_json::from_str(&render(&s, now, 2, true)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&render(&s, now, 2, true, None)).unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 2);
     assert_eq!(arr[0]["start"], "2026-01-05T08:00:00+01:00");
@@ -635,14 +635,14 @@ fn report_lists_the_current_window_first() {
     assert_eq!(arr[1]["title"], serde_json::Value::Null);
     assert_eq!(arr[1]["current"], false);
 
-    let idle = render(&s, at("2026-01-05T06:00:00Z"), 1, false);
+    let idle = render(&s, at("2026-01-05T06:00:00Z"), 1, false, None);
     assert!(
         idle.starts_with("now Mon 2026-01-05 07:00 CET: idle; the next window starts in 1h 00m"),
         "{idle}"
     );
     assert!(!idle.contains("open now"), "{idle}");
 
-    let empty = render(&schedule(&[]), now, 3, false);
+    let empty = render(&schedule(&[]), now, 3, false, None);
     assert!(empty.contains("streams all the time"), "{empty}");
-    assert_eq!(render(&schedule(&[]), now, 3, true), "[]");
+    assert_eq!(render(&schedule(&[]), now, 3, true, None), "[]");
 }

@@ -15,6 +15,8 @@
 //!   loop reads the wall clock ([`WallClock`], injected so tests run on tokio's paused clock)
 //!   at least every 30 s, so a clock step (NTP at boot on a Pi without an RTC) moves the next
 //!   start with it.
+//! - **Lesson control** (`control`): extend, start now, stop now, an override on the
+//!   schedule, from the status server or [`ServiceCommand::Control`]; kept in the state dir.
 //! - **SIGHUP** reloads the config file. An invalid file is refused with an ERROR line and
 //!   the old config kept. What changed decides what happens ([`reload::diff`]):
 //!   `[[schedule]]` applies at once (a window that no longer contains now ends the
@@ -38,7 +40,11 @@
 //!   the process's first start ends it (exit 2, which the unit does not restart on), and an
 //!   operator's own `max_attempts`. A `--duration` run ends with the broadcast's exit code.
 
+mod control;
+mod lessons;
 mod reload;
+mod sidecars;
+use sidecars::{rename_for, spawn_viewer_poller, start_status_server, StatusServer};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -55,8 +61,9 @@ use crate::broadcast::{
 use crate::config::Config;
 use crate::exit::ExitCode;
 use crate::rtmp::RtmpError;
-use crate::schedule::{Schedule, Window};
-use crate::status::{DaemonState, ScheduleStatus, StatusHub};
+use crate::schedule::{Effective, Schedule};
+use crate::status::{ControlRequest, DaemonState, StatusHub};
+pub use control::{StateFile, STATE_FILE_NAME};
 pub use reload::{diff, ConfigChanges};
 
 /// How the service was started.
@@ -70,6 +77,9 @@ pub struct ServiceOptions {
     pub run: RunOptions,
     /// Stop after this long (otherwise on SIGINT/SIGTERM).
     pub duration: Option<Duration>,
+    /// Where the lesson-control override is kept (`[service] state_dir` for `polypush run`); `None`:
+    /// in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What a service run did.
@@ -155,13 +165,15 @@ const RECHECK: Duration = Duration::from_secs(30);
 const READY_FALLBACK: Duration = Duration::from_secs(60);
 
 /// What the service can be asked while it runs: SIGHUP and SIGTERM arrive as these, and a
-/// test (or, later, the status page) sends them directly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// test sends them directly (the status server sends lesson control through the hub).
+#[derive(Debug)]
 pub enum ServiceCommand {
     /// Re-read the config file (SIGHUP).
     Reload,
     /// Stop cleanly, as SIGTERM does.
     Stop,
+    /// Lesson control: extend, start now, stop now.
+    Control(ControlRequest),
 }
 
 /// How many commands may wait for the service.
@@ -181,6 +193,8 @@ enum Event {
     Shutdown(ShutdownBy),
     /// SIGHUP or [`ServiceCommand::Reload`].
     Reload,
+    /// Lesson control, from the status server or [`ServiceCommand::Control`].
+    Control(ControlRequest),
 }
 
 /// What the running broadcast was told to stop for.
@@ -254,19 +268,6 @@ impl Hangups {
     }
 }
 
-/// The running status server and how to stop it.
-struct StatusServer {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StatusServer {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
-    }
-}
-
 /// Everything the loop keeps between iterations.
 struct Daemon {
     service: Service,
@@ -283,6 +284,9 @@ struct Daemon {
     commands: tokio::sync::mpsc::Receiver<ServiceCommand>,
     /// Broadcasts that failed in a row (for the wait before the next).
     failures: u32,
+    /// The lesson-control override and its state file.
+    control: control::Control,
+    control_rx: tokio::sync::mpsc::Receiver<ControlRequest>,
 }
 
 impl Service {
@@ -299,6 +303,9 @@ impl Service {
         // A configuration that cannot broadcast fails now, before anything binds or starts.
         BroadcastSettings::from_config(&cfg, &opts.run)?;
         let hub = StatusHub::new();
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
+        hub.set_control(control_tx);
+        let control = control::Control::load(opts.state_dir.as_deref(), self.clock.now());
         let notifier = Arc::new(crate::notify::Notifier::from_env());
         // The broadcast matters more than its dashboard: without the server (a port taken,
         // say) it goes on, loudly; /healthz being unreachable is what the fleet's alert sees.
@@ -312,6 +319,7 @@ impl Service {
         let watchdog = crate::notify::spawn_watchdog(notifier.clone(), hub.clone());
         let status_task = crate::notify::spawn_status(notifier.clone(), hub.clone());
         let viewers = spawn_viewer_poller(&cfg, &hub);
+        let lessons = lessons::spawn(lessons::Options::from_config(&cfg), &hub, &self.clock);
         let duration = opts.duration;
         let shutdown = Box::pin(async move {
             let deadline = async {
@@ -338,12 +346,15 @@ impl Service {
             shutdown_fired: false,
             commands,
             failures: 0,
+            control,
+            control_rx,
         };
         let result = d.run_loop().await;
         if !matches!(d.hub.state(), DaemonState::Stopping) {
             d.hub.set_state(DaemonState::Stopping);
             d.notifier.stopping();
         }
+        lessons.finish().await;
         for t in [watchdog, status_task, viewers].into_iter().flatten() {
             t.abort();
         }
@@ -374,14 +385,8 @@ impl Daemon {
         let mut broadcasts = 0u64;
         let mut last = None;
         loop {
-            let now = self.service.clock.now();
-            self.hub.set_schedule(schedule_status(&self.schedule, now));
-            let window = if self.schedule.is_empty() {
-                Some(None)
-            } else {
-                self.schedule.current(now).map(Some)
-            };
-            let Some(window) = window else {
+            let eff = self.look();
+            if !eff.on {
                 self.hub.set_state(DaemonState::Idle);
                 self.send_ready();
                 match self.idle().await {
@@ -391,12 +396,13 @@ impl Daemon {
                             self.cfg = new;
                         }
                     }
+                    Some(Event::Control(req)) => self.handle_control(req),
                     None => {} // time to look at the clock again
                 }
                 continue;
             };
             broadcasts += 1;
-            match self.live(window, broadcasts == 1).await? {
+            match self.live(eff, broadcasts == 1).await? {
                 LiveEnd::Continue(summary) => {
                     self.failures = 0;
                     last = Some(summary);
@@ -421,6 +427,7 @@ impl Daemon {
             cmd = self.commands.recv() => match cmd {
                 Some(ServiceCommand::Reload) => Event::Reload,
                 Some(ServiceCommand::Stop) => Event::Shutdown(ShutdownBy::Operator),
+                Some(ServiceCommand::Control(req)) => Event::Control(req),
                 // Nobody can send any more: only the shutdown future is left.
                 None if self.shutdown_fired => std::future::pending().await,
                 None => {
@@ -429,6 +436,7 @@ impl Daemon {
                     Event::Shutdown(by)
                 }
             },
+            Some(req) = self.control_rx.recv() => Event::Control(req),
         }
     }
 
@@ -452,18 +460,23 @@ impl Daemon {
         }
     }
 
-    /// One broadcast, inside `window` (or unscheduled), until it ends.
-    /// `first`: the process's first broadcast, whose configuration errors end the process.
-    async fn live(&mut self, window: Option<Window>, first: bool) -> Result<LiveEnd, RunError> {
-        if let Some(w) = &window {
+    /// One broadcast while `eff` says on (a window, an override, or unscheduled), until it
+    /// ends. `first`: the process's first broadcast, whose configuration errors end the
+    /// process.
+    async fn live(&mut self, eff: Effective, first: bool) -> Result<LiveEnd, RunError> {
+        if let Some(end) = eff.end {
+            let w = eff.window.as_ref();
             tracing::info!(
-                end = %fmt_time(w.end),
-                title = w.title.as_deref().unwrap_or(""),
+                end = %fmt_time(end),
+                title = w.and_then(|w| w.title.as_deref()).unwrap_or(""),
+                reason = eff.why.as_str(),
                 "window open: starting the broadcast"
             );
+        }
+        if let Some(w) = &eff.window {
             rename_for(&self.cfg, w);
         }
-        let mut window_end = window.as_ref().map(|w| w.end);
+        let mut window_end = eff.end;
         self.hub.set_state(DaemonState::Live);
         let settings = BroadcastSettings::from_config(&self.cfg, &self.opts.run)?;
         let (tx, rx) = broadcast::command_channel();
@@ -506,19 +519,12 @@ impl Daemon {
                     Event::Reload => {
                         let Some((new, ch)) = self.reload().await else { continue };
                         if ch.schedule {
-                            let now = self.service.clock.now();
-                            self.hub.set_schedule(schedule_status(&self.schedule, now));
-                            if self.schedule.is_empty() {
-                                window_end = None;
-                            } else {
-                                match self.schedule.current(now) {
-                                    Some(w) => window_end = Some(w.end),
-                                    None => {
-                                        tracing::info!("reload: now is outside the new schedule; stopping the broadcast");
-                                        let _ = tx.send(BroadcastCommand::Stop).await;
-                                        ending = Ending::Restart;
-                                    }
-                                }
+                            let eff = self.look();
+                            window_end = eff.end;
+                            if !eff.on {
+                                tracing::info!("reload: now is outside the new schedule; stopping the broadcast");
+                                let _ = tx.send(BroadcastCommand::Stop).await;
+                                ending = Ending::Restart;
                             }
                         }
                         if ch.session {
@@ -536,9 +542,22 @@ impl Daemon {
                         }
                         self.cfg = new;
                     }
+                    Event::Control(req) => {
+                        self.handle_control(req);
+                        let eff = self.look();
+                        if ending == Ending::Running && !eff.on {
+                            tracing::info!("stop now: stopping the broadcast");
+                            let _ = tx.send(BroadcastCommand::Stop).await;
+                            ending = Ending::Restart;
+                        }
+                        window_end = eff.end;
+                    }
                 },
                 _ = tokio::time::sleep(nap), if ending == Ending::Running => {
-                    if window_end.is_some_and(|e| self.service.clock.now() >= e) {
+                    // An extension or the next window may carry on past the end seen before.
+                    let eff = self.look();
+                    window_end = eff.end;
+                    if !eff.on {
                         tracing::info!("window closed: stopping the broadcast");
                         let _ = tx.send(BroadcastCommand::Stop).await;
                         window_end = None;
@@ -610,6 +629,10 @@ impl Daemon {
                             self.cfg = new;
                             return LiveEnd::Retry; // the new file may be the fix: try now
                         }
+                    }
+                    Event::Control(req) => {
+                        self.handle_control(req);
+                        return LiveEnd::Retry; // look again: a stop now idles
                     }
                 },
                 _ = tokio::time::sleep_until(until) => return LiveEnd::Retry,
@@ -688,30 +711,6 @@ fn send_ready_once(sent: &AtomicBool, notifier: &crate::notify::Notifier) {
     }
 }
 
-/// The schedule's view of `now` for the hub.
-fn schedule_status(schedule: &Schedule, now: SystemTime) -> ScheduleStatus {
-    if schedule.is_empty() {
-        return ScheduleStatus {
-            configured: false,
-            in_window: true,
-            ..ScheduleStatus::default()
-        };
-    }
-    let current = schedule.current(now);
-    let next = schedule.upcoming(now, 1).into_iter().next();
-    ScheduleStatus {
-        configured: true,
-        in_window: current.is_some(),
-        window_end: current.as_ref().map(|w| w.end),
-        next_start: next.as_ref().map(|w| w.start),
-        next_end: next.as_ref().map(|w| w.end),
-        title: current
-            .as_ref()
-            .or(next.as_ref())
-            .and_then(|w| w.title.clone()),
-    }
-}
-
 /// The wait after the `n`th failed broadcast in a row: 5 s, doubling, at most 60 s.
 fn failure_backoff(n: u32) -> Duration {
     (Duration::from_secs(5) * 2u32.saturating_pow(n.saturating_sub(1)).min(16))
@@ -731,61 +730,4 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// Starts the status server `cfg` asks for (`None` when disabled).
-async fn start_status_server(
-    cfg: &Config,
-    config_path: &std::path::Path,
-    hub: &StatusHub,
-) -> Result<Option<StatusServer>, String> {
-    if !cfg.status.enabled {
-        return Ok(None);
-    }
-    let token = cfg.status_token(config_path).map_err(|e| e.to_string())?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = crate::status::serve(&cfg.status, hub.clone(), token, async move {
-        let _ = stopped.await;
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    tracing::info!(%addr, "status server: /metrics /healthz /status, POST /reconnect");
-    Ok(Some(StatusServer { stop, task }))
-}
-
-/// Polls listUsers for the viewer count while live (at most every 10 s), when the channel
-/// can be reached.
-fn spawn_viewer_poller(cfg: &Config, hub: &StatusHub) -> Option<tokio::task::JoinHandle<()>> {
-    if cfg.polyv.channel_id.is_empty() {
-        return None;
-    }
-    match crate::platform::PolyvClient::from_config(&cfg.polyv) {
-        Ok(client) => Some(crate::status::spawn_viewer_poller(
-            client,
-            hub.clone(),
-            Duration::from_secs(10),
-        )),
-        Err(e) => {
-            tracing::debug!(error = %e, "no viewer count: the Polyv client is not configured");
-            None
-        }
-    }
-}
-
-/// Renames the channel for a window that asks for it (best effort, in the background).
-fn rename_for(cfg: &Config, w: &Window) {
-    let Some(name) = w.rename.clone() else { return };
-    let client = match crate::platform::PolyvClient::from_config(&cfg.polyv) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot rename the channel for this window");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        match client.rename_channel(&name).await {
-            Ok(()) => tracing::info!(name = %name, "channel renamed for this window"),
-            Err(e) => tracing::warn!(error = %e, "channel rename failed; broadcasting anyway"),
-        }
-    });
 }

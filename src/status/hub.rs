@@ -47,15 +47,23 @@ impl DaemonState {
 pub struct ScheduleStatus {
     /// Any window configured at all (none: stream all the time).
     pub configured: bool,
-    /// Inside a window now (always true when none is configured).
+    /// A broadcast should run now: inside a window (its lead included), or an override
+    /// (extend, start now) keeps it on; false while stopped now. Always true when no window
+    /// is configured.
     pub in_window: bool,
-    /// The current window's end, if inside one.
+    /// The current window's start, if inside one (the lesson reports' planned start).
+    pub window_start: Option<SystemTime>,
+    /// When what is on now ends (the window's end, or the override's), if on.
     pub window_end: Option<SystemTime>,
     /// The next window's start and end after now (after the current one, if inside).
     pub next_start: Option<SystemTime>,
     pub next_end: Option<SystemTime>,
     /// The current (or next) window's title, if any.
     pub title: Option<String>,
+    /// Why a broadcast should run or not (`None` before the service first looked).
+    pub why: Option<crate::schedule::Why>,
+    /// The lesson-control override in force (extend, start now, stop now), if any.
+    pub control: Option<crate::schedule::Override>,
 }
 
 /// The live numbers of a running broadcast, refreshed by the broadcast every 500 ms.
@@ -149,6 +157,8 @@ pub struct Snapshot {
     /// first publish, then from each lost session until the next; `None` while publishing or
     /// without a broadcast.
     pub not_publishing_since: Option<Instant>,
+    /// The lesson log: how many lessons, the last one ([`crate::lessons`]).
+    pub lessons: crate::lessons::LessonsStatus,
 }
 
 impl Snapshot {
@@ -314,12 +324,13 @@ impl Totals {
 struct Inner {
     snap: Snapshot,
     reconnect: Option<SenderControl>,
-    /// The running pipeline, for `/snapshot.jpg` (swapped when the broadcast restarts it).
+    /// The running pipeline, for `/snapshot.jpg` and `/meter` (swapped when the broadcast
+    /// restarts it).
     pictures: Option<PipelineControl>,
-    /// The running broadcast's pipeline (swapped when it restarts), for `/meter`.
-    media_source: Option<Arc<Mutex<PipelineControl>>>,
     /// The running broadcast's counters as last folded into `snap.totals`.
     counted: Option<Totals>,
+    /// Where lesson-control requests go (the service loop), once it takes them.
+    control: Option<tokio::sync::mpsc::Sender<super::control::ControlRequest>>,
 }
 
 /// Cheap to clone; every clone sees the same state.
@@ -370,6 +381,31 @@ impl StatusHub {
                 return;
             }
         }
+    }
+
+    /// A receiver that sees every change (for the lesson recorder).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The lesson log as it stands (at start).
+    pub fn set_lessons(&self, lessons: crate::lessons::LessonsStatus) {
+        self.with(|i| i.snap.lessons = lessons);
+    }
+
+    /// The lesson under way (not a change waiters wake for: the lesson task sets it after
+    /// every change it sees).
+    pub fn set_current_lesson(&self, lesson: Option<crate::lessons::Lesson>) {
+        self.read(|i| i.snap.lessons.current = lesson);
+    }
+
+    /// A lesson ended and was logged.
+    pub fn lesson_recorded(&self, lesson: crate::lessons::Lesson) {
+        self.with(|i| {
+            i.snap.lessons.count += 1;
+            i.snap.lessons.last = Some(lesson);
+            i.snap.lessons.current = None;
+        });
     }
 
     /// A copy of everything.
@@ -439,7 +475,6 @@ impl StatusHub {
             i.snap.not_publishing_since = None;
             i.reconnect = None;
             i.pictures = None;
-            i.media_source = None;
             // `counted` stays: a late update of the ended broadcast adds only what moved.
             if capture_error {
                 i.snap.capture_errors += 1;
@@ -503,33 +538,34 @@ impl StatusHub {
         })
     }
 
-    /// The running broadcast's pipeline, read by `/meter` between the broadcast's updates.
-    pub fn set_media_source(&self, pipeline: Arc<Mutex<PipelineControl>>) {
-        self.read(|i| i.media_source = Some(pipeline));
-    }
-
     /// The latest media report, straight from the running pipeline (fresher than the
-    /// snapshot's, which the broadcast updates twice a second); `None` without a broadcast.
+    /// snapshot's, which the broadcast updates twice a second); the last snapshot's while
+    /// capture is down; `None` without a broadcast.
     pub fn media_now(&self) -> Option<MediaReport> {
-        let (source, last) = self.read(|i| {
+        let (pipeline, last) = self.read(|i| {
             (
-                i.media_source.clone(),
+                i.pictures.clone(),
                 i.snap.broadcast.as_ref().and_then(|b| b.media.clone()),
             )
         });
-        let Some(source) = source else {
-            // No pipeline handle (not set by this broadcaster): the last snapshot's.
-            return last;
-        };
-        let control = source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        control.media()
+        pipeline.and_then(|p| p.media()).or(last)
     }
 
     /// `POST /reconnect`: asks the running broadcast's sender to reconnect now. `false` when
     /// no broadcast runs.
+    /// The service loop takes lesson-control requests (`POST /extend`, `/start`, `/stop`)
+    /// through `tx`.
+    pub fn set_control(&self, tx: tokio::sync::mpsc::Sender<super::control::ControlRequest>) {
+        self.read(|i| i.control = Some(tx));
+    }
+
+    /// Where to send a lesson-control request, if a service loop takes them.
+    pub fn control_sender(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Sender<super::control::ControlRequest>> {
+        self.read(|i| i.control.clone())
+    }
+
     pub fn reconnect_now(&self) -> bool {
         match self.read(|i| i.reconnect.clone()) {
             Some(c) => {

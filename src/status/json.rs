@@ -33,6 +33,8 @@ pub(super) fn status_json(snap: &Snapshot, now: Instant) -> Value {
             "next_start": s.next_start.map(rfc3339),
             "next_end": s.next_end.map(rfc3339),
             "title": s.title,
+            "reason": s.why.map(|w| w.as_str()),
+            "override": s.control.as_ref().map(super::control::override_json),
         },
         "broadcast": snap.broadcast.as_ref().map(|b| broadcast(b, snap, now)),
         "viewers": snap.viewers,
@@ -57,6 +59,34 @@ pub(super) fn status_json(snap: &Snapshot, now: Instant) -> Value {
             .as_ref()
             .and_then(|b| b.media.as_ref())
             .map(|m| media(m, &snap.totals)),
+        "lessons": lessons(&snap.lessons),
+    })
+}
+
+/// `/status`'s `lessons`: how many are logged and a summary of the last one (the whole
+/// record is in the log: `polypush lessons --json`).
+fn lessons(l: &crate::lessons::LessonsStatus) -> Value {
+    json!({
+        "count": l.count,
+        "last": l.last.as_ref().map(lesson_summary),
+        "current": l.current.as_ref().map(lesson_summary),
+    })
+}
+
+fn lesson_summary(l: &crate::lessons::Lesson) -> Value {
+    json!({
+            "kind": l.kind,
+            "title": l.title,
+            "planned_start": l.planned_start.map(rfc3339),
+            "planned_end": l.planned_end.map(rfc3339),
+            "started": rfc3339(l.started),
+            "ended": rfc3339(l.ended),
+            "on_air_s": l.on_air_s,
+            "on_air_ratio": l.on_air_ratio,
+            "gaps": l.gaps.len(),
+            "off_air_s": l.gaps.iter().map(|g| g.duration_s).sum::<f64>(),
+        "causes": l.causes().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "reconnects": l.reconnects,
     })
 }
 

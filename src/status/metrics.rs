@@ -364,6 +364,13 @@ pub fn registry(snap: &Snapshot) -> Registry {
             unix_seconds(end),
         );
     }
+    if let Some(l) = &snap.lessons.last {
+        m.gauge(
+            "polypush_last_lesson_on_air_ratio",
+            "Share of the last lesson that ended (its schedule window, or a manual broadcast's length) that was on air, 0..1",
+            l.on_air_ratio,
+        );
+    }
     let (ffmpeg, libavcodec) = ffmpeg_versions();
     m.int_gauges(
         "polypush_build_info",

@@ -1,11 +1,14 @@
 //! Watching the daemon: the shared [`StatusHub`], and the HTTP status server over it
-//! (the page at `/`, `/metrics`, `/healthz`, `/status`, `/snapshot.jpg`, `POST /reconnect`).
+//! (the page at `/`, `/metrics`, `/healthz`, `/status`, `/snapshot.jpg`, `POST /reconnect`,
+//! `POST /extend`, `/start`, `/stop`).
 //!
 //! - `hub`: the state the broadcast and the service loop write and everything else reads,
 //!   with daemon-wide monotonic counters ([`Totals`]).
 //! - [`health`]: the `/healthz` rule, a pure function of a snapshot and "now".
 //! - [`metrics`]: the `/metrics` registry (`prometheus-client`), built at scrape time.
 //! - `json`: the `/status` document.
+//! - `control`: lesson control over HTTP (`POST /extend`, `/start`, `/stop`): a
+//!   [`ControlRequest`] to the service loop through the hub.
 //! - `server`: the axum server, with the bearer token or the login cookie when a token is set.
 //! - `page`: the status page at `/` and the login form: `web/` embedded, Simplified Chinese or
 //!   English negotiated from `Accept-Language`, ETags.
@@ -16,6 +19,7 @@
 //! - [`line`]: the live status line on a terminal; `stats_file`: `--stats-file`, one JSON
 //!   line per second; both from the broadcast's snapshot, with `rate`'s [`RateMeter`].
 
+mod control;
 mod health;
 mod hub;
 pub(crate) mod json;
@@ -29,6 +33,7 @@ mod snapshot;
 mod stats_file;
 mod viewers;
 
+pub use control::{describe, ControlReply, ControlRequest};
 pub use health::{health, Health};
 pub use hub::{
     BroadcastSnapshot, DaemonState, MediaWait, PictureSource, Progress, ScheduleStatus, Snapshot,

@@ -1,6 +1,7 @@
 //! The status HTTP server (axum): the status page `GET /` (with `/app.js`, `/app.css`; see
 //! `page`), `GET /metrics`, `GET /healthz`, `GET /status`, `GET /meter`, `POST /reconnect`, all
-//! read from (or, for the reconnect, sent through) the [`StatusHub`]; `GET /snapshot.jpg`, the
+//! read from (or, for the reconnect, sent through) the [`StatusHub`]; `POST /extend`, `/start`,
+//! `/stop` (lesson control, see `super::control`), sent to the service loop through it; `GET /snapshot.jpg`, the
 //! running pipeline's picture (see `super::snapshot`); and the login `GET|POST /login`,
 //! `POST /logout`.
 //!
@@ -130,6 +131,9 @@ pub(super) fn router(hub: StatusHub, token: Option<Secret>, snapshot_width: u32)
         .route("/status", get(status))
         .route("/meter", get(meter))
         .route("/reconnect", post(reconnect))
+        .route("/extend", post(extend))
+        .route("/start", post(start_now))
+        .route("/stop", post(stop_now))
         .route("/snapshot.jpg", get(snapshot_jpg))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -395,7 +399,7 @@ async fn logout(State(state): State<AppState>) -> Response {
 async fn not_found() -> Response {
     text(
         StatusCode::NOT_FOUND,
-        "not found: try / (the status page), /metrics, /healthz, /status, /snapshot.jpg or POST /reconnect",
+        "not found: try / (the status page), /metrics, /healthz, /status, /snapshot.jpg, POST /reconnect, /extend, /start or /stop",
     )
 }
 
@@ -501,6 +505,18 @@ async fn reconnect(State(state): State<AppState>) -> Response {
             "no broadcast is running: nothing to reconnect",
         )
     }
+}
+
+async fn extend(State(state): State<AppState>, uri: Uri, body: axum::body::Bytes) -> Response {
+    super::control::handle(&state.hub, "extend", &uri, &body).await
+}
+
+async fn start_now(State(state): State<AppState>, uri: Uri, body: axum::body::Bytes) -> Response {
+    super::control::handle(&state.hub, "start", &uri, &body).await
+}
+
+async fn stop_now(State(state): State<AppState>, uri: Uri, body: axum::body::Bytes) -> Response {
+    super::control::handle(&state.hub, "stop", &uri, &body).await
 }
 
 #[cfg(test)]

@@ -18,7 +18,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(cfg: &Path, args: &[&str]) -> Daemon {
+        Self::start_env(cfg, args, &[])
+    }
+
+    /// [`Daemon::start`] with more environment (such as `STATE_DIRECTORY`).
+    pub fn start_env(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_polypush"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(cfg)
             .args(["--log-level", "info", "--json", "run"])

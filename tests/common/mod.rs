@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod memory_ingest;
 pub mod nginx;
+pub mod rtmp_listener;
 pub mod sender;
 pub mod status;
 

@@ -49,3 +49,33 @@ pub fn broadcast(
     b.media = Some(media);
     b
 }
+
+/// A lesson log whose last lesson was on air for 80 % of its window (a 60 s outage in a
+/// 300 s window).
+#[allow(dead_code)]
+pub fn lessons() -> polypush::lessons::LessonsStatus {
+    use polypush::lessons::{Observation, Planned, Recorder};
+    use std::time::{Duration, SystemTime};
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    let planned = Some(Planned {
+        title: Some("Physics".into()),
+        start,
+        end: start + Duration::from_secs(300),
+    });
+    let o = |publishing: bool| Observation {
+        active: true,
+        planned: planned.clone(),
+        publishing,
+        ..Observation::default()
+    };
+    let mut r = Recorder::new();
+    r.observe(start, &o(true));
+    r.observe(start + Duration::from_secs(100), &o(false));
+    r.observe(start + Duration::from_secs(160), &o(true));
+    let last = r.close(start + Duration::from_secs(300));
+    polypush::lessons::LessonsStatus {
+        count: 3,
+        last,
+        current: None,
+    }
+}

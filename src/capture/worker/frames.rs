@@ -26,6 +26,10 @@ fn off_clock(us: i64, ppm: i32) -> i64 {
     (i128::from(us) * 1_000_000 / (1_000_000 + i128::from(ppm))) as i64
 }
 
+/// How [`Worker::drain`] hands on each decoded frame.
+type Deliver<F> =
+    fn(&mut Worker, &mut Source, usize, &mut FrameSender<F>, F, &CaptureClock) -> Flow;
+
 impl Worker {
     /// Sends a packet (or end of stream) to stream `si`'s decoder and delivers every frame.
     pub(super) fn decode_packet(
@@ -58,7 +62,14 @@ impl Worker {
                     .video
                     .take()
                     .expect("video stream implies a video output");
-                let flow = self.drain(src, si, &mut sender, ffmpeg::frame::Video::empty, clock);
+                let flow = self.drain(
+                    src,
+                    si,
+                    &mut sender,
+                    ffmpeg::frame::Video::empty,
+                    Self::deliver,
+                    clock,
+                );
                 self.outputs.video = Some(sender);
                 flow
             }
@@ -68,19 +79,29 @@ impl Worker {
                     .audio
                     .take()
                     .expect("audio stream implies an audio output");
-                let flow = self.drain(src, si, &mut sender, ffmpeg::frame::Audio::empty, clock);
+                let flow = self.drain(
+                    src,
+                    si,
+                    &mut sender,
+                    ffmpeg::frame::Audio::empty,
+                    Self::deliver_audio,
+                    clock,
+                );
                 self.outputs.audio = Some(sender);
                 flow
             }
         }
     }
 
+    /// Receives every frame the decoder has and hands each to `deliver` ([`Self::deliver`],
+    /// or [`Self::deliver_audio`] for decoded audio, which may gather small frames first).
     fn drain<F>(
         &mut self,
         src: &mut Source,
         si: usize,
         sender: &mut FrameSender<F>,
         new: fn() -> F,
+        deliver: Deliver<F>,
         clock: &CaptureClock,
     ) -> Result<Flow, CaptureError>
     where
@@ -107,10 +128,51 @@ impl Worker {
                     });
                 }
             }
-            if let Flow::Stop = self.deliver(src, si, sender, frame, clock) {
+            if let Flow::Stop = deliver(self, src, si, sender, frame, clock) {
                 return Ok(Flow::Stop);
             }
         }
+    }
+
+    /// Decoded audio from a demuxer: frames under 10 ms (a device read one tiny period per
+    /// packet) are gathered into 20 ms frames first ([`super::batch`]); normal frames pass
+    /// straight on.
+    fn deliver_audio(
+        &mut self,
+        src: &mut Source,
+        si: usize,
+        sender: &mut FrameSender<ffmpeg::frame::Audio>,
+        frame: ffmpeg::frame::Audio,
+        clock: &CaptureClock,
+    ) -> Flow {
+        let ready = self.audio_batch.push(si, frame, Instant::now(), sender);
+        for (si, frame) in ready.into_iter().flatten() {
+            if let Flow::Stop = self.deliver(src, si, sender, frame, clock) {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Hands on the audio gathered so far: all of it at the end of the input (`all`), or only
+    /// a batch that has waited long enough while the device has nothing to read.
+    pub(super) fn flush_audio(
+        &mut self,
+        src: &mut Source,
+        all: bool,
+        clock: &CaptureClock,
+    ) -> Flow {
+        let batch = if all {
+            self.audio_batch.take()
+        } else {
+            self.audio_batch.take_stale(Instant::now())
+        };
+        let (Some((si, frame)), Some(mut sender)) = (batch, self.outputs.audio.take()) else {
+            return Flow::Continue;
+        };
+        let flow = self.deliver(src, si, &mut sender, frame, clock);
+        self.outputs.audio = Some(sender);
+        flow
     }
 
     /// A test pattern: takes the next frame from the graph and delivers it.

@@ -156,7 +156,9 @@ impl Worker {
     /// into the device's buffers (V4L2 hands out its mmap buffers without copying), so wait
     /// for the encoder to give them back first; should it not (it is stuck), the input is
     /// leaked rather than unmapped under it.
-    pub(super) fn close(&self, src: Source) {
+    pub(super) fn close(&mut self, src: Source) {
+        // Samples gathered from this input would be stale after a reopen.
+        self.audio_batch.clear();
         if !self.live() {
             return;
         }
