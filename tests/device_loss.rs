@@ -33,6 +33,7 @@ fn video_pattern() -> SourceSpec {
         width: 320,
         height: 240,
         fps: FPS,
+        sync: false,
     }
 }
 
@@ -41,6 +42,8 @@ fn audio_tone() -> SourceSpec {
         sample_rate: 48_000,
         channels: 2,
         frequency_hz: 440,
+        sync: false,
+        clock_ppm: 0,
     }
 }
 

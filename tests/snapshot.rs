@@ -242,6 +242,7 @@ fn a_running_pipeline_gives_pictures_on_request_and_what_they_cost() {
             width: 1280,
             height: 720,
             fps: 25,
+            sync: false,
         }),
         audio_source: None,
         video_encoder: VideoSettings {
@@ -366,6 +367,7 @@ fn while_the_camera_is_away_the_picture_is_the_still() {
         width: 320,
         height: 240,
         fps: 25,
+        sync: false,
     };
     let config = PipelineConfig {
         video_source: Some(SourceSpec::Faulty {

@@ -670,7 +670,14 @@ async fn metrics_pass_promtool() {
     hub.set_schedule(scheduled(true));
     hub.set_state(DaemonState::Live);
     hub.broadcast_started(SenderControl::new());
-    hub.update_broadcast(broadcast(Instant::now(), SenderPhase::Publishing, None));
+    let mut live_broadcast = broadcast(Instant::now(), SenderPhase::Publishing, None);
+    live_broadcast.pipeline.audio_sync = polypush::encode::AudioSyncStats {
+        drift_milli_ppm: Some(301_250),
+        av_offset_us: Some(-2_000),
+        silence_inserted: 0,
+        frames_skipped: 1,
+    };
+    hub.update_broadcast(live_broadcast);
     hub.set_viewers(Some(12));
     hub.reload_applied();
     hub.reload_failed("bad value".into());
@@ -691,6 +698,9 @@ async fn metrics_pass_promtool() {
         "polypush_reconnects_total",
         "polypush_sent_bytes_total",
         "polypush_acknowledged_bytes_total",
+        "polypush_audio_clock_drift_ppm",
+        "polypush_av_offset_seconds",
+        "polypush_audio_timeline_corrections",
         "polypush_frames_encoded_total",
         "polypush_frames_dropped_total",
         "polypush_device_losses_total",

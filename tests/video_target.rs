@@ -36,6 +36,7 @@ fn start(
             width,
             height,
             fps: FPS,
+            sync: false,
         }),
         audio_source: None,
         video_encoder,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::adapt::AdaptConfig;
 use crate::capture::SourceSpec;
 use crate::config::Config;
-use crate::encode::{AudioSource, PipelineConfig, VideoSource};
+use crate::encode::{AudioSource, PipelineConfig, TestPattern, VideoSource};
 use crate::platform::PolyvSettings;
 use crate::record::RecordConfig;
 use crate::ring::RingConfig;
@@ -139,6 +139,7 @@ pub fn media_settings(cfg: &Config, test_pattern: bool) -> PipelineConfig {
             width: v.width,
             height: v.height,
             fps: v.fps,
+            sync: v.test_pattern == TestPattern::Sync,
         },
         VideoSource::File => SourceSpec::File {
             path: file.clone(),
@@ -155,6 +156,8 @@ pub fn media_settings(cfg: &Config, test_pattern: bool) -> PipelineConfig {
             sample_rate: a.sample_rate,
             channels: a.channels,
             frequency_hz: 440,
+            sync: a.test_pattern == TestPattern::Sync,
+            clock_ppm: a.test_clock_ppm,
         }),
         AudioSource::File => Some(SourceSpec::File {
             path: file,

@@ -111,6 +111,9 @@ pub(super) struct TimestampMapper {
     last_us: [Option<i64>; 2],
     /// Paced: the input was replaced; anchor its first frame on the previous frame grid.
     resuming: bool,
+    /// Paced: source time 0 is pipeline time 0 (the sync test pattern), unless the first frame
+    /// comes too late for that.
+    pinned: bool,
 }
 
 impl TimestampMapper {
@@ -120,7 +123,14 @@ impl TimestampMapper {
             offset_us: None,
             last_us: [None, None],
             resuming: false,
+            pinned: false,
         }
+    }
+
+    /// Anchors a paced input's source time 0 at pipeline time 0, so the sync test pattern's
+    /// flash and beep (two inputs) both fall on whole seconds of the pipeline clock.
+    pub(super) fn pin_to_clock(&mut self) {
+        self.pinned = true;
     }
 
     /// The input was closed and opened again (a device reopened after a loss). A paced input's
@@ -165,6 +175,12 @@ impl TimestampMapper {
                     let start = match self.last_us[track.index()] {
                         Some(last) if resuming && duration_us > 0 => {
                             next_on_grid(last, duration_us, now_us)
+                        }
+                        _ if self.pinned
+                            && !resuming
+                            && now_us - source_us < PACED_BEHIND_MAX_US =>
+                        {
+                            source_us
                         }
                         _ => now_us,
                     };
@@ -297,6 +313,18 @@ mod tests {
         m.map(Track::Video, 1_000, 40_000, 2_000);
         m.restart_input();
         assert_eq!(m.map(Track::Video, 5_000, 40_000, 6_000).pts_us, 5_000);
+    }
+
+    #[test]
+    fn a_pinned_input_keeps_source_time_as_pipeline_time() {
+        let mut m = TimestampMapper::new(ClockMode::Paced);
+        m.pin_to_clock();
+        assert_eq!(m.map(Track::Audio, 0, 21_333, 4_000).pts_us, 0);
+        assert_eq!(m.map(Track::Audio, 21_333, 21_333, 4_100).pts_us, 21_333);
+        // Too late to pin (the thread started long after the clock): anchored at now.
+        let mut m = TimestampMapper::new(ClockMode::Paced);
+        m.pin_to_clock();
+        assert_eq!(m.map(Track::Video, 0, 40_000, 3_000_000).pts_us, 3_000_000);
     }
 
     #[test]

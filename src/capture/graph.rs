@@ -276,6 +276,74 @@ mod tests {
     }
 
     #[test]
+    fn the_sync_picture_flashes_white_for_100_ms_every_second() {
+        let spec = super::super::SourceSpec::TestPatternVideo {
+            width: 64,
+            height: 48,
+            fps: 10,
+            sync: true,
+        };
+        let mut g = SinkGraph::open(&spec.lavfi_graph().unwrap(), Track::Video, "sync").unwrap();
+        let mut lit = Vec::new();
+        for _ in 0..21 {
+            let mut frame = ffmpeg::frame::Video::empty();
+            g.receive(&mut frame).unwrap();
+            assert_eq!(frame.format(), Pixel::YUV420P);
+            let luma = frame.data(0)[frame.stride(0) * 24 + 32];
+            assert!(!(20..=230).contains(&luma), "black or white, not {luma}");
+            lit.push(luma > 128);
+        }
+        let on: Vec<usize> = (0..lit.len()).filter(|&i| lit[i]).collect();
+        assert_eq!(on, [0, 10, 20], "one frame of 100 ms at each whole second");
+    }
+
+    /// Where the beep starts and how long it lasts, in samples, over `seconds`.
+    fn beeps(clock_ppm: i32, seconds: usize) -> Vec<(usize, usize)> {
+        let spec = super::super::SourceSpec::TestPatternAudio {
+            sample_rate: 48_000,
+            channels: 2,
+            frequency_hz: 440,
+            sync: true,
+            clock_ppm,
+        };
+        let mut g = SinkGraph::open(&spec.lavfi_graph().unwrap(), Track::Audio, "sync").unwrap();
+        assert_eq!(g.audio_format(), (48_000, 2));
+        let mut samples = Vec::new();
+        let mut frame = ffmpeg::frame::Audio::empty();
+        while samples.len() < seconds * 48_000 {
+            g.receive(&mut frame).unwrap();
+            samples.extend_from_slice(&frame.plane::<f32>(1)[..frame.samples()]);
+            // SAFETY: the frame is ours; released before the next receive.
+            unsafe { ffi::av_frame_unref(frame.as_mut_ptr()) };
+        }
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        let mut last_loud = None;
+        for (i, s) in samples.iter().enumerate() {
+            if s.abs() > 1e-6 {
+                match (out.last_mut(), last_loud) {
+                    (Some(b), Some(l)) if i - l < 100 => b.1 = i - b.0 + 1,
+                    _ => out.push((i, 1)),
+                }
+                last_loud = Some(i);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_sync_beep_lasts_100_ms_at_every_whole_second_of_real_time() {
+        let b = beeps(0, 3);
+        assert!(b.len() >= 3, "{b:?}");
+        for (k, (start, len)) in b.iter().take(3).enumerate() {
+            assert!(start.abs_diff(k * 48_000) <= 1, "{b:?}");
+            assert!(len.abs_diff(4_800) <= 48, "{b:?}");
+        }
+        // A sample clock 1000 ppm fast records the beep at second k at sample 48048 k.
+        let b = beeps(1000, 3);
+        assert!(b[2].0.abs_diff(96_096) <= 2, "{b:?}");
+    }
+
+    #[test]
     fn a_graph_that_is_not_a_single_source_is_refused() {
         let err = SinkGraph::open("nullsink", Track::Video, "test pattern")
             .err()

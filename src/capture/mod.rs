@@ -87,6 +87,11 @@ pub fn init_ffmpeg() {
     });
 }
 
+/// The sync pattern's flash and beep last this long (seconds) from every whole second.
+pub const SYNC_FLASH_S: f64 = 0.1;
+/// The sync pattern's beep, Hz.
+pub const SYNC_TONE_HZ: u32 = 1000;
+
 /// Which of the two tracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Track {
@@ -130,13 +135,27 @@ pub enum SourceSpec {
         sample_rate: u32,
         channels: u16,
     },
-    /// lavfi `testsrc2`, paced in real time.
-    TestPatternVideo { width: u32, height: u32, fps: u32 },
-    /// lavfi `sine`, paced in real time.
+    /// lavfi `testsrc2`, paced in real time; with `sync`, black with a full white frame for
+    /// 100 ms at every whole second of the pipeline clock (see [`SYNC_FLASH_S`]).
+    TestPatternVideo {
+        width: u32,
+        height: u32,
+        fps: u32,
+        sync: bool,
+    },
+    /// lavfi `sine`, paced in real time; with `sync`, silence with a 1 kHz beep for 100 ms at
+    /// every whole second of the pipeline clock, with the video's flash. `clock_ppm`: the
+    /// source's sample clock runs this far fast (+) or slow (−): it delivers
+    /// `sample_rate × (1 + ppm·10⁻⁶)` samples per second of the pipeline clock while claiming
+    /// `sample_rate`, and its frames are stamped with the pipeline time they were "captured"
+    /// at, as a drifting USB microphone's are. The beep is placed in real time, so it lands
+    /// on whole seconds only if the encoder follows the drift.
     TestPatternAudio {
         sample_rate: u32,
         channels: u16,
         frequency_hz: u32,
+        sync: bool,
+        clock_ppm: i32,
     },
     /// A media file, paced in real time; with `looped` it restarts at the end with timestamps
     /// continuing. The same file as both video and audio source is read by one thread.
@@ -201,20 +220,69 @@ impl SourceSpec {
         }
     }
 
+    /// The sync test pattern (flash or beep on whole seconds of the pipeline clock).
+    fn is_sync_pattern(&self) -> bool {
+        matches!(
+            self.base(),
+            SourceSpec::TestPatternVideo { sync: true, .. }
+                | SourceSpec::TestPatternAudio { sync: true, .. }
+        )
+    }
+
+    /// A test tone's sample-clock error, ppm (0 for everything else).
+    fn clock_ppm(&self) -> i32 {
+        match *self.base() {
+            SourceSpec::TestPatternAudio { clock_ppm, .. } => clock_ppm,
+            _ => 0,
+        }
+    }
+
     /// The lavfi graph of a test source.
     pub fn lavfi_graph(&self) -> Option<String> {
         match *self.base() {
-            SourceSpec::TestPatternVideo { width, height, fps } => {
-                Some(format!("testsrc2=size={width}x{height}:rate={fps}"))
-            }
+            SourceSpec::TestPatternVideo {
+                width,
+                height,
+                fps,
+                sync: false,
+            } => Some(format!("testsrc2=size={width}x{height}:rate={fps}")),
+            // White for the first 100 ms of every second (the epsilon keeps a frame stamped at
+            // exactly 1.0 s from landing at 0.99999… by rounding).
+            SourceSpec::TestPatternVideo {
+                width,
+                height,
+                fps,
+                sync: true,
+            } => Some(format!(
+                "color=c=black:size={width}x{height}:rate={fps},format=yuv420p,\
+                 drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t+1e-6,1),{SYNC_FLASH_S})'"
+            )),
             SourceSpec::TestPatternAudio {
                 sample_rate,
                 channels,
                 frequency_hz,
+                sync: false,
+                ..
             } => {
                 let layout = if channels == 1 { "mono" } else { "stereo" };
                 Some(format!(
                     "sine=frequency={frequency_hz}:sample_rate={sample_rate},aformat=channel_layouts={layout}"
+                ))
+            }
+            // The beep is placed on real time T = t / (1 + ppm): what a microphone whose clock
+            // runs `ppm` fast records of a beep at every whole second.
+            SourceSpec::TestPatternAudio {
+                sample_rate,
+                channels,
+                clock_ppm,
+                sync: true,
+                ..
+            } => {
+                let layout = if channels == 1 { "mono" } else { "stereo" };
+                let k = 1e6 / (1e6 + f64::from(clock_ppm));
+                Some(format!(
+                    "aevalsrc=exprs='if(lt(mod(t*{k:.12}+1e-7,1),{SYNC_FLASH_S}),0.5*sin(2*PI*{SYNC_TONE_HZ}*t*{k:.12}),0)':sample_rate={sample_rate}:channel_layout={layout}:nb_samples=1024,\
+                     aformat=sample_fmts=fltp"
                 ))
             }
             _ => None,
@@ -228,7 +296,9 @@ impl SourceSpec {
             SourceSpec::V4l2 {
                 width, height, fps, ..
             }
-            | SourceSpec::TestPatternVideo { width, height, fps } => {
+            | SourceSpec::TestPatternVideo {
+                width, height, fps, ..
+            } => {
                 if width == 0 || height == 0 || width > 8192 || height > 8192 {
                     return invalid(format!(
                         "{}: video size {width}x{height} is out of range; set [video] width and height",
@@ -459,12 +529,15 @@ mod tests {
             width: 320,
             height: 240,
             fps: 25,
+            sync: false,
         };
         assert_eq!(v.lavfi_graph().unwrap(), "testsrc2=size=320x240:rate=25");
         let a = SourceSpec::TestPatternAudio {
             sample_rate: 48000,
             channels: 2,
             frequency_hz: 440,
+            sync: false,
+            clock_ppm: 0,
         };
         assert_eq!(
             a.lavfi_graph().unwrap(),
@@ -478,6 +551,8 @@ mod tests {
             sample_rate: 48000,
             channels: 2,
             frequency_hz: 440,
+            sync: false,
+            clock_ppm: 0,
         };
         let counters = std::sync::Arc::new(CaptureCounters::default());
         let (tx, _rx) = frame_queue(2, counters);

@@ -131,12 +131,16 @@ impl Worker {
         let plan = plan(&spec, true)?;
         let wants = (outputs.video.is_some(), outputs.audio.is_some());
         let (source, info) = open_source(&spec, &plan, wants, &signal)?;
+        let mut mapper = TimestampMapper::new(plan.mode);
+        if spec.is_sync_pattern() {
+            mapper.pin_to_clock();
+        }
         Ok((
             Self {
                 what,
                 spec,
                 outputs,
-                mapper: TimestampMapper::new(plan.mode),
+                mapper,
                 signal,
                 kind: plan.kind,
                 fault,

@@ -7,11 +7,16 @@
 //!
 //! Timeline: the encoder counts samples from 0, anchored at the first input frame's pipeline
 //! time, so AAC timestamps are perfectly regular (1024 samples apart). A sound card's crystal
-//! drifts against the system clock (tens of ppm: ~0.1-0.2 s per hour), so the counted timeline
-//! is compared with each input frame's capture time and corrected when they differ by more than
-//! [`RESYNC_THRESHOLD_US`]: a gap (the card lost samples, or capture dropped a frame) is filled
-//! with silence, an excess (the card runs fast) is removed by skipping the input frame. Audio
-//! therefore stays within 40 ms of the capture clock, which video shares, for any run length.
+//! drifts against the system clock (a USB microphone by 100–300 ppm: up to a second an hour),
+//! so each input frame's capture time is compared with where the counted timeline puts it, and
+//! the difference is followed smoothly by resampling ([`super::drift`]: the card's rate is
+//! measured against the pipeline clock and libswresample's compensation stretches or squeezes
+//! each frame by a sample or so). Only a step is corrected at once (samples lost, a device
+//! reopened: more than 40 ms off the smoothed offset for three frames in a row, or more than
+//! [`RESYNC_THRESHOLD_US`](super::timeline::RESYNC_THRESHOLD_US) at once; see
+//! [`follow`](super::timeline::follow)): a gap is filled with silence, an excess is
+//! removed by skipping the input frame. Audio therefore stays on the capture clock, which
+//! video shares, for any run length, without clicks.
 //!
 //! Priming: the encoder delays its output by `initial_padding` (1024) samples, so the first
 //! packet has pts −1024. FLV cannot signal priming, so players play the priming frame like any
@@ -32,14 +37,13 @@ use ffmpeg::packet::Mut as _;
 use ffmpeg::ChannelLayout;
 use ffmpeg_next as ffmpeg;
 
+use super::drift::DriftControl;
 use super::settings::AudioSettings;
+use super::timeline::{follow, Adjust, AudioTimeline};
 use super::{extradata_of, open_codec, EncodeError};
 use crate::capture::{init_ffmpeg, AudioFrame};
 use crate::health::{AudioBlock, BlockMeter};
 use crate::media::EncodedPacket;
-
-/// The counted timeline is corrected when it is this far from the capture clock.
-pub(super) const RESYNC_THRESHOLD_US: i64 = 40_000;
 
 impl AudioSettings {
     /// What the encoder itself can take (broader than [`AudioSettings::validate`]).
@@ -78,73 +82,6 @@ impl AudioSettings {
         } else {
             ChannelLayout::STEREO
         }
-    }
-}
-
-/// What to do with an input frame to keep the counted timeline on the capture clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Adjust {
-    Keep,
-    /// Insert this many samples of silence before the frame.
-    Pad(usize),
-    /// Drop the frame: the timeline is ahead of the capture clock.
-    Skip,
-}
-
-/// The sample-counted audio timeline. Pure: times are arguments.
-#[derive(Debug, Clone)]
-pub(crate) struct AudioTimeline {
-    rate: i64,
-    anchor_us: Option<i64>,
-    /// Samples (at the encoder rate) put into the FIFO so far, silence included.
-    samples: i64,
-}
-
-impl AudioTimeline {
-    pub(crate) fn new(rate: u32) -> Self {
-        Self {
-            rate: i64::from(rate),
-            anchor_us: None,
-            samples: 0,
-        }
-    }
-
-    /// Checks an input frame captured at `pts_us` against the samples counted so far.
-    pub(crate) fn check(&mut self, pts_us: i64) -> Adjust {
-        let Some(anchor) = self.anchor_us else {
-            self.anchor_us = Some(pts_us);
-            return Adjust::Keep;
-        };
-        let expected = anchor + self.samples * 1_000_000 / self.rate;
-        let diff = pts_us - expected;
-        if diff > RESYNC_THRESHOLD_US {
-            Adjust::Pad((diff * self.rate / 1_000_000) as usize)
-        } else if diff < -RESYNC_THRESHOLD_US {
-            Adjust::Skip
-        } else {
-            Adjust::Keep
-        }
-    }
-
-    pub(crate) fn advance(&mut self, samples: usize) {
-        self.samples += samples as i64;
-    }
-
-    /// Samples missing between the end of the timeline and `until_us`; 0 if it reaches that
-    /// far. A timeline without an anchor (no input yet) is anchored at `until_us`.
-    pub(crate) fn missing_until(&mut self, until_us: i64) -> usize {
-        let Some(anchor) = self.anchor_us else {
-            self.anchor_us = Some(until_us);
-            return 0;
-        };
-        let end_us = anchor + self.samples * 1_000_000 / self.rate;
-        usize::try_from((until_us - end_us) * self.rate / 1_000_000).unwrap_or(0)
-    }
-
-    /// Pipeline milliseconds of encoder sample position `sample_pts` (already shifted by the
-    /// priming delay).
-    pub(crate) fn ms_at(&self, sample_pts: i64) -> i64 {
-        (self.anchor_us.unwrap_or(0) + sample_pts * 1_000_000 / self.rate).div_euclid(1000)
     }
 }
 
@@ -231,6 +168,23 @@ fn core_asc(asc: Bytes) -> Bytes {
 struct Resampler {
     ctx: ffmpeg::software::resampling::Context,
     from: (Sample, u64, u32),
+    /// Follows the source's sample clock (see [`super::drift`]).
+    drift: DriftControl,
+}
+
+/// How the audio timeline follows the capture clock, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AudioSync {
+    /// The source's measured rate error, ppm (positive: it delivers more samples per second
+    /// than it claims); `None` until measured.
+    pub drift_ppm: Option<f64>,
+    /// How late audio is stamped against its capture time, seconds (low-passed; positive:
+    /// audio behind video); `None` before the first frame.
+    pub av_offset_s: Option<f64>,
+    /// Gross corrections: times silence was inserted into the timeline (samples lost, a device
+    /// reopened) and captured frames skipped (the timeline ahead).
+    pub silence_inserted: u64,
+    pub frames_skipped: u64,
 }
 
 /// An open AAC encoder.
@@ -249,7 +203,7 @@ pub struct AudioEncoder {
     /// Samples sent to the encoder (its input pts).
     samples_sent: i64,
     asc: Bytes,
-    corrections: u64,
+    sync: AudioSync,
     flushed: bool,
     /// Media health's level meter over the captured sound, when on.
     levels: Option<BlockMeter>,
@@ -331,7 +285,7 @@ impl AudioEncoder {
             timeline: AudioTimeline::new(settings.sample_rate),
             samples_sent: 0,
             asc,
-            corrections: 0,
+            sync: AudioSync::default(),
             flushed: false,
             levels: None,
         })
@@ -354,7 +308,12 @@ impl AudioEncoder {
     /// Times the timeline was corrected against the capture clock (silence inserted or a
     /// frame skipped).
     pub fn corrections(&self) -> u64 {
-        self.corrections
+        self.sync.silence_inserted + self.sync.frames_skipped
+    }
+
+    /// The measured drift, the offset and the gross corrections so far.
+    pub fn sync(&self) -> AudioSync {
+        self.sync
     }
 
     /// Meters the captured sound from now on in 100 ms blocks ([`AudioEncoder::take_levels`]),
@@ -404,30 +363,67 @@ impl AudioEncoder {
                 ),
                 source,
             })?;
-            self.resampler = Some(Resampler { ctx, from });
+            let mut drift = DriftControl::new(from.2, self.settings.sample_rate);
+            if let Some(old) = self.resampler.take() {
+                drift.carry_estimate_from(&old.drift);
+            }
+            let mut resampler = Resampler { ctx, from, drift };
+            // Compensation needs swresample's resampling path even between equal rates: switch
+            // it on now (this re-initialises the context), not in the middle of the stream.
+            // SAFETY: a context we own, with no data in it yet.
+            let ret =
+                unsafe { ffmpeg::ffi::swr_set_compensation(resampler.ctx.as_mut_ptr(), 0, 0) };
+            if ret < 0 {
+                return Err(EncodeError::Convert {
+                    from: format!("{:?} {} Hz", from.0, from.2),
+                    to: format!(
+                        "fltp {} Hz (with drift compensation)",
+                        self.settings.sample_rate
+                    ),
+                    source: ffmpeg::Error::from(ret),
+                });
+            }
+            self.resampler = Some(resampler);
         }
+        let resampler = self.resampler.as_mut().expect("resampler set up above");
 
-        match self.timeline.check(frame.pts_us) {
+        match follow(&mut self.timeline, &mut resampler.drift, frame.pts_us) {
             Adjust::Keep => {}
             Adjust::Pad(n) => {
-                self.corrections += 1;
-                tracing::debug!(samples = n, "audio gap: inserting silence");
+                self.sync.silence_inserted += 1;
+                tracing::info!(
+                    ms = n as i64 * 1000 / i64::from(self.settings.sample_rate),
+                    "audio gap: inserting silence"
+                );
                 self.push_silence(n, on_packet)?;
             }
             Adjust::Skip => {
-                self.corrections += 1;
-                tracing::debug!("audio ahead of the capture clock: skipping a frame");
+                self.sync.frames_skipped += 1;
+                tracing::info!("audio ahead of the capture clock: skipping a frame");
                 return Ok(());
             }
         }
 
         let resampler = self.resampler.as_mut().expect("resampler set up above");
         let in_samples = input.samples() as i32;
+        let diff = self.timeline.diff_us(frame.pts_us).unwrap_or(0);
+        let delta = resampler
+            .drift
+            .on_frame(frame.pts_us, input.samples(), diff);
+        self.sync.drift_ppm = resampler.drift.drift_ppm();
+        self.sync.av_offset_s = resampler.drift.av_offset_us().map(|us| us / 1e6);
+        let distance = (i64::from(in_samples) * i64::from(self.settings.sample_rate)
+            / i64::from(from.2.max(1)))
+        .max(1) as i32;
         // SAFETY: swr_get_out_samples bounds what swr_convert writes for `in_samples` more
         // input; the FIFO reserves that much per plane; the input pointers are the decoded
-        // frame's (extended_data has one pointer per plane for `in_samples` samples).
+        // frame's (extended_data has one pointer per plane for `in_samples` samples). The
+        // compensation spreads `delta` samples over this frame's output.
         let written = unsafe {
             let swr = resampler.ctx.as_mut_ptr();
+            // A failure leaves the rate as it was: the offset then grows until the gross check
+            // corrects it, as before compensation existed.
+            let _ = ffmpeg::ffi::swr_set_compensation(swr, delta, distance);
             let max = ffmpeg::ffi::swr_get_out_samples(swr, in_samples).max(0) as usize;
             let in_ptrs = (*input.as_ptr()).extended_data as *mut *const u8;
             self.fifo.append_with(max, |out| {
@@ -464,6 +460,12 @@ impl AudioEncoder {
         let missing = self.timeline.missing_until(until_us);
         let whole = (self.fifo.len() + missing) / self.frame_size * self.frame_size;
         let silence = whole.saturating_sub(self.fifo.len());
+        if silence > 0 {
+            // The source is away: when it is back its samples continue another line.
+            if let Some(r) = self.resampler.as_mut() {
+                r.drift.reset();
+            }
+        }
         self.push_silence(silence, on_packet)
     }
 
@@ -572,35 +574,34 @@ mod tests {
     use crate::media::EncodedPacketBuf;
 
     #[test]
-    fn timeline_pads_gaps_and_skips_excess() {
-        let mut t = AudioTimeline::new(48_000);
-        assert_eq!(t.check(1_000_000), Adjust::Keep);
-        t.advance(1024);
-        // Next frame on time (21.333 ms later).
-        assert_eq!(t.check(1_021_333), Adjust::Keep);
-        t.advance(1024);
-        // 100 ms of samples went missing: pad what is missing.
-        match t.check(1_042_667 + 100_000) {
-            Adjust::Pad(n) => assert!((4799..=4801).contains(&n), "{n}"),
-            other => panic!("{other:?}"),
+    fn swresample_compensation_follows_a_fast_source() {
+        let mut enc = AudioEncoder::open(&AudioSettings::default()).unwrap();
+        let mut packets = 0;
+        let rate = 48_000.0 * 1.005;
+        let mut worst_us = 0i64;
+        for k in 0..(60.0 * rate / 1024.0) as i64 {
+            let mut frame = ffmpeg::frame::Audio::new(
+                Sample::F32(SampleType::Packed),
+                1024,
+                ChannelLayout::STEREO,
+            );
+            frame.set_rate(48_000);
+            frame.plane_mut::<f32>(0).fill(0.1);
+            let pts_us = 1_000_000 + (k as f64 * 1024.0 / rate * 1e6) as i64;
+            if k as f64 > 40.0 * rate / 1024.0 {
+                let diff = enc.timeline.diff_us(pts_us).unwrap();
+                worst_us = worst_us.max(diff.abs());
+            }
+            let captured = crate::capture::Captured { frame, pts_us };
+            enc.encode(&captured, &mut |_| packets += 1).unwrap();
         }
-        // The card delivered more than real time allows: skip.
-        let mut t = AudioTimeline::new(48_000);
-        t.check(0);
-        t.advance(48_000);
-        assert_eq!(t.check(900_000), Adjust::Skip);
-        assert_eq!(t.check(970_000), Adjust::Keep);
-    }
-
-    #[test]
-    fn timeline_counts_what_is_missing_up_to_a_time() {
-        let mut t = AudioTimeline::new(48_000);
-        // No input yet: anchored at the time asked for.
-        assert_eq!(t.missing_until(2_000_000), 0);
-        assert_eq!(t.missing_until(2_100_000), 4_800);
-        t.advance(4_800);
-        assert_eq!(t.missing_until(2_100_000), 0);
-        assert_eq!(t.missing_until(2_000_000), 0, "ahead of the time asked for");
+        let sync = enc.sync();
+        assert_eq!((sync.silence_inserted, sync.frames_skipped), (0, 0));
+        assert!(worst_us < 3_000, "worst {worst_us} µs after 40 s");
+        let ppm = sync.drift_ppm.unwrap();
+        assert!((ppm - 5000.0).abs() < 5.0, "{ppm}");
+        assert!(sync.av_offset_s.unwrap().abs() < 0.005, "{sync:?}");
+        assert!(packets > 2700, "{packets}");
     }
 
     #[test]
@@ -647,15 +648,6 @@ mod tests {
             .unwrap();
         let dts: Vec<i64> = out.iter().map(|p| p.dts_ms).collect();
         assert!(dts.windows(2).all(|w| (21..=22).contains(&(w[1] - w[0]))));
-    }
-
-    #[test]
-    fn timeline_maps_samples_to_pipeline_ms() {
-        let mut t = AudioTimeline::new(48_000);
-        t.check(5_500);
-        assert_eq!(t.ms_at(0), 5);
-        assert_eq!(t.ms_at(1024), 26);
-        assert_eq!(t.ms_at(48_000), 1005);
     }
 
     #[test]

@@ -37,22 +37,26 @@
 //! it in one pass; nothing here copies or allocates per packet.
 
 mod audio;
+mod drift;
 mod pipeline;
 mod settings;
 pub mod snapshot;
 mod target;
+mod timeline;
 mod video;
 
 use bytes::Bytes;
 use ffmpeg_next as ffmpeg;
 
 pub use crate::capture::{Track, TrackState};
-pub use audio::AudioEncoder;
+pub use audio::{AudioEncoder, AudioSync};
 pub use pipeline::{
-    spawn_pipeline, PipelineConfig, PipelineControl, PipelineError, PipelineHandle, PipelineStats,
-    TrackStats,
+    spawn_pipeline, AudioSyncStats, PipelineConfig, PipelineControl, PipelineError, PipelineHandle,
+    PipelineStats, TrackStats,
 };
-pub use settings::{AudioSettings, AudioSource, VideoSettings, VideoSource};
+pub use settings::{
+    AudioSettings, AudioSource, TestPattern, VideoSettings, VideoSource, TEST_CLOCK_PPM_MAX,
+};
 pub use target::Target;
 pub use video::{
     available_h264_encoders, Reopened, VideoEncoder, KNOWN_H264_ENCODERS, MIN_REOPEN_INTERVAL,

@@ -35,7 +35,7 @@
 //! [`PipelineControl::video_target`] reads what the encoder runs at, and
 //! [`TrackStats::encoder_reopens`] counts the reopens.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -110,11 +110,37 @@ pub struct TrackStats {
     pub encoder_reopens: u64,
 }
 
+/// How the audio timeline follows the capture clock (see `encode::drift`), as a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AudioSyncStats {
+    /// The microphone's measured rate error, thousandths of a ppm (positive: it runs fast);
+    /// `None` until measured.
+    pub drift_milli_ppm: Option<i64>,
+    /// How late audio is stamped against its capture time, µs (positive: audio behind video);
+    /// `None` before the first frame.
+    pub av_offset_us: Option<i64>,
+    /// Gross corrections: silence inserted into the timeline, captured frames skipped.
+    pub silence_inserted: u64,
+    pub frames_skipped: u64,
+}
+
+impl AudioSyncStats {
+    pub fn drift_ppm(&self) -> Option<f64> {
+        self.drift_milli_ppm.map(|m| m as f64 / 1000.0)
+    }
+
+    pub fn av_offset_s(&self) -> Option<f64> {
+        self.av_offset_us.map(|us| us as f64 / 1e6)
+    }
+}
+
 /// The pipeline's counters, as a snapshot (`Copy`, cheap; read it at scrape time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PipelineStats {
     pub video: TrackStats,
     pub audio: TrackStats,
+    /// The audio timeline against the capture clock.
+    pub audio_sync: AudioSyncStats,
     /// Threads that ended with an error.
     pub errors: u64,
 }
@@ -150,6 +176,50 @@ struct EncodeCounters {
     reopens: AtomicU64,
 }
 
+/// [`AudioSyncStats`] shared by the audio encode thread (`i64::MIN`: not measured).
+#[derive(Debug)]
+struct AudioSyncCell {
+    drift_milli_ppm: AtomicI64,
+    av_offset_us: AtomicI64,
+    silence_inserted: AtomicU64,
+    frames_skipped: AtomicU64,
+}
+
+impl Default for AudioSyncCell {
+    fn default() -> Self {
+        Self {
+            drift_milli_ppm: AtomicI64::new(i64::MIN),
+            av_offset_us: AtomicI64::new(i64::MIN),
+            silence_inserted: AtomicU64::new(0),
+            frames_skipped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AudioSyncCell {
+    fn store(&self, s: &crate::encode::AudioSync) {
+        let opt = |v: Option<f64>, scale: f64| v.map_or(i64::MIN, |v| (v * scale).round() as i64);
+        self.drift_milli_ppm
+            .store(opt(s.drift_ppm, 1000.0), Ordering::Relaxed);
+        self.av_offset_us
+            .store(opt(s.av_offset_s, 1e6), Ordering::Relaxed);
+        self.silence_inserted
+            .store(s.silence_inserted, Ordering::Relaxed);
+        self.frames_skipped
+            .store(s.frames_skipped, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> AudioSyncStats {
+        let opt = |v: i64| (v != i64::MIN).then_some(v);
+        AudioSyncStats {
+            drift_milli_ppm: opt(self.drift_milli_ppm.load(Ordering::Relaxed)),
+            av_offset_us: opt(self.av_offset_us.load(Ordering::Relaxed)),
+            silence_inserted: self.silence_inserted.load(Ordering::Relaxed),
+            frames_skipped: self.frames_skipped.load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     video_capture: Arc<CaptureCounters>,
@@ -168,6 +238,8 @@ struct Shared {
     has_video: bool,
     /// Pictures asked for `/snapshot.jpg`, answered by the video encode thread.
     pictures: PictureRequests,
+    /// The audio encoder's drift measurement, offset and gross corrections.
+    audio_sync: AudioSyncCell,
     /// Media health as last published by the health thread (written 10 times a second;
     /// never touched by the encode threads).
     media: std::sync::Mutex<Option<MediaReport>>,
@@ -232,6 +304,7 @@ impl Shared {
         PipelineStats {
             video: track(&self.video_capture, &self.video_encode),
             audio: track(&self.audio_capture, &self.audio_encode),
+            audio_sync: self.audio_sync.snapshot(),
             errors: self.errors.load(Ordering::Relaxed),
         }
     }

@@ -24,6 +24,19 @@ pub enum VideoSource {
     File,
 }
 
+/// Which picture or sound a test source makes (`test_pattern` in `[video]` and `[audio]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestPattern {
+    /// lavfi `testsrc2` (video) or a steady 440 Hz tone (audio).
+    #[default]
+    Standard,
+    /// For measuring A/V sync: a full white frame and a 1 kHz tone, both 100 ms long,
+    /// starting together at every whole second of the pipeline clock; black and silent
+    /// otherwise (`bench/av_sync.sh` measures the offset of a recording).
+    Sync,
+}
+
 /// `[video]`: camera and H.264 encoder.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +51,8 @@ pub struct VideoSettings {
     /// The media file for `source = "file"`; it is played in a loop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// For `source = "test"`: `standard` (testsrc2) or `sync` (a white flash every second).
+    pub test_pattern: TestPattern,
     /// Frame size (even numbers, 160x120..=3840x2160); frames of another size are scaled.
     pub width: u32,
     pub height: u32,
@@ -83,6 +98,7 @@ impl Default for VideoSettings {
             device: PathBuf::from("/dev/video0"),
             input_format: String::new(),
             file: None,
+            test_pattern: TestPattern::Standard,
             width: 1280,
             height: 720,
             fps: 25,
@@ -213,7 +229,16 @@ pub struct AudioSettings {
     pub channels: u16,
     /// AAC-LC bitrate, kbit/s (32..=320).
     pub bitrate_kbps: u32,
+    /// For `source = "test"`: `standard` (a steady 440 Hz tone) or `sync` (a 100 ms 1 kHz beep
+    /// every second, with the video's flash).
+    pub test_pattern: TestPattern,
+    /// For `source = "test"`: the test tone's sample clock runs this many ppm fast (+) or slow
+    /// (−) against the pipeline clock (−5000..=5000), as a drifting USB microphone's does.
+    pub test_clock_ppm: i32,
 }
+
+/// The range of `[audio] test_clock_ppm`.
+pub const TEST_CLOCK_PPM_MAX: i32 = 5000;
 
 impl Default for AudioSettings {
     fn default() -> Self {
@@ -223,6 +248,8 @@ impl Default for AudioSettings {
             sample_rate: 48000,
             channels: 2,
             bitrate_kbps: 128,
+            test_pattern: TestPattern::Standard,
+            test_clock_ppm: 0,
         }
     }
 }
@@ -245,6 +272,46 @@ impl AudioSettings {
         }
         InvalidSetting::check_range("audio.channels", self.channels.into(), 1, 2)?;
         InvalidSetting::check_range("audio.bitrate_kbps", self.bitrate_kbps.into(), 32, 320)?;
+        if self.test_clock_ppm.abs() > TEST_CLOCK_PPM_MAX {
+            return Err(InvalidSetting::new(
+                "audio.test_clock_ppm",
+                format!(
+                    "{} is out of range: use -{TEST_CLOCK_PPM_MAX} to {TEST_CLOCK_PPM_MAX} ppm (a USB microphone is typically within 300)",
+                    self.test_clock_ppm
+                ),
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_clock_ppm_is_bounded_and_named() {
+        let video = VideoSettings::default();
+        let mut a = AudioSettings {
+            test_clock_ppm: -5000,
+            ..AudioSettings::default()
+        };
+        assert!(a.validate(&video).is_ok());
+        a.test_clock_ppm = 5001;
+        let e = a.validate(&video).unwrap_err().to_string();
+        assert!(
+            e.contains("audio.test_clock_ppm") && e.contains("5000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn test_patterns_parse() {
+        let a: AudioSettings =
+            toml::from_str("source = \"test\"\ntest_pattern = \"sync\"\ntest_clock_ppm = 300")
+                .unwrap();
+        assert_eq!(a.test_pattern, TestPattern::Sync);
+        assert_eq!(a.test_clock_ppm, 300);
+        assert!(toml::from_str::<VideoSettings>("test_pattern = \"flash\"").is_err());
     }
 }

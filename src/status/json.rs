@@ -202,6 +202,12 @@ fn broadcast(b: &BroadcastSnapshot, snap: &Snapshot, now: Instant) -> Value {
         },
         "video": track(&b.pipeline.video),
         "audio": track(&b.pipeline.audio),
+        "audio_sync": {
+            "drift_ppm": b.pipeline.audio_sync.drift_ppm().map(|p| (p * 10.0).round() / 10.0),
+            "av_offset_ms": b.pipeline.audio_sync.av_offset_s().map(|s| (s * 1e4).round() / 10.0),
+            "silence_inserted": b.pipeline.audio_sync.silence_inserted,
+            "frames_skipped": b.pipeline.audio_sync.frames_skipped,
+        },
         "pipeline_errors": b.pipeline.errors,
         "adapt": b.adapt.as_ref().map(|a| json!({
             "state": a.state.as_str(),

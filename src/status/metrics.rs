@@ -336,6 +336,7 @@ pub fn registry(snap: &Snapshot) -> Registry {
             "How far the sender lags behind the encoders: media waiting in the send queue and the socket",
             delay_ms as f64 / 1000.0,
         );
+        audio_sync(&mut m, &b.pipeline.audio_sync);
     }
     if let Some(v) = snap.viewers {
         m.int_gauge(
@@ -384,6 +385,39 @@ pub fn registry(snap: &Snapshot) -> Registry {
         )],
     );
     m.reg
+}
+
+/// The audio timeline against the capture clock (see `encode::drift`), during a broadcast with
+/// audio: the drift once measured, the offset once audio flows, and the gross corrections.
+fn audio_sync(m: &mut Builder, s: &crate::encode::AudioSyncStats) {
+    if let Some(ppm) = s.drift_ppm() {
+        m.gauge(
+            "polypush_audio_clock_drift_ppm",
+            "The microphone's sample clock against the pipeline clock, ppm (positive: it runs fast); resampling follows it",
+            ppm,
+        );
+    }
+    if let Some(offset) = s.av_offset_s() {
+        m.gauge(
+            "polypush_av_offset_seconds",
+            "How late audio is stamped against its capture time, low-passed over 1 s (positive: audio behind video)",
+            offset,
+        );
+    }
+    m.int_gauges(
+        "polypush_audio_timeline_corrections",
+        "Gross corrections of the audio timeline in this broadcast (a device reopened, samples lost): silence inserted, captured frames skipped",
+        &[
+            (
+                label("kind", "silence_inserted"),
+                i64::try_from(s.silence_inserted).unwrap_or(i64::MAX),
+            ),
+            (
+                label("kind", "frame_skipped"),
+                i64::try_from(s.frames_skipped).unwrap_or(i64::MAX),
+            ),
+        ],
+    );
 }
 
 /// The registry in OpenMetrics text.
@@ -539,6 +573,12 @@ mod tests {
         b.sender.bytes_sent = 12345;
         b.pipeline.video.frames_dropped = 2;
         b.pipeline.audio.frames_dropped = 1;
+        b.pipeline.audio_sync = crate::encode::AudioSyncStats {
+            drift_milli_ppm: Some(-298_500),
+            av_offset_us: Some(1_500),
+            silence_inserted: 1,
+            frames_skipped: 0,
+        };
         hub.update_broadcast(b);
         hub.set_viewers(Some(7));
         let t = text(&hub.snapshot());
@@ -555,9 +595,18 @@ mod tests {
             "polypush_encoder_fps 25.0",
             "polypush_viewers 7",
             "polypush_schedule_in_window 1",
+            "polypush_audio_clock_drift_ppm -298.5",
+            "polypush_av_offset_seconds 0.0015",
+            "polypush_audio_timeline_corrections{kind=\"silence_inserted\"} 1",
+            "polypush_audio_timeline_corrections{kind=\"frame_skipped\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
+        let v = crate::status::json::status_json(&hub.snapshot(), tokio::time::Instant::now());
+        let sync = &v["broadcast"]["audio_sync"];
+        assert_eq!(sync["drift_ppm"], -298.5);
+        assert_eq!(sync["av_offset_ms"], 1.5);
+        assert_eq!(sync["silence_inserted"], 1);
     }
 
     #[test]

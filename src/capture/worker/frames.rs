@@ -18,6 +18,14 @@ use crate::capture::{CaptureClock, CaptureError, Track};
 
 const MICROS: Rational = Rational(1, 1_000_000);
 
+/// Source time `us` of a clock running `ppm` fast, on the pipeline clock.
+fn off_clock(us: i64, ppm: i32) -> i64 {
+    if ppm == 0 {
+        return us;
+    }
+    (i128::from(us) * 1_000_000 / (1_000_000 + i128::from(ppm))) as i64
+}
+
 /// How [`Worker::drain`] hands on each decoded frame.
 type Deliver<F> =
     fn(&mut Worker, &mut Source, usize, &mut FrameSender<F>, F, &CaptureClock) -> Flow;
@@ -326,13 +334,14 @@ impl Worker {
             Track::Video if pkt_duration > 0 => pkt_duration.rescale(s.time_base, MICROS),
             Track::Video => s.default_duration_us,
         };
+        let duration_us = off_clock(duration_us, s.clock_ppm);
         let mut looping = match &mut self.kind {
             SourceKind::File { looping } => looping.as_mut(),
             SourceKind::Device | SourceKind::TestPattern => None,
         };
         let source_us = match frame.timestamp() {
             Some(ts) => {
-                let file_us = ts.rescale(s.time_base, MICROS);
+                let file_us = off_clock(ts.rescale(s.time_base, MICROS), s.clock_ppm);
                 match looping.as_deref_mut() {
                     Some(looping) => looping.source_us(file_us),
                     None => file_us,

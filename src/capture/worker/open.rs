@@ -26,6 +26,9 @@ pub(super) struct Timing {
     pub(super) last_end_us: Option<i64>,
     /// Pipeline time at which the next frame is expected (the last one's time + duration).
     pub(super) next_due_us: Option<i64>,
+    /// A test tone's sample clock runs this many ppm fast: its source times (and durations)
+    /// are that much shorter on the pipeline clock.
+    pub(super) clock_ppm: i32,
 }
 
 impl Timing {
@@ -41,6 +44,7 @@ impl Timing {
             default_duration_us,
             last_end_us: None,
             next_due_us: None,
+            clock_ppm: 0,
         }
     }
 }
@@ -139,8 +143,8 @@ pub(super) fn open_source(
     let what = spec.describe();
     if let SourceKind::TestPattern = plan.kind {
         match wants {
-            (true, false) => return open_graph(&plan.url, Track::Video, what),
-            (false, true) => return open_graph(&plan.url, Track::Audio, what),
+            (true, false) => return open_graph(&plan.url, Track::Video, what, 0),
+            (false, true) => return open_graph(&plan.url, Track::Audio, what, spec.clock_ppm()),
             _ => {}
         }
     }
@@ -218,6 +222,7 @@ fn open_graph(
     graph: &str,
     track: Track,
     what: String,
+    clock_ppm: i32,
 ) -> Result<(Source, SourceInfo), CaptureError> {
     let graph = SinkGraph::open(graph, track, &what)?;
     let mut info = SourceInfo {
@@ -235,7 +240,8 @@ fn open_graph(
             Rational(0, 1)
         }
     };
-    let timing = Timing::new(track, graph.time_base(), frame_rate);
+    let mut timing = Timing::new(track, graph.time_base(), frame_rate);
+    timing.clock_ppm = clock_ppm;
     Ok((
         Source {
             feed: Feed::Graph { graph, timing },

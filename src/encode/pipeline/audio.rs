@@ -57,6 +57,7 @@ where
                     .audio_encode
                     .corrections
                     .store(encoder.corrections(), Ordering::Relaxed);
+                shared.audio_sync.store(&encoder.sync());
                 continue;
             }
             Received::Timeout => {}
